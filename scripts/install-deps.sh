@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages in scripts/packages.txt that are missing.
+# Idempotent, and silent when everything is already there.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+mapfile -t pkgs < <(grep -v '^\s*#' "$here/packages.txt" | grep -v '^\s*$')
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# A fresh machine has no package lists yet; refresh them when an install fails.
+if ! $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/legate-apt.log 2>&1; then
+  $sudo apt-get update -q >/tmp/legate-apt.log 2>&1
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/legate-apt.log 2>&1 ||
+    { cat /tmp/legate-apt.log >&2; exit 1; }
+fi

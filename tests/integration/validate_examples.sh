@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `legate --mode validate` accepts every shipped example and rejects every
+# broken bootstrap with exit 1 and a one-line message naming the field.
+source "$(dirname "$0")/lib.sh"
+
+for f in "$SRC"/docs/examples/*.yaml "$SRC"/docs/examples/*.json; do
+  out=$("$BIN/legate" --mode validate -c "$f" 2>&1); rc=$?
+  expect_eq "valid: $(basename "$f") exits 0" "0" "$rc"
+  expect_eq "valid: $(basename "$f") says OK" "configuration '$f' OK" "$out"
+done
+
+for f in "$SRC"/tests/fixtures/bootstrap-bad/*.yaml; do
+  want=$(sed -n '1s/^# expect: //p' "$f")
+  out=$("$BIN/legate" --mode validate -c "$f" 2>&1); rc=$?
+  expect_eq "invalid: $(basename "$f") exits 1" "1" "$rc"
+  expect_eq "invalid: $(basename "$f") message" "legate: error: $f: $want" "$out"
+done
+
+out=$("$BIN/legate" --mode validate -c "$WORK/missing.yaml" 2>&1); rc=$?
+expect_eq "missing file exits 1" "1" "$rc"
+expect_eq "missing file message" "legate: error: $WORK/missing.yaml: No such file or directory" "$out"
+
+out=$("$BIN/legate" --mode validate 2>&1); rc=$?
+expect_eq "no -c exits 1" "1" "$rc"
+expect_eq "no -c message" "legate: -c/--config-path is required" "$out"
+
+out=$("$BIN/legate" -c x --log-level loud 2>&1); rc=$?
+expect_eq "bad log level exits 1" "1" "$rc"
+expect_eq "bad log level message" 'legate: --log-level: unknown level "loud"' "$out"
+
+printf '\x0a\x03\x0a\x01' > "$WORK/broken.pb"
+out=$("$BIN/legate" --mode validate -c "$WORK/broken.pb" 2>&1); rc=$?
+expect_eq "truncated binary bootstrap exits 1" "1" "$rc"
+expect_eq "truncated binary bootstrap message" \
+  "legate: error: $WORK/broken.pb: not a valid binary envoy.config.bootstrap.v3.Bootstrap" "$out"
+
+finish

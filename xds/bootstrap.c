@@ -1,0 +1,202 @@
+#include "bootstrap.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "convert.h"
+
+static int verr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int verr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t ls = strlen(s), lx = strlen(suffix);
+    return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
+}
+
+static int check_socket_address(const Envoy__Config__Core__V3__Address *a, const char *path,
+                                char *err, size_t errlen)
+{
+    if (a == NULL)
+        return verr(err, errlen, "%s: required field is missing", path);
+    if (a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+        return verr(err, errlen, "%s: only socket_address is supported", path);
+    const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
+    if (sa->address[0] == '\0')
+        return verr(err, errlen, "%s.socket_address.address: required field is missing", path);
+    if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
+        return verr(err, errlen, "%s.socket_address.port_value: required field is missing", path);
+    if (sa->port_value > 65535)
+        return verr(err, errlen, "%s.socket_address.port_value: %u is not a port number", path,
+                    sa->port_value);
+    if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
+        return verr(err, errlen, "%s.socket_address.protocol: only TCP is supported", path);
+    return 0;
+}
+
+static int is_ads(const Envoy__Config__Core__V3__ConfigSource *cs)
+{
+    return cs && cs->config_source_specifier_case ==
+                     ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS;
+}
+
+static int check_static(const xds_bootstrap_t *bs, char *err, size_t errlen)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
+    char path[128];
+
+    if (sr == NULL)
+        return 0;
+    for (size_t i = 0; i < sr->n_listeners; i++) {
+        const Envoy__Config__Listener__V3__Listener *l = sr->listeners[i];
+        if (l->name[0] == '\0')
+            return verr(err, errlen, "static_resources.listeners[%zu].name: required field is missing", i);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(sr->listeners[j]->name, l->name) == 0)
+                return verr(err, errlen,
+                            "static_resources.listeners[%zu].name: duplicate listener name \"%s\"",
+                            i, l->name);
+        snprintf(path, sizeof(path), "static_resources.listeners[%zu].address", i);
+        if (check_socket_address(l->address, path, err, errlen) < 0)
+            return -1;
+        if (l->n_filter_chains == 0 && l->default_filter_chain == NULL)
+            return verr(err, errlen,
+                        "static_resources.listeners[%zu].filter_chains: a listener needs at least "
+                        "one filter chain or a default_filter_chain",
+                        i);
+    }
+    for (size_t i = 0; i < sr->n_clusters; i++) {
+        const Envoy__Config__Cluster__V3__Cluster *c = sr->clusters[i];
+        if (c->name[0] == '\0')
+            return verr(err, errlen, "static_resources.clusters[%zu].name: required field is missing", i);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(sr->clusters[j]->name, c->name) == 0)
+                return verr(err, errlen,
+                            "static_resources.clusters[%zu].name: duplicate cluster name \"%s\"", i,
+                            c->name);
+    }
+    for (size_t i = 0; i < sr->n_secrets; i++) {
+        const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = sr->secrets[i];
+        if (s->name[0] == '\0')
+            return verr(err, errlen, "static_resources.secrets[%zu].name: required field is missing", i);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(sr->secrets[j]->name, s->name) == 0)
+                return verr(err, errlen,
+                            "static_resources.secrets[%zu].name: duplicate secret name \"%s\"", i,
+                            s->name);
+    }
+    return 0;
+}
+
+static const Envoy__Config__Cluster__V3__Cluster *find_static_cluster(const xds_bootstrap_t *bs,
+                                                                      const char *name)
+{
+    if (bs->static_resources == NULL)
+        return NULL;
+    for (size_t i = 0; i < bs->static_resources->n_clusters; i++)
+        if (strcmp(bs->static_resources->clusters[i]->name, name) == 0)
+            return bs->static_resources->clusters[i];
+    return NULL;
+}
+
+static int check_dynamic(const xds_bootstrap_t *bs, char *err, size_t errlen)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = bs->dynamic_resources;
+
+    if (dr == NULL)
+        return 0;
+    if (bs->node == NULL || bs->node->id[0] == '\0')
+        return verr(err, errlen, "node.id: required when dynamic_resources is set");
+    if (dr->lds_config && !is_ads(dr->lds_config))
+        return verr(err, errlen, "dynamic_resources.lds_config: only \"ads: {}\" is supported");
+    if (dr->cds_config && !is_ads(dr->cds_config))
+        return verr(err, errlen, "dynamic_resources.cds_config: only \"ads: {}\" is supported");
+    if ((dr->lds_config || dr->cds_config) && dr->ads_config == NULL)
+        return verr(err, errlen, "dynamic_resources.ads_config: required when lds_config or "
+                                 "cds_config use ads");
+    const Envoy__Config__Core__V3__ApiConfigSource *ads = dr->ads_config;
+    if (ads == NULL)
+        return 0;
+    if (ads->api_type != ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC)
+        return verr(err, errlen, "dynamic_resources.ads_config.api_type: only GRPC is supported");
+    if (ads->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3)
+        return verr(err, errlen, "dynamic_resources.ads_config.transport_api_version: must be V3");
+    if (ads->n_grpc_services != 1)
+        return verr(err, errlen,
+                    "dynamic_resources.ads_config.grpc_services: exactly one entry is required");
+    const Envoy__Config__Core__V3__GrpcService *gs = ads->grpc_services[0];
+    if (gs->target_specifier_case !=
+        ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC)
+        return verr(err, errlen, "dynamic_resources.ads_config.grpc_services[0]: only envoy_grpc "
+                                 "is supported");
+    const char *cname = gs->envoy_grpc->cluster_name;
+    if (cname[0] == '\0')
+        return verr(err, errlen, "dynamic_resources.ads_config.grpc_services[0].envoy_grpc."
+                                 "cluster_name: required field is missing");
+    if (find_static_cluster(bs, cname) == NULL)
+        return verr(err, errlen,
+                    "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: "
+                    "\"%s\" is not a static cluster",
+                    cname);
+    return 0;
+}
+
+int xds_bootstrap_check(const xds_bootstrap_t *bs, char *err, size_t errlen)
+{
+    if (bs->admin && bs->admin->address &&
+        check_socket_address(bs->admin->address, "admin.address", err, errlen) < 0)
+        return -1;
+    if (check_static(bs, err, errlen) < 0)
+        return -1;
+    return check_dynamic(bs, err, errlen);
+}
+
+int xds_bootstrap_load(const char *path, xds_bootstrap_t **out, char *err, size_t errlen)
+{
+    ProtobufCMessage *msg = NULL;
+    char msgbuf[1024];
+
+    *out = NULL;
+    if (ends_with(path, ".pb")) {
+        size_t len;
+        char *bytes = xds_read_file(path, &len);
+        if (bytes == NULL)
+            return verr(err, errlen, "%s: %s", path, strerror(errno));
+        msg = protobuf_c_message_unpack(&envoy__config__bootstrap__v3__bootstrap__descriptor, NULL,
+                                        len, (const uint8_t *)bytes);
+        free(bytes);
+        if (msg == NULL)
+            return verr(err, errlen, "%s: not a valid binary envoy.config.bootstrap.v3.Bootstrap",
+                        path);
+    } else if (xds_convert_file(path, &envoy__config__bootstrap__v3__bootstrap__descriptor, &msg,
+                                msgbuf, sizeof(msgbuf)) < 0) {
+        /* File-level errors already carry the path. */
+        if (strncmp(msgbuf, path, strlen(path)) == 0)
+            return verr(err, errlen, "%s", msgbuf);
+        return verr(err, errlen, "%s: %s", path, msgbuf);
+    }
+    xds_bootstrap_t *bs = (xds_bootstrap_t *)msg;
+    if (xds_bootstrap_check(bs, msgbuf, sizeof(msgbuf)) < 0) {
+        xds_bootstrap_free(bs);
+        return verr(err, errlen, "%s: %s", path, msgbuf);
+    }
+    *out = bs;
+    return 0;
+}
+
+void xds_bootstrap_free(xds_bootstrap_t *bs)
+{
+    if (bs)
+        protobuf_c_message_free_unpacked(&bs->base, NULL);
+}
