@@ -111,9 +111,13 @@ int main(int argc, char **argv)
 
     char err[1024];
     xds_bootstrap_t *bs;
-    if (xds_bootstrap_load(opt.config_path, &bs, err, sizeof(err)) < 0 ||
-        dp_server_check(bs, err, sizeof(err)) < 0) {
+    if (xds_bootstrap_load(opt.config_path, &bs, err, sizeof(err)) < 0) {
         fprintf(stderr, "legate: error: %s\n", err);
+        return 1;
+    }
+    if (dp_server_check(bs, err, sizeof(err)) < 0) {
+        fprintf(stderr, "legate: error: %s: %s\n", opt.config_path, err);
+        xds_bootstrap_free(bs);
         return 1;
     }
     if (validate) {

@@ -1,19 +1,523 @@
+/*
+ * The data plane process: builds the static snapshot, opens the listening
+ * sockets, runs the workers, resolves STRICT_DNS clusters, and shuts down
+ * gracefully on SIGTERM/SIGINT.
+ */
 #include "server.h"
 
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "dataplane/config_build.h"
+#include "dataplane/tls.h"
+#include "dataplane/worker.h"
+#include "legate/config/v1/upstream_tls.pb-c.h"
 #include "xds/log.h"
+#include "xds/registry.h"
+
+/* ---- static resources ------------------------------------------------------- */
+
+static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *static_secret(void *ud,
+                                                                              const char *name)
+{
+    const xds_bootstrap_t *bs = ud;
+    if (bs->static_resources == NULL)
+        return NULL;
+    for (size_t i = 0; i < bs->static_resources->n_secrets; i++)
+        if (strcmp(bs->static_resources->secrets[i]->name, name) == 0)
+            return bs->static_resources->secrets[i];
+    return NULL;
+}
+
+/* The legate.config.v1.DefaultUpstreamTls bootstrap extension, if any. */
+static int default_upstream_tls(const xds_bootstrap_t *bs, Legate__Config__V1__DefaultUpstreamTls **out,
+                                char *err, size_t errlen)
+{
+    *out = NULL;
+    for (size_t i = 0; i < bs->n_bootstrap_extensions; i++) {
+        const Envoy__Config__Core__V3__TypedExtensionConfig *x = bs->bootstrap_extensions[i];
+        const char *tn = x->typed_config ? xds_type_url_name(x->typed_config->type_url) : "";
+        if (strcmp(tn, legate__config__v1__default_upstream_tls__descriptor.name) != 0) {
+            snprintf(err, errlen, "bootstrap_extensions[%zu]: unsupported extension \"%s\" (%s)", i,
+                     x->name, tn[0] ? tn : "no typed_config");
+            return -1;
+        }
+        if (*out) {
+            snprintf(err, errlen, "bootstrap_extensions[%zu]: a second DefaultUpstreamTls", i);
+            return -1;
+        }
+        *out = legate__config__v1__default_upstream_tls__unpack(NULL, x->typed_config->value.len,
+                                                                x->typed_config->value.data);
+        if (*out == NULL) {
+            snprintf(err, errlen, "bootstrap_extensions[%zu].typed_config: cannot decode", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Resolves a STRICT_DNS cluster's targets (blocking: main thread only). */
+static struct dp_endpoint_set *resolve(const struct dp_cluster *c)
+{
+    struct dp_endpoint_set *s = calloc(1, sizeof(*s));
+    size_t cap = 0;
+    if (s == NULL)
+        return NULL;
+    s->refs = 1;
+    for (size_t i = 0; i < c->n_dns; i++) {
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+        char port[8];
+        snprintf(port, sizeof(port), "%u", c->dns[i].port);
+        int rc = getaddrinfo(c->dns[i].host, port, &hints, &res);
+        if (rc != 0) {
+            LG_W("dns", "cluster %s: cannot resolve %s: %s", c->name, c->dns[i].host, gai_strerror(rc));
+            continue;
+        }
+        for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+            if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+                continue;
+            if (s->n == cap) {
+                cap = cap ? cap * 2 : 4;
+                struct dp_endpoint *nv = realloc(s->v, cap * sizeof(*nv));
+                if (nv == NULL)
+                    break;
+                s->v = nv;
+            }
+            struct dp_endpoint *ep = &s->v[s->n];
+            memset(ep, 0, sizeof(*ep));
+            memcpy(&ep->addr, ai->ai_addr, ai->ai_addrlen);
+            ep->addrlen = ai->ai_addrlen;
+            char host[NI_MAXHOST];
+            getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), NULL, 0, NI_NUMERICHOST);
+            char buf[NI_MAXHOST + 16];
+            snprintf(buf, sizeof(buf), ai->ai_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
+                     c->dns[i].port);
+            int dup = 0;
+            for (size_t k = 0; k < s->n; k++)
+                if (strcmp(s->v[k].addr_str, buf) == 0)
+                    dup = 1;
+            if (dup)
+                continue;
+            ep->addr_str = strdup(buf);
+            ep->hostname = strdup(c->dns[i].host);
+            ep->weight = c->dns[i].weight;
+            ep->healthy = 1;
+            s->n++;
+        }
+        freeaddrinfo(res);
+    }
+    return s;
+}
+
+struct static_config {
+    struct dp_listener **listeners;
+    size_t n_listeners;
+    struct dp_cluster **clusters;
+    size_t n_clusters;
+};
+
+static void static_config_free(struct static_config *sc)
+{
+    for (size_t i = 0; i < sc->n_listeners; i++)
+        dp_listener_unref(sc->listeners[i]);
+    for (size_t i = 0; i < sc->n_clusters; i++)
+        dp_cluster_unref(sc->clusters[i]);
+    free(sc->listeners);
+    free(sc->clusters);
+    memset(sc, 0, sizeof(*sc));
+}
+
+static int cmp_cluster(const void *a, const void *b)
+{
+    const struct dp_cluster *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+static int build_static(const xds_bootstrap_t *bs, struct static_config *sc, char *err, size_t errlen)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
+    Legate__Config__V1__DefaultUpstreamTls *dut = NULL;
+    char msg[1024];
+    memset(sc, 0, sizeof(*sc));
+    if (default_upstream_tls(bs, &dut, err, errlen) < 0)
+        return -1;
+    struct dp_build_ctx ctx = {
+        .secrets = {.fn = static_secret, .ud = (void *)bs},
+        .default_upstream_tls = dut ? dut->common_tls_context : NULL,
+        .dynamic = bs->dynamic_resources != NULL,
+    };
+    int rc = -1;
+    if (sr == NULL) {
+        rc = 0;
+        goto out;
+    }
+    sc->listeners = calloc(sr->n_listeners + 1, sizeof(*sc->listeners));
+    sc->clusters = calloc(sr->n_clusters + 1, sizeof(*sc->clusters));
+    if (sc->listeners == NULL || sc->clusters == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < sr->n_clusters; i++) {
+        struct dp_cluster *c = dp_cluster_build(sr->clusters[i], NULL, &ctx, msg, sizeof(msg));
+        if (c == NULL) {
+            snprintf(err, errlen, "static_resources.clusters[%zu].%s", i, msg);
+            goto out;
+        }
+        sc->clusters[sc->n_clusters++] = c;
+    }
+    qsort(sc->clusters, sc->n_clusters, sizeof(*sc->clusters), cmp_cluster);
+    for (size_t i = 0; i < sr->n_listeners; i++) {
+        struct dp_listener *l = dp_listener_build(sr->listeners[i], &ctx, msg, sizeof(msg));
+        if (l == NULL) {
+            snprintf(err, errlen, "static_resources.listeners[%zu].%s", i, msg);
+            goto out;
+        }
+        for (size_t j = 0; j < sc->n_listeners; j++) {
+            if (sc->listeners[j]->addrlen == l->addrlen &&
+                memcmp(&sc->listeners[j]->addr, &l->addr, l->addrlen) == 0) {
+                snprintf(err, errlen, "static_resources.listeners[%zu].address: %s is already used "
+                                      "by listener \"%s\"",
+                         i, l->addr_str, sc->listeners[j]->name);
+                dp_listener_unref(l);
+                goto out;
+            }
+        }
+        sc->listeners[sc->n_listeners++] = l;
+    }
+    rc = 0;
+out:
+    if (dut)
+        legate__config__v1__default_upstream_tls__free_unpacked(dut, NULL);
+    if (rc < 0)
+        static_config_free(sc);
+    return rc;
+}
 
 int dp_server_check(const xds_bootstrap_t *bs, char *err, size_t errlen)
 {
-    (void)bs;
-    (void)err;
-    (void)errlen;
+    struct static_config sc;
+    if (dp_tls_init() < 0) {
+        snprintf(err, errlen, "cannot initialise TLS");
+        return -1;
+    }
+    if (build_static(bs, &sc, err, errlen) < 0)
+        return -1;
+    static_config_free(&sc);
     return 0;
+}
+
+/* ---- listening sockets ------------------------------------------------------ */
+
+static struct dp_listen_set *open_listen_set(const struct dp_listener *l, int n, char *err,
+                                             size_t errlen)
+{
+    struct dp_listen_set *ls = calloc(1, sizeof(*ls));
+    if (ls == NULL)
+        return NULL;
+    ls->refs = 1;
+    ls->key = strdup(l->addr_str);
+    ls->fds = malloc((size_t)n * sizeof(int));
+    ls->n = n;
+    if (ls->key == NULL || ls->fds == NULL) {
+        free(ls->key);
+        free(ls->fds);
+        free(ls);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        ls->fds[i] = -1;
+    for (int i = 0; i < n; i++) {
+        int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd < 0)
+            goto fail;
+        ls->fds[i] = fd;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+            goto fail;
+        if (l->addr.ss_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0)
+            goto fail;
+        if (listen(fd, 1024) < 0)
+            goto fail;
+    }
+    return ls;
+fail:
+    snprintf(err, errlen, "listener \"%s\": cannot listen on %s: %s", l->name, l->addr_str,
+             strerror(errno));
+    dp_listen_set_unref(ls);
+    return NULL;
+}
+
+/* ---- the process -------------------------------------------------------------- */
+
+struct server {
+    const struct dp_options *opt;
+    struct ev_loop *loop;
+    struct dp_worker *workers;
+    int n_workers;
+    struct static_config sc;
+    struct dp_listen_set **sets;
+    uint64_t version;
+    ev_signal sigterm, sigint, sighup;
+    ev_timer dns_timer;
+    ev_timer drain_timer;
+    int draining;
+};
+
+static struct dp_snapshot *make_snapshot(struct server *sv)
+{
+    struct dp_snapshot *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->refs = 1;
+    s->version = ++sv->version;
+    s->n_listeners = sv->sc.n_listeners;
+    s->listeners = calloc(s->n_listeners + 1, sizeof(*s->listeners));
+    s->listen_sets = calloc(s->n_listeners + 1, sizeof(*s->listen_sets));
+    s->n_clusters = sv->sc.n_clusters;
+    s->clusters = calloc(s->n_clusters + 1, sizeof(*s->clusters));
+    if (s->listeners == NULL || s->listen_sets == NULL || s->clusters == NULL) {
+        free(s->listeners);
+        free(s->listen_sets);
+        free(s->clusters);
+        free(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        s->listeners[i] = sv->sc.listeners[i];
+        dp_listener_ref(s->listeners[i]);
+        s->listen_sets[i] = sv->sets[i];
+        __atomic_add_fetch(&sv->sets[i]->refs, 1, __ATOMIC_RELAXED);
+    }
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        s->clusters[i] = sv->sc.clusters[i];
+        dp_cluster_ref(s->clusters[i]);
+    }
+    return s;
+}
+
+static void publish(struct server *sv)
+{
+    struct dp_snapshot *snap = make_snapshot(sv);
+    if (snap == NULL) {
+        LG_E("server", "out of memory building a config snapshot");
+        return;
+    }
+    for (int i = 0; i < sv->n_workers; i++) {
+        dp_snapshot_ref(snap);
+        dp_worker_post_snapshot(&sv->workers[i], snap);
+    }
+    dp_snapshot_unref(snap);
+}
+
+/* Re-resolves STRICT_DNS clusters; publishes a snapshot when anything
+ * changed. Blocking getaddrinfo runs here, on the main thread, never on a
+ * worker loop. */
+static int refresh_dns(struct server *sv)
+{
+    int changed = 0;
+    for (size_t i = 0; i < sv->sc.n_clusters; i++) {
+        struct dp_cluster *c = sv->sc.clusters[i];
+        if (c->type != DP_CLUSTER_STRICT_DNS)
+            continue;
+        struct dp_endpoint_set *eps = resolve(c);
+        if (eps == NULL)
+            continue;
+        int same = c->endpoints && c->endpoints->n == eps->n;
+        for (size_t k = 0; same && k < eps->n; k++)
+            same = strcmp(c->endpoints->v[k].addr_str, eps->v[k].addr_str) == 0;
+        if (same) {
+            dp_endpoint_set_unref(eps);
+            continue;
+        }
+        struct dp_cluster *nc = dp_cluster_with_endpoints(c, eps);
+        dp_endpoint_set_unref(eps);
+        if (nc == NULL)
+            continue;
+        LG_I("dns", "cluster %s: %zu endpoint(s)", c->name, nc->endpoints->n);
+        sv->sc.clusters[i] = nc;
+        dp_cluster_unref(c);
+        changed = 1;
+    }
+    return changed;
+}
+
+static void dns_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct server *sv = t->data;
+    if (refresh_dns(sv))
+        publish(sv);
+}
+
+static void stop_now(struct server *sv)
+{
+    for (int i = 0; i < sv->n_workers; i++)
+        dp_worker_request_stop(&sv->workers[i], 0);
+    ev_break(sv->loop, EVBREAK_ALL);
+}
+
+static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct server *sv = t->data;
+    LG_I("server", "drain time is over; stopping");
+    stop_now(sv);
+}
+
+static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct server *sv = w->data;
+    if (sv->draining) {
+        LG_I("server", "second signal: stopping now");
+        stop_now(sv);
+        return;
+    }
+    sv->draining = 1;
+    LG_I("server", "signal %d: draining (up to %.0f s)", w->signum, sv->opt->drain_time_s);
+    for (int i = 0; i < sv->n_workers; i++)
+        dp_worker_request_stop(&sv->workers[i], 1);
+    ev_timer_set(&sv->drain_timer, sv->opt->drain_time_s, 0.);
+    ev_timer_start(loop, &sv->drain_timer);
+    ev_timer_stop(loop, &sv->dns_timer);
+}
+
+static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    LG_I("server", "SIGHUP ignored: configuration changes come through xDS or a restart");
+}
+
+/* Workers end their loop once drained; the main loop watches for that. */
+static void *join_thread(void *arg)
+{
+    struct server *sv = arg;
+    for (int i = 0; i < sv->n_workers; i++)
+        dp_worker_join(&sv->workers[i]);
+    return NULL;
+}
+
+static ev_async all_done;
+
+static void *join_and_wake(void *arg)
+{
+    struct server *sv = arg;
+    join_thread(sv);
+    ev_async_send(sv->loop, &all_done);
+    return NULL;
+}
+
+static void all_done_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    ev_break(loop, EVBREAK_ALL);
 }
 
 int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
 {
-    (void)bs;
-    LG_E("main", "serving is not available yet in this build (only --mode validate); config %s",
-         opt->config_path);
-    return -1;
+    struct server sv = {.opt = opt};
+    char err[1024];
+    int rc = -1;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (dp_tls_init() < 0) {
+        LG_E("server", "cannot initialise TLS");
+        return -1;
+    }
+    if (build_static(bs, &sv.sc, err, sizeof(err)) < 0) {
+        LG_E("server", "%s", err);
+        return -1;
+    }
+    refresh_dns(&sv);
+    sv.n_workers = opt->concurrency;
+    sv.sets = calloc(sv.sc.n_listeners + 1, sizeof(*sv.sets));
+    sv.workers = calloc((size_t)sv.n_workers, sizeof(*sv.workers));
+    if (sv.sets == NULL || sv.workers == NULL) {
+        LG_E("server", "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < sv.sc.n_listeners; i++) {
+        sv.sets[i] = open_listen_set(sv.sc.listeners[i], sv.n_workers, err, sizeof(err));
+        if (sv.sets[i] == NULL) {
+            LG_E("server", "%s", err);
+            goto out;
+        }
+    }
+    sv.loop = ev_default_loop(EVFLAG_AUTO);
+    for (int i = 0; i < sv.n_workers; i++) {
+        if (dp_worker_init(&sv.workers[i], i) < 0) {
+            LG_E("server", "cannot create worker %d", i);
+            sv.n_workers = i;
+            goto out;
+        }
+    }
+    publish(&sv);
+    for (int i = 0; i < sv.n_workers; i++)
+        if (dp_worker_start(&sv.workers[i]) < 0) {
+            LG_E("server", "cannot start worker %d", i);
+            goto out;
+        }
+    for (size_t i = 0; i < sv.sc.n_listeners; i++)
+        LG_I("server", "listener %s on %s", sv.sc.listeners[i]->name, sv.sc.listeners[i]->addr_str);
+    LG_I("server", "legate started: %d worker(s), %zu listener(s), %zu cluster(s)", sv.n_workers,
+         sv.sc.n_listeners, sv.sc.n_clusters);
+
+    ev_signal_init(&sv.sigterm, sigterm_cb, SIGTERM);
+    ev_signal_init(&sv.sigint, sigterm_cb, SIGINT);
+    ev_signal_init(&sv.sighup, sighup_cb, SIGHUP);
+    sv.sigterm.data = sv.sigint.data = sv.sighup.data = &sv;
+    ev_signal_start(sv.loop, &sv.sigterm);
+    ev_signal_start(sv.loop, &sv.sigint);
+    ev_signal_start(sv.loop, &sv.sighup);
+    ev_init(&sv.drain_timer, drain_timer_cb);
+    sv.drain_timer.data = &sv;
+    ev_init(&sv.dns_timer, dns_timer_cb);
+    sv.dns_timer.data = &sv;
+    double refresh = 0;
+    for (size_t i = 0; i < sv.sc.n_clusters; i++)
+        if (sv.sc.clusters[i]->type == DP_CLUSTER_STRICT_DNS &&
+            (refresh == 0 || sv.sc.clusters[i]->dns_refresh_rate < refresh))
+            refresh = sv.sc.clusters[i]->dns_refresh_rate;
+    if (refresh > 0) {
+        ev_timer_set(&sv.dns_timer, refresh, refresh);
+        ev_timer_start(sv.loop, &sv.dns_timer);
+    }
+    ev_async_init(&all_done, all_done_cb);
+    ev_async_start(sv.loop, &all_done);
+    pthread_t joiner;
+    pthread_create(&joiner, NULL, join_and_wake, &sv);
+
+    ev_run(sv.loop, 0);
+
+    /* Either every worker finished draining, or the drain time ran out. */
+    stop_now(&sv);
+    pthread_join(joiner, NULL);
+    rc = 0;
+    LG_I("server", "legate stopped");
+out:
+    for (int i = 0; i < sv.n_workers; i++)
+        dp_worker_destroy(&sv.workers[i]);
+    free(sv.workers);
+    for (size_t i = 0; sv.sets && i < sv.sc.n_listeners; i++)
+        dp_listen_set_unref(sv.sets[i]);
+    free(sv.sets);
+    static_config_free(&sv.sc);
+    if (sv.loop) {
+        ev_signal_stop(sv.loop, &sv.sigterm);
+        ev_signal_stop(sv.loop, &sv.sigint);
+        ev_signal_stop(sv.loop, &sv.sighup);
+        ev_timer_stop(sv.loop, &sv.dns_timer);
+        ev_timer_stop(sv.loop, &sv.drain_timer);
+        ev_async_stop(sv.loop, &all_done);
+    }
+    return rc;
 }

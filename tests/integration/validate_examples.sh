@@ -3,6 +3,11 @@
 # broken bootstrap with exit 1 and a one-line message naming the field.
 source "$(dirname "$0")/lib.sh"
 
+# The examples name certificates relative to the working directory, as a
+# deployment would: validation loads them, so make them.
+"$SRC/scripts/gen-certs.sh" "$WORK/certs"
+cd "$WORK"
+
 for f in "$SRC"/docs/examples/*.yaml "$SRC"/docs/examples/*.json; do
   out=$("$BIN/legate" --mode validate -c "$f" 2>&1); rc=$?
   expect_eq "valid: $(basename "$f") exits 0" "0" "$rc"
@@ -33,5 +38,22 @@ out=$("$BIN/legate" --mode validate -c "$WORK/broken.pb" 2>&1); rc=$?
 expect_eq "truncated binary bootstrap exits 1" "1" "$rc"
 expect_eq "truncated binary bootstrap message" \
   "legate: error: $WORK/broken.pb: not a valid binary envoy.config.bootstrap.v3.Bootstrap" "$out"
+
+# Validation loads what the config names: a missing certificate is an error
+# that names the field and the file.
+mv certs/server.key certs/server.key.gone
+out=$("$BIN/legate" --mode validate -c "$SRC/docs/examples/static-mtls.yaml" 2>&1); rc=$?
+expect_eq "missing key file exits 1" "1" "$rc"
+expect_eq "missing key file message" \
+  "legate: error: $SRC/docs/examples/static-mtls.yaml: static_resources.listeners[0].filter_chains[0].transport_socket.typed_config.common_tls_context.tls_certificates[0].private_key.filename: certs/server.key: No such file or directory" "$out"
+mv certs/server.key.gone certs/server.key
+# A key that is not the certificate's.
+cp certs/server.key certs/server.key.orig
+cp certs/api.key certs/server.key
+out=$("$BIN/legate" --mode validate -c "$SRC/docs/examples/static-mtls.yaml" 2>&1); rc=$?
+expect_eq "mismatched key exits 1" "1" "$rc"
+expect_eq "mismatched key message" \
+  "legate: error: $SRC/docs/examples/static-mtls.yaml: static_resources.listeners[0].filter_chains[0].transport_socket.typed_config.common_tls_context.tls_certificates[0].private_key: does not match the first certificate of certificate_chain" "$out"
+cp certs/server.key.orig certs/server.key
 
 finish

@@ -1,0 +1,61 @@
+/*
+ * One buffer type for every byte stream in the data plane.
+ *
+ * Invariants: 0 <= off <= len <= cap. Bytes [off, len) are unread data;
+ * [len, cap) is free space. Readers consume by advancing off; writers append
+ * at len. When a reader has consumed everything, off and len return to 0.
+ * Storage comes from a per-thread cache of blocks, and goes back there when
+ * the buffer is released (dp_buf_release) so an idle connection holds no
+ * buffer memory at all.
+ */
+#ifndef LEGATE_DP_BUF_H
+#define LEGATE_DP_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DP_BUF_BLOCK 16384
+
+struct dp_buf {
+    uint8_t *data;
+    size_t off;
+    size_t len;
+    size_t cap;
+};
+
+static inline size_t dp_buf_size(const struct dp_buf *b)
+{
+    return b->len - b->off;
+}
+
+static inline uint8_t *dp_buf_head(const struct dp_buf *b)
+{
+    return b->data + b->off;
+}
+
+/** Makes room for at least n more bytes at the tail. Returns a pointer to
+ *  the free space (at least n bytes), or NULL on allocation failure. */
+uint8_t *dp_buf_reserve(struct dp_buf *b, size_t n);
+
+/** Marks n bytes written at the tail (after dp_buf_reserve). */
+static inline void dp_buf_commit(struct dp_buf *b, size_t n)
+{
+    b->len += n;
+}
+
+/** Appends n bytes. Returns 0, or -1 on allocation failure. */
+int dp_buf_append(struct dp_buf *b, const void *p, size_t n);
+
+/** Appends a formatted string. Returns 0, or -1 on failure. */
+int dp_buf_appendf(struct dp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/** Drops n bytes from the head. Releases the storage when it becomes empty. */
+void dp_buf_consume(struct dp_buf *b, size_t n);
+
+/** Returns the storage to the thread's cache; the buffer becomes empty. */
+void dp_buf_release(struct dp_buf *b);
+
+/** Frees this thread's cached blocks (at thread exit). */
+void dp_buf_cache_drain(void);
+
+#endif

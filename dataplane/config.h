@@ -1,0 +1,289 @@
+/*
+ * The compiled, immutable configuration the workers run on.
+ *
+ * Everything here is built once from the protobuf resources (static
+ * bootstrap or xDS) on the main/xDS thread, then only read. Objects that
+ * xDS can replace one at a time (listeners, clusters, route tables, TLS
+ * contexts) are reference counted with atomics; the counts move when a
+ * snapshot is built or dropped, never per request: a worker pins a whole
+ * snapshot once and streams pin the worker's pin (see worker.h).
+ */
+#ifndef LEGATE_DP_CONFIG_H
+#define LEGATE_DP_CONFIG_H
+
+#include <netinet/in.h>
+#include <regex.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "dataplane/http.h"
+
+struct dp_tls_server;
+struct dp_tls_client;
+struct dp_filter_ops;
+
+/* ---- string matching (envoy.type.matcher.v3.StringMatcher) ---------- */
+
+enum dp_match_kind {
+    DP_MATCH_EXACT,
+    DP_MATCH_PREFIX,
+    DP_MATCH_SUFFIX,
+    DP_MATCH_CONTAINS,
+    DP_MATCH_REGEX,
+    DP_MATCH_PRESENT, /* header matchers only */
+};
+
+struct dp_string_matcher {
+    enum dp_match_kind kind;
+    int ignore_case;
+    char *value;   /* NUL-terminated; lowercased when ignore_case */
+    size_t len;
+    regex_t re;    /* DP_MATCH_REGEX: POSIX ERE, anchored to the whole input */
+    int has_re;
+};
+
+/** Returns 1 when s matches. */
+int dp_string_match(const struct dp_string_matcher *m, const char *s, size_t n);
+
+/* ---- routes ----------------------------------------------------------- */
+
+struct dp_header_matcher {
+    struct dp_str name; /* lowercase; ":method", ":path", ... for pseudo-headers */
+    struct dp_string_matcher m;
+    int invert;
+    int present;        /* for DP_MATCH_PRESENT: must the header be present? */
+};
+
+enum dp_route_action_kind {
+    DP_ROUTE_CLUSTER,
+    DP_ROUTE_DIRECT_RESPONSE,
+    DP_ROUTE_REDIRECT,
+};
+
+struct dp_header_mutation {
+    struct dp_str name;
+    struct dp_str value;
+    int append; /* append vs overwrite */
+};
+
+struct dp_route {
+    char *name;
+    /* match */
+    enum dp_match_kind path_kind; /* EXACT (path), PREFIX (prefix), REGEX (safe_regex) */
+    char *path;
+    size_t path_len;
+    regex_t path_re;
+    int has_path_re;
+    int case_insensitive;
+    struct dp_header_matcher *headers;
+    size_t n_headers;
+    /* action */
+    enum dp_route_action_kind action;
+    char *cluster;              /* DP_ROUTE_CLUSTER */
+    double timeout;             /* seconds; 0 disables; default 15 */
+    double idle_timeout;
+    char *prefix_rewrite;       /* NULL when unset */
+    char *host_rewrite;
+    int direct_status;          /* DP_ROUTE_DIRECT_RESPONSE / REDIRECT */
+    char *direct_body;
+    size_t direct_body_len;
+    char *redirect_scheme;      /* DP_ROUTE_REDIRECT: NULL keeps the request's */
+    char *redirect_host;
+    char *redirect_path;
+    int redirect_strip_query;
+    struct dp_header_mutation *req_add;
+    size_t n_req_add;
+    char **req_remove;
+    size_t n_req_remove;
+    struct dp_header_mutation *resp_add;
+    size_t n_resp_add;
+    char **resp_remove;
+    size_t n_resp_remove;
+    /* per-route filter configs: parallel to the HCM's filter list, NULL
+     * where the route does not override */
+    void **filter_cfg;
+    size_t n_filter_cfg;
+};
+
+struct dp_virtual_host {
+    char *name;
+    char **domains; /* lowercase; "*", "*.suffix", "prefix.*" or exact */
+    size_t n_domains;
+    struct dp_route *routes;
+    size_t n_routes;
+    struct dp_header_mutation *req_add;
+    size_t n_req_add;
+    struct dp_header_mutation *resp_add;
+    size_t n_resp_add;
+};
+
+struct dp_route_table {
+    int refs; /* atomic */
+    char *name;
+    struct dp_virtual_host *vhosts;
+    size_t n_vhosts;
+    struct dp_header_mutation *resp_add;
+    size_t n_resp_add;
+    char **resp_remove;
+    size_t n_resp_remove;
+};
+
+/* ---- HTTP connection manager ------------------------------------------ */
+
+enum dp_codec_type {
+    DP_CODEC_AUTO = 0,
+    DP_CODEC_HTTP1 = 1,
+    DP_CODEC_HTTP2 = 2,
+};
+
+enum dp_xfcc_mode {
+    DP_XFCC_SANITIZE = 0,
+    DP_XFCC_FORWARD_ONLY,
+    DP_XFCC_APPEND_FORWARD,
+    DP_XFCC_SANITIZE_SET,
+    DP_XFCC_ALWAYS_FORWARD_ONLY,
+};
+
+#define DP_XFCC_F_SUBJECT 0x01
+#define DP_XFCC_F_URI 0x02
+#define DP_XFCC_F_DNS 0x04
+#define DP_XFCC_F_CERT 0x08
+#define DP_XFCC_F_CHAIN 0x10
+
+struct dp_http_filter {
+    const struct dp_filter_ops *ops;
+    char *name;
+    void *cfg; /* built by ops->config_new */
+};
+
+struct dp_hcm_cfg {
+    char *stat_prefix;
+    enum dp_codec_type codec;
+    char *rds_name;                 /* NULL with an inline route_config */
+    struct dp_route_table *routes;  /* inline, or resolved RDS */
+    struct dp_http_filter *filters; /* in order; the router is last */
+    size_t n_filters;
+    enum dp_xfcc_mode xfcc;
+    unsigned xfcc_fields;           /* DP_XFCC_F_* */
+    int use_remote_address;
+    int skip_xff_append;
+    int generate_request_id;
+    int preserve_external_request_id;
+    int always_set_request_id_in_response;
+    char *server_name;              /* "server" header on local replies; default "legate" */
+    uint32_t max_request_headers_kb;  /* default 60 */
+    uint32_t max_headers_count;     /* default 100 */
+    double request_headers_timeout; /* seconds; default 10 (slowloris) */
+    double request_timeout;         /* whole request; 0 = off */
+    double stream_idle_timeout;     /* default 300 */
+    double idle_timeout;            /* connection idle; default 3600 */
+    double drain_timeout;           /* default 5 */
+    uint32_t h2_max_concurrent_streams; /* default 100 */
+    uint32_t h2_initial_stream_window;
+    uint32_t h2_initial_connection_window;
+    int proxy_100_continue;
+};
+
+/* ---- listeners -------------------------------------------------------- */
+
+struct dp_filter_chain {
+    char *name;
+    /* filter_chain_match */
+    uint32_t destination_port;  /* 0: any */
+    char **server_names;        /* lowercase; exact or "*.suffix" */
+    size_t n_server_names;
+    char *transport_protocol;   /* NULL, "tls" or "raw_buffer" */
+    char **application_protocols;
+    size_t n_application_protocols;
+    /* what it does */
+    struct dp_tls_server *tls;  /* NULL: plaintext */
+    struct dp_hcm_cfg *hcm;
+};
+
+struct dp_listener {
+    int refs; /* atomic */
+    char *name;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *addr_str;             /* "0.0.0.0:8443" for logs and stats */
+    struct dp_filter_chain *chains;
+    size_t n_chains;
+    struct dp_filter_chain *default_chain; /* NULL when none */
+    int needs_inspection;       /* some chain matches on SNI/ALPN/transport */
+    uint32_t per_connection_buffer_limit; /* default 1 MiB */
+    double listener_filters_timeout;      /* default 15 */
+    uint64_t hash;              /* of the source proto; unchanged -> same object */
+};
+
+/* ---- clusters --------------------------------------------------------- */
+
+enum dp_lb_policy {
+    DP_LB_ROUND_ROBIN = 0,
+    DP_LB_LEAST_REQUEST,
+    DP_LB_RANDOM,
+};
+
+enum dp_cluster_type {
+    DP_CLUSTER_STATIC = 0,
+    DP_CLUSTER_STRICT_DNS,
+    DP_CLUSTER_EDS,
+};
+
+struct dp_endpoint {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *addr_str;     /* "127.0.0.1:9443" */
+    char *hostname;     /* for STRICT_DNS: the name it came from */
+    uint32_t weight;
+    int healthy;
+};
+
+struct dp_endpoint_set {
+    int refs; /* atomic */
+    struct dp_endpoint *v;
+    size_t n;
+};
+
+struct dp_dns_target {
+    char *host;
+    uint16_t port;
+    uint32_t weight;
+};
+
+struct dp_cluster {
+    int refs; /* atomic */
+    char *name;
+    enum dp_cluster_type type;
+    enum dp_lb_policy lb;
+    uint32_t least_request_choices; /* default 2 */
+    double connect_timeout;         /* default 5 s */
+    int http2;                      /* upstream speaks HTTP/2 */
+    uint32_t h2_max_concurrent_streams;
+    struct dp_tls_client *tls;      /* NULL: plaintext */
+    char *eds_service_name;         /* EDS: name to subscribe to */
+    struct dp_dns_target *dns;      /* STRICT_DNS: what to resolve */
+    size_t n_dns;
+    double dns_refresh_rate;        /* default 5 s */
+    struct dp_endpoint_set *endpoints; /* NULL until known (EDS, DNS) */
+    uint32_t per_connection_buffer_limit;
+    uint32_t max_connections;       /* circuit breakers; default 1024 each */
+    uint32_t max_pending_requests;
+    uint32_t max_requests;
+    uint32_t max_requests_per_connection; /* 0: unlimited */
+    double idle_timeout;            /* upstream connection idle; default 3600 */
+    uint64_t hash;
+};
+
+/* ---- lifetime --------------------------------------------------------- */
+
+void dp_route_table_ref(struct dp_route_table *t);
+void dp_route_table_unref(struct dp_route_table *t);
+void dp_listener_ref(struct dp_listener *l);
+void dp_listener_unref(struct dp_listener *l);
+void dp_cluster_ref(struct dp_cluster *c);
+void dp_cluster_unref(struct dp_cluster *c);
+void dp_endpoint_set_ref(struct dp_endpoint_set *e);
+void dp_endpoint_set_unref(struct dp_endpoint_set *e);
+
+#endif

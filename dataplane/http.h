@@ -1,0 +1,84 @@
+/*
+ * HTTP message heads shared by the HTTP/1.1 and HTTP/2 codecs, the filter
+ * chain and the router. Header names are stored lowercase (HTTP/2 requires
+ * it; HTTP/1 names are lowercased on parse) so lookups compare bytes.
+ * Strings are not NUL-terminated unless noted; they live in the stream's
+ * arena (struct dp_arena) and die with it.
+ */
+#ifndef LEGATE_DP_HTTP_H
+#define LEGATE_DP_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dataplane/arena.h"
+
+struct dp_str {
+    const char *p;
+    size_t n;
+};
+
+#define DP_STR_LIT(s) ((struct dp_str){(s), sizeof(s) - 1})
+
+struct dp_header {
+    struct dp_str name;  /* lowercase */
+    struct dp_str value;
+};
+
+struct dp_headers {
+    struct dp_header *v;
+    size_t n;
+    size_t cap;
+};
+
+enum dp_http_version {
+    DP_HTTP_10 = 10,
+    DP_HTTP_11 = 11,
+    DP_HTTP_2 = 20,
+};
+
+struct dp_request_head {
+    struct dp_str method;
+    struct dp_str scheme;    /* "http" or "https" */
+    struct dp_str authority; /* :authority, or Host for HTTP/1 */
+    struct dp_str path;      /* path and query, as received */
+    struct dp_headers headers; /* regular headers only, no pseudo-headers, no Host */
+    int64_t content_length;  /* -1 when unknown (chunked, or HTTP/2 without it) */
+    enum dp_http_version version;
+};
+
+struct dp_response_head {
+    int status;
+    struct dp_headers headers;
+    int64_t content_length; /* -1 when unknown */
+};
+
+static inline int dp_str_eq(struct dp_str a, struct dp_str b)
+{
+    return a.n == b.n && (a.n == 0 || __builtin_memcmp(a.p, b.p, a.n) == 0);
+}
+
+/** Case-insensitive comparison of a with the NUL-terminated lowercase s. */
+int dp_str_ieq_lit(struct dp_str a, const char *s);
+
+/** Returns the first header named name (lowercase), or NULL. */
+const struct dp_header *dp_headers_get(const struct dp_headers *h, struct dp_str name);
+
+/** Appends a header; name and value are copied into the arena (the name is
+ *  lowercased). Returns 0, or -1 on allocation failure. */
+int dp_headers_add(struct dp_headers *h, struct dp_arena *a, struct dp_str name, struct dp_str value);
+
+/** Appends a header without copying: both strings must outlive the headers. */
+int dp_headers_add_ref(struct dp_headers *h, struct dp_arena *a, struct dp_str name,
+                       struct dp_str value);
+
+/** Removes every header named name. Returns how many were removed. */
+size_t dp_headers_remove(struct dp_headers *h, struct dp_str name);
+
+/** Replaces all headers named name by one with value (copied). */
+int dp_headers_set(struct dp_headers *h, struct dp_arena *a, struct dp_str name, struct dp_str value);
+
+/** Reason phrase for a status code ("Not Found"), "Unknown" if none. */
+const char *dp_http_reason(int status);
+
+#endif

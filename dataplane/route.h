@@ -1,0 +1,41 @@
+/*
+ * Route tables: compiled from envoy.config.route.v3.RouteConfiguration, and
+ * matched per request (virtual host by authority, then the first route
+ * whose path and header matchers all match).
+ */
+#ifndef LEGATE_DP_ROUTE_H
+#define LEGATE_DP_ROUTE_H
+
+#include <stddef.h>
+
+#include "dataplane/config.h"
+#include "dataplane/http.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+
+struct dp_http_filter;
+
+/**
+ * Compiles a route configuration. filters/n_filters: the HTTP filters of
+ * the connection manager that will use it, for typed_per_filter_config
+ * (an override for a filter that is not in the chain is an error, as in
+ * Envoy). Returns the table (one reference), or NULL with "path: reason" in
+ * err, path relative to the RouteConfiguration ("virtual_hosts[0].routes[2]
+ * .match: ...").
+ */
+struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__RouteConfiguration *rc,
+                                            const struct dp_http_filter *filters, size_t n_filters,
+                                            char *err, size_t errlen);
+
+/** Finds the route for a request. *vh_out gets the virtual host (or NULL
+ *  when no virtual host matches the authority). Returns NULL for no route. */
+const struct dp_route *dp_route_find(const struct dp_route_table *t,
+                                     const struct dp_request_head *req,
+                                     const struct dp_virtual_host **vh_out);
+
+/** Builds a string matcher from an envoy.type.matcher.v3.StringMatcher-like
+ *  description. Returns 0, or -1 with a reason in err. */
+int dp_string_matcher_init(struct dp_string_matcher *m, enum dp_match_kind kind, const char *value,
+                           int ignore_case, char *err, size_t errlen);
+void dp_string_matcher_free(struct dp_string_matcher *m);
+
+#endif

@@ -1,0 +1,509 @@
+/*
+ * Streams: request sanitising, routing, the HTTP filter chain, local
+ * replies, and the glue between the downstream codec and the upstream.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataplane/route.h"
+#include "dataplane/stream.h"
+#include "dataplane/upstream.h"
+#include "dataplane/worker.h"
+#include "dataplane/xfcc.h"
+#include "xds/log.h"
+
+#define SERVER_NAME "legate"
+
+static void route_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+/* ---- the filter API ------------------------------------------------------ */
+
+struct dp_request_head *dp_stream_request(struct dp_stream *s)
+{
+    return &s->req;
+}
+
+struct dp_response_head *dp_stream_response(struct dp_stream *s)
+{
+    return &s->resp;
+}
+
+struct dp_arena *dp_stream_arena(struct dp_stream *s)
+{
+    return &s->arena;
+}
+
+const struct dp_peer_identity *dp_stream_peer(struct dp_stream *s)
+{
+    return &s->hcm->peer;
+}
+
+void dp_stream_set_response_flag(struct dp_stream *s, const char *flag)
+{
+    size_t n = strlen(s->response_flags);
+    if (n && n + 1 < sizeof(s->response_flags))
+        s->response_flags[n++] = ',';
+    snprintf(s->response_flags + n, sizeof(s->response_flags) - n, "%s", flag);
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+struct dp_stream *dp_stream_new(struct dp_hcm *h, int32_t h2_id)
+{
+    struct dp_stream *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->hcm = h;
+    s->h2_id = h2_id;
+    s->id = ++h->w->next_stream_id;
+    s->cfg = h->cfg;
+    s->snap = h->snap;
+    dp_worker_snap_pin(s->snap);
+    s->req.content_length = -1;
+    s->resp.content_length = -1;
+    s->start = ev_now(h->w->loop);
+    ev_init(&s->timer, route_timeout_cb);
+    s->timer.data = s;
+    s->next = h->streams;
+    if (h->streams)
+        h->streams->prev = s;
+    h->streams = s;
+    h->n_streams++;
+    return s;
+}
+
+static void run_destroy_filters(struct dp_stream *s)
+{
+    if (s->filter_ctx == NULL || s->cfg == NULL)
+        return;
+    for (size_t i = 0; i < s->filters_started && i < s->cfg->n_filters; i++) {
+        const struct dp_http_filter *f = &s->cfg->filters[i];
+        if (f->ops->on_destroy)
+            f->ops->on_destroy(s, f->cfg, s->filter_ctx[i]);
+    }
+    s->filters_started = 0;
+}
+
+void dp_stream_free(struct dp_stream *s)
+{
+    struct dp_hcm *h = s->hcm;
+    if (s->up)
+        dp_upstream_cancel(s->up);
+    run_destroy_filters(s);
+    ev_timer_stop(h->w->loop, &s->timer);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        h->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    h->n_streams--;
+    dp_buf_release(&s->req_body);
+    dp_buf_release(&s->resp_body);
+    dp_arena_reset(&s->arena);
+    dp_worker_snap_unpin(h->w, s->snap);
+    free(s);
+}
+
+void dp_stream_downstream_reset(struct dp_stream *s)
+{
+    s->flags |= DP_STREAM_F_RESET | DP_STREAM_F_DONE;
+    if (s->up)
+        dp_upstream_cancel(s->up);
+    ev_timer_stop(s->hcm->w->loop, &s->timer);
+}
+
+/* ---- responses -------------------------------------------------------------- */
+
+static void apply_mutations(struct dp_headers *hs, struct dp_arena *a,
+                            const struct dp_header_mutation *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].append)
+            dp_headers_add(hs, a, m[i].name, m[i].value);
+        else
+            dp_headers_set(hs, a, m[i].name, m[i].value);
+    }
+}
+
+static void remove_names(struct dp_headers *hs, char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dp_headers_remove(hs, (struct dp_str){names[i], strlen(names[i])});
+}
+
+/* Response headers: route/vhost/table mutations, server, request id, then
+ * the response filters in reverse order. */
+static void prepare_response(struct dp_stream *s)
+{
+    struct dp_headers *hs = &s->resp.headers;
+    const struct dp_hcm_cfg *cfg = s->cfg;
+
+    if (s->route) {
+        remove_names(hs, s->route->resp_remove, s->route->n_resp_remove);
+        apply_mutations(hs, &s->arena, s->route->resp_add, s->route->n_resp_add);
+    }
+    if (s->vhost)
+        apply_mutations(hs, &s->arena, s->vhost->resp_add, s->vhost->n_resp_add);
+    if (cfg && cfg->routes) {
+        remove_names(hs, cfg->routes->resp_remove, cfg->routes->n_resp_remove);
+        apply_mutations(hs, &s->arena, cfg->routes->resp_add, cfg->routes->n_resp_add);
+    }
+    const char *server = cfg && cfg->server_name ? cfg->server_name : SERVER_NAME;
+    dp_headers_set(hs, &s->arena, DP_STR_LIT("server"), (struct dp_str){server, strlen(server)});
+    if (cfg && cfg->always_set_request_id_in_response && s->request_id[0])
+        dp_headers_set(hs, &s->arena, DP_STR_LIT("x-request-id"),
+                       (struct dp_str){s->request_id, strlen(s->request_id)});
+    if (cfg && s->filter_ctx) {
+        for (size_t i = s->filters_started; i-- > 0;) {
+            const struct dp_http_filter *f = &cfg->filters[i];
+            if (f->ops->on_response_headers)
+                f->ops->on_response_headers(s, f->cfg, s->filter_ctx[i]);
+        }
+    }
+}
+
+void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *content_type,
+                                const char *body, size_t body_len)
+{
+    if (s->flags & (DP_STREAM_F_RESP_HEADERS_SENT | DP_STREAM_F_DONE))
+        return;
+    if (s->up)
+        dp_upstream_cancel(s->up);
+    ev_timer_stop(s->hcm->w->loop, &s->timer);
+    s->flags |= DP_STREAM_F_LOCAL_REPLY;
+    s->resp.status = status;
+    /* s->resp.headers may hold headers the caller added (a Location). */
+    s->resp.content_length = (int64_t)body_len;
+    if (content_type && body_len)
+        dp_headers_add_ref(&s->resp.headers, &s->arena, DP_STR_LIT("content-type"),
+                           (struct dp_str){content_type, strlen(content_type)});
+    prepare_response(s);
+    LG_D("stream", "C%llu S%llu: local reply %d%s%s", (unsigned long long)s->hcm->id,
+         (unsigned long long)s->id, status, s->response_flags[0] ? " " : "", s->response_flags);
+    /* A request body still coming is read and dropped (HTTP/1 keeps the
+     * connection once the request ends; HTTP/2 resets nothing). */
+    s->bytes_sent += body_len;
+    if (body_len == 0) {
+        dp_hcm_send_headers(s, 1);
+        return;
+    }
+    dp_hcm_send_headers(s, 0);
+    dp_hcm_send_data(s, (const uint8_t *)body, body_len, 1);
+}
+
+/* ---- request processing ------------------------------------------------- */
+
+static void strip_hop_by_hop(struct dp_request_head *req)
+{
+    /* Tokens named in Connection are hop-by-hop too. */
+    const struct dp_header *conn = dp_headers_get(&req->headers, DP_STR_LIT("connection"));
+    if (conn) {
+        const char *p = conn->value.p, *end = p + conn->value.n;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ',' || *p == '\t'))
+                p++;
+            const char *t = p;
+            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
+            if (p > t) {
+                char name[64];
+                size_t n = (size_t)(p - t);
+                if (n < sizeof(name)) {
+                    for (size_t i = 0; i < n; i++)
+                        name[i] = (char)((t[i] >= 'A' && t[i] <= 'Z') ? t[i] + 32 : t[i]);
+                    /* never strip what routing or framing depends on */
+                    struct dp_str nm = {name, n};
+                    if (!dp_str_eq(nm, DP_STR_LIT("content-length")) &&
+                        !dp_str_eq(nm, DP_STR_LIT("x-forwarded-for")))
+                        dp_headers_remove(&req->headers, nm);
+                }
+            }
+        }
+    }
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
+                                      "transfer-encoding", "upgrade", "http2-settings",
+                                      "expect"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        dp_headers_remove(&req->headers, (struct dp_str){hop[i], strlen(hop[i])});
+    const struct dp_header *te = dp_headers_get(&req->headers, DP_STR_LIT("te"));
+    if (te && !dp_str_ieq_lit(te->value, "trailers"))
+        dp_headers_remove(&req->headers, DP_STR_LIT("te"));
+}
+
+static void gen_request_id(struct dp_stream *s)
+{
+    struct dp_worker *w = s->hcm->w;
+    uint32_t r[4];
+    for (int i = 0; i < 4; i++)
+        r[i] = dp_worker_rand(w);
+    r[1] = (r[1] & 0xffff0fffu) | 0x00004000u; /* version 4 */
+    r[2] = (r[2] & 0x3fffffffu) | 0x80000000u; /* variant */
+    snprintf(s->request_id, sizeof(s->request_id), "%08x-%04x-%04x-%04x-%04x%08x", r[0],
+             r[1] >> 16, r[1] & 0xffff, r[2] >> 16, r[2] & 0xffff, r[3]);
+}
+
+static void remote_ip(const char *remote, char *ip, size_t iplen)
+{
+    /* "1.2.3.4:5" or "[::1]:5" -> the address alone */
+    const char *p = remote;
+    size_t n;
+    if (*p == '[') {
+        p++;
+        const char *e = strchr(p, ']');
+        n = e ? (size_t)(e - p) : strlen(p);
+    } else {
+        const char *e = strrchr(p, ':');
+        n = e ? (size_t)(e - p) : strlen(p);
+    }
+    if (n >= iplen)
+        n = iplen - 1;
+    memcpy(ip, p, n);
+    ip[n] = '\0';
+}
+
+static int sanitize_request(struct dp_stream *s)
+{
+    struct dp_request_head *req = &s->req;
+    const struct dp_hcm_cfg *cfg = s->cfg;
+    struct dp_arena *a = &s->arena;
+
+    const struct dp_header *exp = dp_headers_get(&req->headers, DP_STR_LIT("expect"));
+    if (exp && dp_str_ieq_lit(exp->value, "100-continue") && req->version == DP_HTTP_11)
+        s->flags |= DP_STREAM_F_EXPECT_CONTINUE;
+    strip_hop_by_hop(req);
+
+    /* x-forwarded-proto */
+    struct dp_str scheme = s->hcm->conn.ssl ? DP_STR_LIT("https") : DP_STR_LIT("http");
+    if (cfg->use_remote_address || !dp_headers_get(&req->headers, DP_STR_LIT("x-forwarded-proto")))
+        dp_headers_set(&req->headers, a, DP_STR_LIT("x-forwarded-proto"), scheme);
+
+    /* x-forwarded-for: append the peer's address */
+    if (!cfg->skip_xff_append) {
+        char ip[64];
+        remote_ip(s->hcm->remote, ip, sizeof(ip));
+        const struct dp_header *xff = dp_headers_get(&req->headers, DP_STR_LIT("x-forwarded-for"));
+        if (xff) {
+            size_t n = xff->value.n + 2 + strlen(ip);
+            char *v = dp_arena_alloc(a, n + 1);
+            if (v == NULL)
+                return -1;
+            snprintf(v, n + 1, "%.*s, %s", (int)xff->value.n, xff->value.p, ip);
+            dp_headers_remove(&req->headers, DP_STR_LIT("x-forwarded-for"));
+            dp_headers_add_ref(&req->headers, a, DP_STR_LIT("x-forwarded-for"), (struct dp_str){v, n});
+        } else {
+            dp_headers_add(&req->headers, a, DP_STR_LIT("x-forwarded-for"),
+                           (struct dp_str){ip, strlen(ip)});
+        }
+    }
+
+    /* x-request-id */
+    if (cfg->generate_request_id) {
+        const struct dp_header *rid = dp_headers_get(&req->headers, DP_STR_LIT("x-request-id"));
+        int keep = rid && rid->value.n > 0 && rid->value.n < sizeof(s->request_id) &&
+                   (!cfg->use_remote_address || cfg->preserve_external_request_id);
+        if (keep) {
+            memcpy(s->request_id, rid->value.p, rid->value.n);
+            s->request_id[rid->value.n] = '\0';
+        } else {
+            gen_request_id(s);
+            dp_headers_set(&req->headers, a, DP_STR_LIT("x-request-id"),
+                           (struct dp_str){s->request_id, strlen(s->request_id)});
+        }
+    }
+
+    /* x-forwarded-client-cert, never trusted blindly */
+    return dp_xfcc_apply(s, cfg->xfcc, cfg->xfcc_fields);
+}
+
+static void send_100_continue(struct dp_stream *s)
+{
+    if (s->hcm->h2)
+        return; /* an HTTP/2 client does not wait for it */
+    dp_buf_append(&s->hcm->conn.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    dp_conn_flush(&s->hcm->conn);
+}
+
+static int run_request_filters(struct dp_stream *s)
+{
+    const struct dp_hcm_cfg *cfg = s->cfg;
+    if (cfg->n_filters == 0)
+        return 0;
+    s->filter_ctx = dp_arena_alloc(&s->arena, cfg->n_filters * sizeof(void *));
+    if (s->filter_ctx == NULL)
+        return -1;
+    for (size_t i = 0; i < cfg->n_filters; i++) {
+        size_t sz = cfg->filters[i].ops->ctx_size;
+        s->filter_ctx[i] = sz ? dp_arena_alloc(&s->arena, sz) : NULL;
+        if (sz && s->filter_ctx[i] == NULL)
+            return -1;
+        if (sz)
+            memset(s->filter_ctx[i], 0, sz);
+    }
+    for (size_t i = 0; i < cfg->n_filters; i++) {
+        const struct dp_http_filter *f = &cfg->filters[i];
+        const void *fcfg = f->cfg;
+        if (s->route && i < s->route->n_filter_cfg && s->route->filter_cfg[i])
+            fcfg = s->route->filter_cfg[i];
+        s->filters_started = i + 1;
+        if (f->ops->on_request_headers &&
+            f->ops->on_request_headers(s, fcfg, s->filter_ctx[i]) == DP_FILTER_STOP)
+            return 1;
+        if (s->flags & (DP_STREAM_F_RESP_HEADERS_SENT | DP_STREAM_F_DONE))
+            return 1;
+    }
+    return 0;
+}
+
+void dp_stream_request_headers(struct dp_stream *s, int end_stream)
+{
+    struct dp_hcm *h = s->hcm;
+
+    s->flags |= DP_STREAM_F_REQ_HEADERS_DONE;
+    if (end_stream)
+        s->flags |= DP_STREAM_F_REQ_COMPLETE;
+    if (s->cfg == NULL) {
+        dp_stream_send_local_reply(s, 500, "text/plain", "no connection manager\n", 22);
+        return;
+    }
+    if (s->req.authority.n == 0 && s->req.version == DP_HTTP_2) {
+        dp_stream_set_response_flag(s, "DPE");
+        dp_stream_send_local_reply(s, 400, "text/plain", "missing :authority\n", 19);
+        return;
+    }
+    if (sanitize_request(s) < 0) {
+        dp_stream_send_local_reply(s, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    LG_T("stream", "C%llu S%llu: %.*s %.*s%.*s", (unsigned long long)h->id,
+         (unsigned long long)s->id, (int)s->req.method.n, s->req.method.p,
+         (int)s->req.authority.n, s->req.authority.p, (int)s->req.path.n, s->req.path.p);
+
+    s->route = s->cfg->routes ? dp_route_find(s->cfg->routes, &s->req, &s->vhost) : NULL;
+    if (s->route && s->route->action == DP_ROUTE_CLUSTER && s->route->timeout > 0) {
+        ev_timer_set(&s->timer, s->route->timeout, 0.);
+        ev_timer_start(h->w->loop, &s->timer);
+    }
+    if (s->flags & DP_STREAM_F_EXPECT_CONTINUE)
+        send_100_continue(s);
+    int rc = run_request_filters(s);
+    if (rc < 0) {
+        dp_stream_send_local_reply(s, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    if (rc > 0)
+        return;
+    /* No filter answered or took the stream (no router configured). */
+    if (s->route == NULL) {
+        dp_stream_set_response_flag(s, "NR");
+        dp_stream_send_local_reply(s, 404, "text/plain", "no route matched\n", 17);
+        return;
+    }
+    dp_stream_send_local_reply(s, 500, "text/plain", "no router filter\n", 17);
+}
+
+void dp_stream_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream)
+{
+    if (s->flags & DP_STREAM_F_DONE)
+        return;
+    s->bytes_received += n;
+    if (end_stream)
+        s->flags |= DP_STREAM_F_REQ_COMPLETE;
+    if (s->flags & (DP_STREAM_F_LOCAL_REPLY | DP_STREAM_F_RESP_COMPLETE)) {
+        /* Answered already: the body is read and dropped. */
+        dp_hcm_consumed(s, n);
+        if (end_stream && (s->flags & DP_STREAM_F_RESP_COMPLETE))
+            dp_hcm_stream_done(s);
+        return;
+    }
+    if (n && dp_buf_append(&s->req_body, p, n) < 0) {
+        dp_stream_send_local_reply(s, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    if (dp_buf_size(&s->req_body) >= s->hcm->listener->per_connection_buffer_limit)
+        dp_hcm_pause_request(s);
+    if (s->up)
+        dp_upstream_kick(s->up);
+}
+
+void dp_stream_upstream_drained(struct dp_stream *s)
+{
+    if ((s->flags & DP_STREAM_F_DOWNSTREAM_PAUSED) &&
+        dp_buf_size(&s->req_body) < s->hcm->listener->per_connection_buffer_limit / 2)
+        dp_hcm_resume_request(s);
+}
+
+void dp_stream_downstream_drained(struct dp_stream *s)
+{
+    if ((s->flags & DP_STREAM_F_UPSTREAM_PAUSED) &&
+        dp_hcm_pending_out(s) < s->hcm->listener->per_connection_buffer_limit / 2) {
+        s->flags &= ~DP_STREAM_F_UPSTREAM_PAUSED;
+        if (s->up)
+            dp_upstream_resume(s->up);
+    }
+}
+
+/* ---- from the upstream ---------------------------------------------------- */
+
+static void strip_response_hop_by_hop(struct dp_response_head *r)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
+                                      "transfer-encoding", "upgrade"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        dp_headers_remove(&r->headers, (struct dp_str){hop[i], strlen(hop[i])});
+}
+
+void dp_stream_upstream_headers(struct dp_stream *s, int end_stream)
+{
+    if (s->flags & (DP_STREAM_F_DONE | DP_STREAM_F_RESP_HEADERS_SENT))
+        return;
+    strip_response_hop_by_hop(&s->resp);
+    prepare_response(s);
+    if (end_stream)
+        ev_timer_stop(s->hcm->w->loop, &s->timer);
+    dp_hcm_send_headers(s, end_stream);
+}
+
+void dp_stream_upstream_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream)
+{
+    if (s->flags & DP_STREAM_F_DONE)
+        return;
+    s->bytes_sent += n;
+    if (end_stream)
+        ev_timer_stop(s->hcm->w->loop, &s->timer);
+    dp_hcm_send_data(s, p, n, end_stream);
+    if (!end_stream && !(s->flags & DP_STREAM_F_DONE) && s->up &&
+        dp_hcm_pending_out(s) >= s->hcm->listener->per_connection_buffer_limit) {
+        s->flags |= DP_STREAM_F_UPSTREAM_PAUSED;
+        dp_upstream_pause(s->up);
+    }
+}
+
+void dp_stream_upstream_failed(struct dp_stream *s, int status, const char *flag, const char *body)
+{
+    s->up = NULL;
+    if (s->flags & DP_STREAM_F_DONE)
+        return;
+    if (flag)
+        dp_stream_set_response_flag(s, flag);
+    if (s->flags & DP_STREAM_F_RESP_HEADERS_SENT) {
+        if (!(s->flags & DP_STREAM_F_RESP_COMPLETE))
+            dp_hcm_reset_stream(s);
+        return;
+    }
+    s->resp.headers.n = 0; /* whatever a failed upstream response left */
+    dp_stream_send_local_reply(s, status, "text/plain", body, strlen(body));
+}
+
+static void route_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct dp_stream *s = t->data;
+    LG_D("stream", "C%llu S%llu: upstream request timeout", (unsigned long long)s->hcm->id,
+         (unsigned long long)s->id);
+    if (s->up) {
+        struct dp_upstream_req *u = s->up;
+        dp_upstream_cancel(u);
+    }
+    dp_stream_upstream_failed(s, 504, "UT", "upstream request timeout");
+}

@@ -1,0 +1,171 @@
+/*
+ * Internal: HTTP streams and the downstream connection manager. Filters use
+ * dataplane/filter.h instead.
+ *
+ * A stream is one request/response exchange on a downstream connection.
+ * The codec (HTTP/1.1 or HTTP/2) creates it when a request starts, fills
+ * the request head, and feeds it body bytes; the stream runs the filter
+ * chain, whose last filter (the router) starts an upstream request; the
+ * upstream side feeds the response back through dp_stream_upstream_*; the
+ * codec writes it out. Bytes in flight are bounded by the buffer limit in
+ * each direction: over the limit, the side producing them is paused.
+ */
+#ifndef LEGATE_DP_STREAM_H
+#define LEGATE_DP_STREAM_H
+
+#include <stdint.h>
+
+#include <ev.h>
+#include <http_parser.h>
+#include <nghttp2/nghttp2.h>
+
+#include "dataplane/arena.h"
+#include "dataplane/buf.h"
+#include "dataplane/config.h"
+#include "dataplane/conn.h"
+#include "dataplane/filter.h"
+#include "dataplane/http.h"
+#include "dataplane/worker.h"
+
+struct dp_worker;
+struct dp_worker_snap;
+struct dp_upstream_req;
+struct dp_hcm;
+
+#define DP_STREAM_F_REQ_HEADERS_DONE 0x0001 /* request head complete and processed */
+#define DP_STREAM_F_REQ_COMPLETE 0x0002     /* request end_stream seen */
+#define DP_STREAM_F_RESP_HEADERS_SENT 0x0004 /* response head handed to the codec */
+#define DP_STREAM_F_RESP_COMPLETE 0x0008     /* response end handed to the codec */
+#define DP_STREAM_F_LOCAL_REPLY 0x0010
+#define DP_STREAM_F_RESET 0x0020             /* reset by either side */
+#define DP_STREAM_F_UPSTREAM_PAUSED 0x0040   /* we paused the upstream's reads */
+#define DP_STREAM_F_DOWNSTREAM_PAUSED 0x0080 /* we paused the request body */
+#define DP_STREAM_F_EXPECT_CONTINUE 0x0100
+#define DP_STREAM_F_CLOSE_AFTER 0x0200       /* HTTP/1: close the connection after */
+#define DP_STREAM_F_RESP_CHUNKED 0x0400      /* HTTP/1: response framed chunked */
+#define DP_STREAM_F_HEAD 0x0800              /* HEAD request: no response body */
+#define DP_STREAM_F_DEFERRED 0x1000          /* HTTP/2: data provider deferred */
+#define DP_STREAM_F_DONE 0x2000              /* finished, awaiting free */
+
+struct dp_stream {
+    struct dp_hcm *hcm;
+    struct dp_stream *next;      /* in hcm->streams */
+    struct dp_stream *prev;
+    int32_t h2_id;               /* HTTP/2 stream id; 0 for HTTP/1 */
+    uint64_t id;                 /* for logs */
+    uint32_t flags;              /* DP_STREAM_F_* */
+    struct dp_arena arena;
+    struct dp_request_head req;
+    struct dp_response_head resp;
+    struct dp_buf req_body;      /* request bytes not yet taken by upstream */
+    struct dp_buf resp_body;     /* HTTP/2: response bytes not yet framed */
+    const struct dp_hcm_cfg *cfg;
+    const struct dp_route *route;
+    const struct dp_virtual_host *vhost;
+    struct dp_worker_snap *snap; /* pinned for the stream's life */
+    struct dp_upstream_req *up;
+    void **filter_ctx;           /* per filter, ctx_size bytes */
+    size_t filters_started;      /* how many filters saw on_request_headers */
+    ev_timer timer;              /* route timeout */
+    ev_tstamp start;
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
+    char response_flags[32];
+    const char *upstream_host;
+    char request_id[40];
+};
+
+/* The downstream HTTP connection. */
+struct dp_hcm {
+    struct dp_conn conn;
+    struct dp_defer defer;
+    struct dp_worker *w;
+    struct dp_worker_snap *snap;          /* pinned for the connection's life */
+    const struct dp_listener *listener;
+    const struct dp_filter_chain *chain;
+    const struct dp_hcm_cfg *cfg;
+    uint64_t id;
+    int h2;                               /* codec chosen */
+    int draining;
+    struct dp_stream *streams;            /* active streams */
+    size_t n_streams;
+    int detect;                           /* plaintext AUTO: sniffing the h2 preface */
+    /* HTTP/1 */
+    http_parser parser;
+    int h1_event;                         /* H1_EV_* recorded by a parser callback */
+    const uint8_t *h1_body;
+    size_t h1_body_len;
+    struct dp_stream *h1_cur;             /* stream being parsed or answered */
+    struct dp_buf h1_hdr;                 /* partial header name/value */
+    size_t h1_name_len;
+    int h1_last_was_value;
+    size_t h1_header_bytes;
+    /* HTTP/2 */
+    nghttp2_session *ngh2;
+    /* TLS peer */
+    struct dp_peer_identity peer;
+    struct dp_arena peer_arena;
+    char remote[64];                      /* "ip:port" */
+    char local[64];
+    struct dp_hcm *next_in_worker;
+    struct dp_hcm *prev_in_worker;
+};
+
+/* ---- called by the codecs --------------------------------------------- */
+
+struct dp_stream *dp_stream_new(struct dp_hcm *h, int32_t h2_id);
+/** Request head complete: sanitise, route, run filters. */
+void dp_stream_request_headers(struct dp_stream *s, int end_stream);
+/** Request body bytes (possibly empty with end_stream). */
+void dp_stream_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
+/** The downstream reset the stream or the connection went away. */
+void dp_stream_downstream_reset(struct dp_stream *s);
+/** Codec finished writing the response and the request is complete. */
+void dp_stream_free(struct dp_stream *s);
+
+/* ---- called by the upstream side -------------------------------------- */
+
+void dp_stream_upstream_headers(struct dp_stream *s, int end_stream);
+void dp_stream_upstream_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
+/** The upstream failed. Before the response started: a local reply with
+ *  status and body; after: the downstream stream is reset. */
+void dp_stream_upstream_failed(struct dp_stream *s, int status, const char *flag,
+                               const char *body);
+/** The upstream took request bytes from s->req_body; if the downstream was
+ *  paused and there is room again, it is resumed. */
+void dp_stream_upstream_drained(struct dp_stream *s);
+/** The downstream took response bytes; resume the upstream if paused. */
+void dp_stream_downstream_drained(struct dp_stream *s);
+
+/* ---- codec entry points (hcm.c) --------------------------------------- */
+
+/** Writes the response head. */
+void dp_hcm_send_headers(struct dp_stream *s, int end_stream);
+/** Writes body bytes (copied). */
+void dp_hcm_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
+/** Resets the stream downstream (HTTP/1: closes the connection). */
+void dp_hcm_reset_stream(struct dp_stream *s);
+/** Bytes queued towards the downstream for this stream. */
+size_t dp_hcm_pending_out(struct dp_stream *s);
+/** Lets the downstream send more request body (after a pause). */
+void dp_hcm_resume_request(struct dp_stream *s);
+void dp_hcm_pause_request(struct dp_stream *s);
+/** HTTP/2 flow control: n request-body bytes left our hands (reopens the
+ *  client's window). No-op for HTTP/1. */
+void dp_hcm_consumed(struct dp_stream *s, size_t n);
+/** The stream is complete on both sides: HTTP/1 moves to the next request. */
+void dp_hcm_stream_done(struct dp_stream *s);
+
+/** Starts serving an accepted connection on the worker. With fc NULL the
+ *  connection is TLS and its chain is chosen during the ClientHello. The
+ *  connection pins snap for its life. */
+void dp_hcm_accept(struct dp_worker *w, struct dp_worker_snap *snap, const struct dp_listener *l,
+                   const struct dp_filter_chain *fc, int fd, SSL *ssl);
+
+/** Closes the connection now, resetting its streams (shutdown). */
+void dp_hcm_destroy(struct dp_hcm *h);
+
+/** Begin graceful close: HTTP/1 Connection: close, HTTP/2 GOAWAY. */
+void dp_hcm_drain(struct dp_hcm *h);
+
+#endif

@@ -1,0 +1,1299 @@
+/*
+ * Upstream connections: pools per worker per endpoint, load balancing,
+ * the HTTP/1.1 client codec (http-parser) and the HTTP/2 client codec
+ * (nghttp2), with the cluster's TLS context.
+ */
+#include "upstream.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <http_parser.h>
+#include <nghttp2/nghttp2.h>
+
+#include "dataplane/stream.h"
+#include "dataplane/tls.h"
+#include "xds/log.h"
+
+#define UPSTREAM_RESET_BODY "upstream connect error or disconnect/reset before headers. reset reason: "
+
+struct dp_uconn;
+
+struct dp_pool {
+    struct dp_cluster_rt *rt;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *addr_str;
+    struct dp_uconn *conns;    /* every connection of the pool */
+    struct dp_uconn *h2;       /* the multiplexed connection (HTTP/2 clusters) */
+    struct dp_upstream_req *wait_head;
+    struct dp_upstream_req *wait_tail;
+    unsigned n_wait;
+    unsigned n_conns;
+    unsigned n_connecting;
+    unsigned active;           /* requests in flight, for least-request */
+    int retired;
+    struct dp_pool *next_retired;
+};
+
+enum { UH1_EV_NONE = 0, UH1_EV_HEADERS, UH1_EV_BODY, UH1_EV_COMPLETE };
+
+struct dp_uconn {
+    struct dp_conn conn;
+    struct dp_defer defer;
+    struct dp_worker *w;
+    struct dp_pool *pool;
+    struct dp_uconn *next;
+    struct dp_uconn *prev;
+    int h2;
+    int idle;
+    int goaway;
+    unsigned served;
+    /* HTTP/1 */
+    struct dp_upstream_req *cur;
+    http_parser parser;
+    int ev;
+    const uint8_t *body;
+    size_t body_len;
+    struct dp_buf hdr;
+    size_t name_len;
+    int last_was_value;
+    /* HTTP/2 */
+    nghttp2_session *ngh2;
+    unsigned n_streams;
+    struct dp_upstream_req *reqs; /* requests on this HTTP/2 connection */
+};
+
+#define UREQ_F_HEAD_SENT 0x01
+#define UREQ_F_REQ_DONE 0x02  /* the whole request went out */
+#define UREQ_F_RESP_STARTED 0x04
+#define UREQ_F_RESP_DONE 0x08
+#define UREQ_F_CHUNKED 0x10
+#define UREQ_F_PAUSED 0x20
+#define UREQ_F_DEFERRED 0x40
+#define UREQ_F_WAITING 0x80
+
+struct dp_upstream_req {
+    struct dp_stream *s;
+    struct dp_pool *pool;
+    struct dp_uconn *uc;
+    struct dp_upstream_req *next; /* wait queue, or the HTTP/2 connection's list */
+    struct dp_upstream_req *prev;
+    int32_t h2_id;
+    uint32_t flags; /* UREQ_F_* */
+    size_t unconsumed; /* HTTP/2 response bytes not yet acknowledged */
+};
+
+static void uc_on_connected(struct dp_conn *c);
+static void uc_on_read(struct dp_conn *c);
+static void uc_on_drained(struct dp_conn *c);
+static void uc_on_close(struct dp_conn *c, enum dp_conn_close_reason why);
+static void uc_on_timeout(struct dp_conn *c);
+static void pool_dispatch(struct dp_pool *p);
+static void h1_push_body(struct dp_uconn *uc, struct dp_upstream_req *u);
+static void h2c_flush(struct dp_uconn *uc);
+static int h2c_submit(struct dp_uconn *uc, struct dp_upstream_req *u);
+static void uc_destroy(struct dp_uconn *uc);
+static void h2c_detach(struct dp_uconn *uc, struct dp_upstream_req *u);
+static void pool_maybe_free(struct dp_pool *p);
+
+static const struct dp_conn_handler uc_handler = {
+    .on_connected = uc_on_connected,
+    .on_read = uc_on_read,
+    .on_drained = uc_on_drained,
+    .on_close = uc_on_close,
+    .on_timeout = uc_on_timeout,
+};
+
+/* ---- pools and cluster state ----------------------------------------------- */
+
+static struct dp_pool *pool_new(struct dp_cluster_rt *rt, const struct dp_endpoint *ep)
+{
+    struct dp_pool *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->rt = rt;
+    memcpy(&p->addr, &ep->addr, ep->addrlen);
+    p->addrlen = ep->addrlen;
+    p->addr_str = strdup(ep->addr_str);
+    if (p->addr_str == NULL) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void pool_close_idle(struct dp_pool *p)
+{
+    struct dp_uconn *uc = p->conns;
+    while (uc) {
+        struct dp_uconn *next = uc->next;
+        if ((!uc->h2 && uc->cur == NULL) || (uc->h2 && uc->n_streams == 0))
+            uc_destroy(uc);
+        uc = next;
+    }
+}
+
+static void fail_req(struct dp_upstream_req *u, int status, const char *flag, const char *body);
+
+static void pool_retire(struct dp_cluster_rt *rt, struct dp_pool *p)
+{
+    p->retired = 1;
+    while (p->wait_head)
+        fail_req(p->wait_head, 503, "UH", "no healthy upstream");
+    pool_close_idle(p);
+    if (p->n_conns == 0) {
+        free(p->addr_str);
+        free(p);
+        return;
+    }
+    /* Freed by pool_maybe_free when its last connection goes. */
+    (void)rt;
+}
+
+static void pool_maybe_free(struct dp_pool *p)
+{
+    if (p->retired && p->n_conns == 0 && p->wait_head == NULL) {
+        free(p->addr_str);
+        free(p);
+    }
+}
+
+static void set_endpoints(struct dp_cluster_rt *rt, struct dp_endpoint_set *eps)
+{
+    struct dp_pool **np = NULL;
+    size_t n = eps ? eps->n : 0;
+    if (n) {
+        np = calloc(n, sizeof(*np));
+        if (np == NULL)
+            return; /* keep the old set */
+    }
+    /* Pools of endpoints that remain are kept, with their connections. */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < rt->n_pools; j++) {
+            if (rt->pools[j] && strcmp(rt->pools[j]->addr_str, eps->v[i].addr_str) == 0) {
+                np[i] = rt->pools[j];
+                rt->pools[j] = NULL;
+                break;
+            }
+        }
+    }
+    for (size_t j = 0; j < rt->n_pools; j++)
+        if (rt->pools[j])
+            pool_retire(rt, rt->pools[j]);
+    free(rt->pools);
+    rt->pools = np;
+    rt->n_pools = n;
+    if (eps)
+        dp_endpoint_set_ref(eps);
+    if (rt->endpoints)
+        dp_endpoint_set_unref(rt->endpoints);
+    rt->endpoints = eps;
+}
+
+struct dp_cluster_rt *dp_cluster_rt_new(struct dp_worker *w, struct dp_cluster *cfg)
+{
+    struct dp_cluster_rt *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL)
+        return NULL;
+    rt->name = strdup(cfg->name);
+    if (rt->name == NULL) {
+        free(rt);
+        return NULL;
+    }
+    rt->cfg = cfg;
+    rt->rr_next = dp_worker_rand(w);
+    set_endpoints(rt, cfg->endpoints);
+    return rt;
+}
+
+void dp_cluster_rt_update(struct dp_worker *w, struct dp_cluster_rt *rt, struct dp_cluster *cfg)
+{
+    int same_transport = rt->cfg->tls == cfg->tls && rt->cfg->http2 == cfg->http2;
+    rt->cfg = cfg;
+    if (!same_transport) {
+        /* Connections made with the old TLS context or protocol must not
+         * take new requests: retire every pool. */
+        set_endpoints(rt, NULL);
+    }
+    if (rt->endpoints != cfg->endpoints)
+        set_endpoints(rt, cfg->endpoints);
+}
+
+void dp_cluster_rt_retire(struct dp_worker *w, struct dp_cluster_rt *rt)
+{
+    set_endpoints(rt, NULL);
+    free(rt->name);
+    free(rt);
+}
+
+void dp_cluster_rt_destroy(struct dp_worker *w, struct dp_cluster_rt *rt)
+{
+    dp_cluster_rt_retire(w, rt);
+}
+
+void dp_upstream_worker_cleanup(struct dp_worker *w)
+{
+    (void)w;
+}
+
+/* ---- load balancing ---------------------------------------------------------- */
+
+static struct dp_pool *pick(struct dp_worker *w, struct dp_cluster_rt *rt)
+{
+    struct dp_endpoint_set *eps = rt->endpoints;
+    size_t n = eps ? eps->n : 0;
+    size_t idx = SIZE_MAX;
+    if (n == 0)
+        return NULL;
+    switch (rt->cfg->lb) {
+    case DP_LB_LEAST_REQUEST: {
+        uint32_t k = rt->cfg->least_request_choices ? rt->cfg->least_request_choices : 2;
+        unsigned best = UINT_MAX;
+        for (uint32_t i = 0; i < k; i++) {
+            size_t c = dp_worker_rand(w) % n;
+            if (!eps->v[c].healthy)
+                continue;
+            unsigned a = rt->pools[c] ? rt->pools[c]->active : 0;
+            if (a < best) {
+                best = a;
+                idx = c;
+            }
+        }
+        break;
+    }
+    case DP_LB_RANDOM:
+        idx = dp_worker_rand(w) % n;
+        if (!eps->v[idx].healthy)
+            idx = SIZE_MAX;
+        break;
+    case DP_LB_ROUND_ROBIN:
+        break;
+    }
+    if (idx == SIZE_MAX) {
+        for (size_t i = 0; i < n; i++) {
+            size_t c = (rt->rr_next++) % n;
+            if (eps->v[c].healthy) {
+                idx = c;
+                break;
+            }
+        }
+    }
+    if (idx == SIZE_MAX)
+        return NULL;
+    if (rt->pools[idx] == NULL)
+        rt->pools[idx] = pool_new(rt, &eps->v[idx]);
+    return rt->pools[idx];
+}
+
+/* ---- requests ------------------------------------------------------------------ */
+
+static void wait_remove(struct dp_pool *p, struct dp_upstream_req *u)
+{
+    if (!(u->flags & UREQ_F_WAITING))
+        return;
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        p->wait_head = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    else
+        p->wait_tail = u->prev;
+    u->next = u->prev = NULL;
+    u->flags &= ~UREQ_F_WAITING;
+    p->n_wait--;
+    p->rt->pending_requests--;
+}
+
+static void wait_push(struct dp_pool *p, struct dp_upstream_req *u)
+{
+    u->flags |= UREQ_F_WAITING;
+    u->prev = p->wait_tail;
+    u->next = NULL;
+    if (p->wait_tail)
+        p->wait_tail->next = u;
+    else
+        p->wait_head = u;
+    p->wait_tail = u;
+    p->n_wait++;
+    p->rt->pending_requests++;
+}
+
+static struct dp_upstream_req *wait_pop(struct dp_pool *p)
+{
+    struct dp_upstream_req *u = p->wait_head;
+    if (u)
+        wait_remove(p, u);
+    return u;
+}
+
+static void h2c_attach(struct dp_uconn *uc, struct dp_upstream_req *u)
+{
+    u->uc = uc;
+    u->prev = NULL;
+    u->next = uc->reqs;
+    if (uc->reqs)
+        uc->reqs->prev = u;
+    uc->reqs = u;
+    uc->n_streams++;
+}
+
+static void h2c_detach(struct dp_uconn *uc, struct dp_upstream_req *u)
+{
+    if (u->prev)
+        u->prev->next = u->next;
+    else if (uc->reqs == u)
+        uc->reqs = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    u->next = u->prev = NULL;
+    u->uc = NULL;
+    uc->n_streams--;
+    if (uc->ngh2)
+        nghttp2_session_set_stream_user_data(uc->ngh2, u->h2_id, NULL);
+}
+
+/* Detaches u from everything and frees it. The stream is not told. */
+static void req_free(struct dp_upstream_req *u)
+{
+    struct dp_pool *p = u->pool;
+    wait_remove(p, u);
+    if (u->s && u->s->up == u)
+        u->s->up = NULL;
+    p->active--;
+    p->rt->active_requests--;
+    free(u);
+    pool_maybe_free(p);
+}
+
+static void fail_req(struct dp_upstream_req *u, int status, const char *flag, const char *body)
+{
+    struct dp_stream *s = u->s;
+    if (u->uc && !u->uc->h2 && u->uc->cur == u)
+        u->uc->cur = NULL;
+    req_free(u);
+    if (s)
+        dp_stream_upstream_failed(s, status, flag, body);
+}
+
+int dp_upstream_start(struct dp_stream *s, struct dp_cluster_rt *rt)
+{
+    struct dp_worker *w = s->hcm->w;
+    const struct dp_cluster *cfg = rt->cfg;
+
+    if (rt->active_requests >= cfg->max_requests) {
+        dp_stream_upstream_failed(s, 503, "UO", UPSTREAM_RESET_BODY "overflow");
+        return -1;
+    }
+    struct dp_pool *p = pick(w, rt);
+    if (p == NULL) {
+        dp_stream_upstream_failed(s, 503, "UH", "no healthy upstream");
+        return -1;
+    }
+    struct dp_upstream_req *u = calloc(1, sizeof(*u));
+    if (u == NULL) {
+        dp_stream_upstream_failed(s, 503, "UO", UPSTREAM_RESET_BODY "overflow");
+        return -1;
+    }
+    u->s = s;
+    u->pool = p;
+    s->up = u;
+    s->upstream_host = p->addr_str;
+    p->active++;
+    rt->active_requests++;
+    if (rt->pending_requests >= cfg->max_pending_requests && p->n_conns >= cfg->max_connections) {
+        req_free(u);
+        dp_stream_upstream_failed(s, 503, "UO", UPSTREAM_RESET_BODY "overflow");
+        return -1;
+    }
+    wait_push(p, u);
+    pool_dispatch(p);
+    return 0;
+}
+
+const char *dp_upstream_host(const struct dp_upstream_req *u)
+{
+    return u->pool->addr_str;
+}
+
+/* ---- connections ---------------------------------------------------------------- */
+
+static struct dp_uconn *uc_new(struct dp_pool *p)
+{
+    const struct dp_cluster *cfg = p->rt->cfg;
+    struct dp_worker *w = p->wait_head->s->hcm->w;
+    struct dp_uconn *uc = calloc(1, sizeof(*uc));
+    if (uc == NULL)
+        return NULL;
+    SSL *ssl = NULL;
+    if (cfg->tls) {
+        ssl = dp_tls_client_new_ssl(cfg->tls);
+        if (ssl == NULL) {
+            free(uc);
+            return NULL;
+        }
+    }
+    uc->pool = p;
+    uc->w = w;
+    uc->h2 = cfg->http2;
+    uc->next = p->conns;
+    if (p->conns)
+        p->conns->prev = uc;
+    p->conns = uc;
+    p->n_conns++;
+    p->n_connecting++;
+    p->rt->active_connections++;
+    dp_conn_connect(&uc->conn, w->loop, (struct sockaddr *)&p->addr, p->addrlen, ssl, &uc_handler, uc);
+    uc->conn.read_limit = cfg->per_connection_buffer_limit;
+    dp_conn_set_timeout(&uc->conn, cfg->connect_timeout);
+    LG_T("upstream", "cluster %s: connecting to %s", p->rt->name, p->addr_str);
+    return uc;
+}
+
+static void uc_unlink(struct dp_uconn *uc)
+{
+    struct dp_pool *p = uc->pool;
+    if (uc->prev)
+        uc->prev->next = uc->next;
+    else if (p->conns == uc)
+        p->conns = uc->next;
+    if (uc->next)
+        uc->next->prev = uc->prev;
+    uc->next = uc->prev = NULL;
+    if (p->h2 == uc)
+        p->h2 = NULL;
+    if (!(uc->conn.flags & DP_CONN_F_ESTABLISHED) && p->n_connecting)
+        p->n_connecting--;
+    p->n_conns--;
+    p->rt->active_connections--;
+}
+
+static void uc_reap(struct dp_defer *d)
+{
+    free((char *)d - offsetof(struct dp_uconn, defer));
+}
+
+/* Frees the connection; requests on it must have been detached. The memory
+ * itself goes after this loop iteration (see dp_worker_defer). */
+static void uc_free(struct dp_uconn *uc)
+{
+    struct dp_pool *p = uc->pool;
+    uc_unlink(uc);
+    if (uc->ngh2)
+        nghttp2_session_del(uc->ngh2);
+    dp_buf_release(&uc->hdr);
+    dp_conn_free(&uc->conn);
+    dp_worker_defer(uc->w, &uc->defer, uc_reap);
+    pool_maybe_free(p);
+}
+
+static void uc_destroy(struct dp_uconn *uc)
+{
+    dp_conn_close(&uc->conn, DP_CONN_CLOSE_LOCAL);
+    if (uc->cur) {
+        struct dp_upstream_req *u = uc->cur;
+        uc->cur = NULL;
+        u->uc = NULL;
+        fail_req(u, 503, "UC", UPSTREAM_RESET_BODY "connection termination");
+    }
+    while (uc->reqs) {
+        struct dp_upstream_req *u = uc->reqs;
+        h2c_detach(uc, u);
+        fail_req(u, 503, "UC", UPSTREAM_RESET_BODY "connection termination");
+    }
+    uc_free(uc);
+}
+
+static void uc_make_idle(struct dp_uconn *uc)
+{
+    struct dp_pool *p = uc->pool;
+    const struct dp_cluster *cfg = p->rt->cfg;
+    if (p->retired || (cfg->max_requests_per_connection &&
+                       uc->served >= cfg->max_requests_per_connection)) {
+        uc_destroy(uc);
+        return;
+    }
+    uc->idle = 1;
+    dp_conn_set_timeout(&uc->conn, cfg->idle_timeout);
+    pool_dispatch(p);
+}
+
+static void h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u);
+
+/* Gives waiting requests to connections, opening new ones as allowed. */
+static void pool_dispatch(struct dp_pool *p)
+{
+    const struct dp_cluster *cfg = p->rt->cfg;
+    if (cfg->http2) {
+        if (p->h2 && (p->h2->conn.flags & DP_CONN_F_ESTABLISHED) && !p->h2->goaway) {
+            while (p->wait_head) {
+                struct dp_upstream_req *u = wait_pop(p);
+                if (h2c_submit(p->h2, u) < 0)
+                    fail_req(u, 503, "UC", UPSTREAM_RESET_BODY "connection termination");
+            }
+            h2c_flush(p->h2);
+            return;
+        }
+        if (p->wait_head && (p->h2 == NULL || p->h2->goaway)) {
+            struct dp_uconn *uc = uc_new(p);
+            if (uc == NULL) {
+                while (p->wait_head)
+                    fail_req(p->wait_head, 503, "UF", UPSTREAM_RESET_BODY "connection failure");
+                return;
+            }
+            p->h2 = uc;
+        }
+        return;
+    }
+    while (p->wait_head) {
+        struct dp_uconn *idle = NULL;
+        for (struct dp_uconn *uc = p->conns; uc; uc = uc->next)
+            if (uc->idle && !dp_conn_closed(&uc->conn)) {
+                idle = uc;
+                break;
+            }
+        if (idle) {
+            struct dp_upstream_req *u = wait_pop(p);
+            idle->idle = 0;
+            dp_conn_set_timeout(&idle->conn, 0);
+            h1_send_head(idle, u);
+            continue;
+        }
+        /* One new connection per waiting request not already covered. */
+        if (p->n_connecting >= p->n_wait)
+            return;
+        if (p->rt->active_connections >= cfg->max_connections)
+            return; /* the request waits (pending) */
+        if (uc_new(p) == NULL) {
+            fail_req(p->wait_head, 503, "UF", UPSTREAM_RESET_BODY "connection failure");
+        }
+    }
+}
+
+static void h2c_callbacks(nghttp2_session_callbacks *cbs);
+
+static void uc_on_connected(struct dp_conn *c)
+{
+    struct dp_uconn *uc = c->owner;
+    struct dp_pool *p = uc->pool;
+    if (p->n_connecting)
+        p->n_connecting--;
+    dp_conn_set_timeout(c, 0);
+    LG_T("upstream", "cluster %s: connected to %s", p->rt->name, p->addr_str);
+    if (uc->h2) {
+        nghttp2_session_callbacks *cbs;
+        nghttp2_option *opt;
+        if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0) {
+            uc_destroy(uc);
+            return;
+        }
+        h2c_callbacks(cbs);
+        nghttp2_option_set_no_auto_window_update(opt, 1);
+        int rc = nghttp2_session_client_new2(&uc->ngh2, cbs, uc, opt);
+        nghttp2_session_callbacks_del(cbs);
+        nghttp2_option_del(opt);
+        if (rc != 0) {
+            uc_destroy(uc);
+            return;
+        }
+        nghttp2_settings_entry iv[] = {
+            {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+            {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+        };
+        nghttp2_submit_settings(uc->ngh2, NGHTTP2_FLAG_NONE, iv, 2);
+        nghttp2_session_set_local_window_size(uc->ngh2, NGHTTP2_FLAG_NONE, 0, 16 << 20);
+        pool_dispatch(p);
+        h2c_flush(uc);
+        return;
+    }
+    uc->idle = 1;
+    pool_dispatch(p);
+    if (!dp_conn_closed(c) && uc->idle && uc->cur == NULL)
+        dp_conn_set_timeout(c, p->rt->cfg->idle_timeout);
+}
+
+static const char *reset_reason(struct dp_uconn *uc, enum dp_conn_close_reason why, char *buf,
+                                size_t len)
+{
+    switch (why) {
+    case DP_CONN_CLOSE_CONNECT_FAIL:
+        return "connection failure";
+    case DP_CONN_CLOSE_TIMEOUT:
+        return "connection timeout";
+    case DP_CONN_CLOSE_TLS_ERROR:
+        snprintf(buf, len, "connection failure, transport failure reason: TLS error: %s",
+                 uc->conn.ssl ? dp_tls_failure_reason(uc->conn.ssl, uc->conn.tls_error) : "?");
+        return buf;
+    default:
+        return "connection termination";
+    }
+}
+
+static void uc_fail_all(struct dp_uconn *uc, enum dp_conn_close_reason why)
+{
+    struct dp_pool *p = uc->pool;
+    char rbuf[512], body[700];
+    /* A connection is counted in n_connecting until on_connected ran. */
+    int counted = !(uc->conn.flags & DP_CONN_F_ESTABLISHED);
+    int before_connect = counted || (uc->conn.flags & DP_CONN_F_HANDSHAKE);
+    const char *reason = reset_reason(uc, why, rbuf, sizeof(rbuf));
+    snprintf(body, sizeof(body), UPSTREAM_RESET_BODY "%s", reason);
+    const char *flag = before_connect ? "UF" : "UC";
+    if (before_connect)
+        LG_D("upstream", "cluster %s: %s: %s", p->rt->name, p->addr_str, reason);
+
+    if (uc->cur) {
+        struct dp_upstream_req *u = uc->cur;
+        uc->cur = NULL;
+        u->uc = NULL;
+        fail_req(u, 503, flag, body);
+    }
+    while (uc->reqs) {
+        struct dp_upstream_req *u = uc->reqs;
+        h2c_detach(uc, u);
+        fail_req(u, 503, flag, body);
+    }
+    if (!before_connect)
+        return;
+    /* Waiting requests lose the connection they were waiting for. */
+    unsigned others = p->n_connecting - (counted ? 1u : 0u);
+    if (uc->h2) {
+        if (p->h2 == uc)
+            p->h2 = NULL;
+        while (p->wait_head)
+            fail_req(p->wait_head, 503, flag, body);
+    } else {
+        while (p->wait_head && p->n_wait > others)
+            fail_req(p->wait_head, 503, flag, body);
+    }
+}
+
+static void uc_on_close(struct dp_conn *c, enum dp_conn_close_reason why)
+{
+    struct dp_uconn *uc = c->owner;
+    struct dp_pool *p = uc->pool;
+    if (uc->cur && why == DP_CONN_CLOSE_EOF && (uc->cur->flags & UREQ_F_RESP_STARTED)) {
+        /* A close-delimited response ends here. */
+        struct dp_upstream_req *u = uc->cur;
+        http_parser_execute(&uc->parser, NULL, NULL, 0);
+        if (uc->ev == UH1_EV_COMPLETE && u->s) {
+            uc->cur = NULL;
+            struct dp_stream *s = u->s;
+            req_free(u);
+            dp_stream_upstream_data(s, NULL, 0, 1);
+        }
+    }
+    uc_fail_all(uc, why);
+    uc_free(uc);
+    pool_dispatch(p);
+}
+
+static void uc_on_timeout(struct dp_conn *c)
+{
+    struct dp_uconn *uc = c->owner;
+    struct dp_pool *p = uc->pool;
+    if (!(c->flags & DP_CONN_F_ESTABLISHED) || (c->flags & DP_CONN_F_HANDSHAKE)) {
+        dp_conn_close(c, DP_CONN_CLOSE_TIMEOUT);
+        uc_fail_all(uc, DP_CONN_CLOSE_TIMEOUT);
+        uc_free(uc);
+        pool_dispatch(p);
+        return;
+    }
+    /* idle timeout */
+    uc_destroy(uc);
+}
+
+/* ---- HTTP/1.1 client ----------------------------------------------------------- */
+
+static int is_hop(struct dp_str n)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
+                                      "transfer-encoding", "upgrade", "te", "host",
+                                      "content-length"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        if (dp_str_eq(n, (struct dp_str){hop[i], strlen(hop[i])}))
+            return 1;
+    return 0;
+}
+
+static void h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u)
+{
+    struct dp_stream *s = u->s;
+    struct dp_buf *out = &uc->conn.out;
+    const struct dp_request_head *r = &s->req;
+
+    uc->cur = u;
+    u->uc = uc;
+    uc->served++;
+    http_parser_init(&uc->parser, HTTP_RESPONSE);
+    uc->parser.data = uc;
+
+    dp_buf_append(out, r->method.p, r->method.n);
+    dp_buf_append(out, " ", 1);
+    dp_buf_append(out, r->path.p, r->path.n);
+    dp_buf_append(out, " HTTP/1.1\r\nhost: ", 17);
+    dp_buf_append(out, r->authority.p, r->authority.n);
+    dp_buf_append(out, "\r\n", 2);
+    for (size_t i = 0; i < r->headers.n; i++) {
+        const struct dp_header *h = &r->headers.v[i];
+        if (is_hop(h->name))
+            continue;
+        dp_buf_append(out, h->name.p, h->name.n);
+        dp_buf_append(out, ": ", 2);
+        dp_buf_append(out, h->value.p, h->value.n);
+        dp_buf_append(out, "\r\n", 2);
+    }
+    if (r->content_length >= 0) {
+        if (r->content_length > 0 || dp_str_eq(r->method, DP_STR_LIT("POST")) ||
+            dp_str_eq(r->method, DP_STR_LIT("PUT")) || dp_str_eq(r->method, DP_STR_LIT("PATCH")))
+            dp_buf_appendf(out, "content-length: %lld\r\n", (long long)r->content_length);
+    } else if ((s->flags & DP_STREAM_F_REQ_COMPLETE) && dp_buf_size(&s->req_body) == 0) {
+        /* HTTP/2 request without body and without content-length */
+        if (dp_str_eq(r->method, DP_STR_LIT("POST")) || dp_str_eq(r->method, DP_STR_LIT("PUT")) ||
+            dp_str_eq(r->method, DP_STR_LIT("PATCH")))
+            dp_buf_append(out, "content-length: 0\r\n", 19);
+    } else if ((s->flags & DP_STREAM_F_REQ_COMPLETE)) {
+        dp_buf_appendf(out, "content-length: %zu\r\n", dp_buf_size(&s->req_body));
+    } else {
+        dp_buf_append(out, "transfer-encoding: chunked\r\n", 28);
+        u->flags |= UREQ_F_CHUNKED;
+    }
+    dp_buf_append(out, "\r\n", 2);
+    u->flags |= UREQ_F_HEAD_SENT;
+    h1_push_body(uc, u);
+}
+
+/* Moves request body from the stream to the connection, within limits. */
+static void h1_push_body(struct dp_uconn *uc, struct dp_upstream_req *u)
+{
+    struct dp_stream *s = u->s;
+    struct dp_buf *out = &uc->conn.out;
+    size_t limit = uc->pool->rt->cfg->per_connection_buffer_limit;
+    size_t moved = 0;
+
+    if (s == NULL || (u->flags & UREQ_F_REQ_DONE))
+        return;
+    while (dp_buf_size(&s->req_body) > 0 && dp_buf_size(out) < limit) {
+        size_t n = dp_buf_size(&s->req_body);
+        if (n > limit - dp_buf_size(out))
+            n = limit - dp_buf_size(out);
+        if (u->flags & UREQ_F_CHUNKED)
+            dp_buf_appendf(out, "%zx\r\n", n);
+        dp_buf_append(out, dp_buf_head(&s->req_body), n);
+        if (u->flags & UREQ_F_CHUNKED)
+            dp_buf_append(out, "\r\n", 2);
+        dp_buf_consume(&s->req_body, n);
+        moved += n;
+    }
+    if ((s->flags & DP_STREAM_F_REQ_COMPLETE) && dp_buf_size(&s->req_body) == 0) {
+        if (u->flags & UREQ_F_CHUNKED)
+            dp_buf_append(out, "0\r\n\r\n", 5);
+        u->flags |= UREQ_F_REQ_DONE;
+    }
+    dp_conn_flush(&uc->conn);
+    if (moved) {
+        dp_hcm_consumed(s, moved);
+        dp_stream_upstream_drained(s);
+    }
+}
+
+static int uh1_on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct dp_uconn *uc = p->data;
+    struct dp_stream *s = uc->cur ? uc->cur->s : NULL;
+    if (uc->last_was_value && s) {
+        const char *b = (const char *)dp_buf_head(&uc->hdr);
+        size_t total = dp_buf_size(&uc->hdr);
+        if (dp_headers_add(&s->resp.headers, &s->arena, (struct dp_str){b, uc->name_len},
+                           (struct dp_str){b + uc->name_len, total - uc->name_len}) < 0)
+            return -1;
+        dp_buf_release(&uc->hdr);
+        uc->name_len = 0;
+        uc->last_was_value = 0;
+    }
+    uc->name_len += len;
+    return dp_buf_append(&uc->hdr, at, len);
+}
+
+static int uh1_on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct dp_uconn *uc = p->data;
+    uc->last_was_value = 1;
+    return dp_buf_append(&uc->hdr, at, len);
+}
+
+static int uh1_on_message_begin(http_parser *p)
+{
+    struct dp_uconn *uc = p->data;
+    struct dp_stream *s = uc->cur ? uc->cur->s : NULL;
+    dp_buf_release(&uc->hdr);
+    uc->name_len = 0;
+    uc->last_was_value = 0;
+    if (s)
+        s->resp.headers.n = 0;
+    return 0;
+}
+
+static int uh1_on_headers_complete(http_parser *p)
+{
+    struct dp_uconn *uc = p->data;
+    struct dp_stream *s = uc->cur ? uc->cur->s : NULL;
+    if (uc->last_was_value && s) {
+        const char *b = (const char *)dp_buf_head(&uc->hdr);
+        size_t total = dp_buf_size(&uc->hdr);
+        if (dp_headers_add(&s->resp.headers, &s->arena, (struct dp_str){b, uc->name_len},
+                           (struct dp_str){b + uc->name_len, total - uc->name_len}) < 0)
+            return -1;
+    }
+    dp_buf_release(&uc->hdr);
+    uc->name_len = 0;
+    uc->last_was_value = 0;
+    if (p->status_code >= 100 && p->status_code < 200)
+        return 0; /* interim response: not forwarded */
+    uc->ev = UH1_EV_HEADERS;
+    http_parser_pause(p, 1);
+    return (s && (s->flags & DP_STREAM_F_HEAD)) ? 1 : 0;
+}
+
+static int uh1_on_body(http_parser *p, const char *at, size_t len)
+{
+    struct dp_uconn *uc = p->data;
+    uc->ev = UH1_EV_BODY;
+    uc->body = (const uint8_t *)at;
+    uc->body_len = len;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static int uh1_on_message_complete(http_parser *p)
+{
+    struct dp_uconn *uc = p->data;
+    if (p->status_code >= 100 && p->status_code < 200)
+        return 0;
+    uc->ev = UH1_EV_COMPLETE;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings uh1_settings = {
+    .on_message_begin = uh1_on_message_begin,
+    .on_header_field = uh1_on_header_field,
+    .on_header_value = uh1_on_header_value,
+    .on_headers_complete = uh1_on_headers_complete,
+    .on_body = uh1_on_body,
+    .on_message_complete = uh1_on_message_complete,
+};
+
+static void uh1_response_done(struct dp_uconn *uc)
+{
+    struct dp_upstream_req *u = uc->cur;
+    int keep = http_should_keep_alive(&uc->parser) && (u->flags & UREQ_F_REQ_DONE);
+    struct dp_stream *s = u->s;
+    uc->cur = NULL;
+    u->uc = NULL;
+    u->flags |= UREQ_F_RESP_DONE;
+    req_free(u);
+    if (s) {
+        if (!(u == NULL))
+            dp_stream_upstream_data(s, NULL, 0, 1);
+    }
+    if (dp_conn_closed(&uc->conn))
+        return;
+    if (keep && dp_buf_size(&uc->conn.in) == 0)
+        uc_make_idle(uc);
+    else
+        uc_destroy(uc);
+}
+
+static void uc_read_h1(struct dp_uconn *uc)
+{
+    struct dp_conn *c = &uc->conn;
+    while (!dp_conn_closed(c) && dp_buf_size(&c->in) > 0) {
+        if (uc->cur == NULL) {
+            /* Bytes from an idle connection: the upstream is broken. */
+            uc_destroy(uc);
+            return;
+        }
+        if (uc->cur->flags & UREQ_F_PAUSED)
+            return;
+        uc->ev = UH1_EV_NONE;
+        const char *data = (const char *)dp_buf_head(&c->in);
+        size_t len = dp_buf_size(&c->in);
+        size_t n = http_parser_execute(&uc->parser, &uh1_settings, data, len);
+        enum http_errno err = HTTP_PARSER_ERRNO(&uc->parser);
+        if (err == HPE_PAUSED) {
+            http_parser_pause(&uc->parser, 0);
+        } else if (err != HPE_OK) {
+            struct dp_upstream_req *u = uc->cur;
+            LG_D("upstream", "cluster %s: %s: invalid HTTP response: %s", uc->pool->rt->name,
+                 uc->pool->addr_str, http_errno_description(err));
+            uc->cur = NULL;
+            u->uc = NULL;
+            dp_conn_close(c, DP_CONN_CLOSE_LOCAL);
+            fail_req(u, 502, "UPE", "upstream protocol error");
+            uc_free(uc);
+            return;
+        }
+        struct dp_upstream_req *u = uc->cur;
+        struct dp_stream *s = u->s;
+        switch (uc->ev) {
+        case UH1_EV_HEADERS: {
+            dp_buf_consume(&c->in, n);
+            u->flags |= UREQ_F_RESP_STARTED;
+            s->resp.status = uc->parser.status_code;
+            s->resp.content_length = -1;
+            int has_len = uc->parser.content_length != ULLONG_MAX &&
+                          !(uc->parser.flags & F_CHUNKED);
+            const struct dp_header *cl = dp_headers_get(&s->resp.headers, DP_STR_LIT("content-length"));
+            if (cl && !(uc->parser.flags & F_CHUNKED)) {
+                char tmp[24];
+                size_t k = cl->value.n < sizeof(tmp) - 1 ? cl->value.n : sizeof(tmp) - 1;
+                memcpy(tmp, cl->value.p, k);
+                tmp[k] = '\0';
+                s->resp.content_length = strtoll(tmp, NULL, 10);
+            }
+            int st = s->resp.status;
+            int end = (s->flags & DP_STREAM_F_HEAD) || st == 204 || st == 304 ||
+                      (has_len && uc->parser.content_length == 0);
+            dp_stream_upstream_headers(s, end);
+            if (end && uc->cur == u) {
+                /* No body follows: finish the message in the parser. */
+                u->flags |= UREQ_F_RESP_DONE;
+            }
+            break;
+        }
+        case UH1_EV_BODY:
+            dp_stream_upstream_data(s, uc->body, uc->body_len, 0);
+            if (!dp_conn_closed(c))
+                dp_buf_consume(&c->in, n);
+            break;
+        case UH1_EV_COMPLETE:
+            dp_buf_consume(&c->in, n);
+            if (u->flags & UREQ_F_RESP_DONE) {
+                /* end already signalled with the headers */
+                int keep = http_should_keep_alive(&uc->parser) && (u->flags & UREQ_F_REQ_DONE);
+                uc->cur = NULL;
+                u->uc = NULL;
+                req_free(u);
+                if (keep && dp_buf_size(&c->in) == 0)
+                    uc_make_idle(uc);
+                else
+                    uc_destroy(uc);
+                return;
+            }
+            uh1_response_done(uc);
+            return;
+        default:
+            dp_buf_consume(&c->in, n);
+            if (n == 0)
+                return;
+        }
+    }
+}
+
+static void uc_on_read(struct dp_conn *c)
+{
+    struct dp_uconn *uc = c->owner;
+    if (uc->h2) {
+        size_t n = dp_buf_size(&c->in);
+        if (n) {
+            ssize_t r = nghttp2_session_mem_recv(uc->ngh2, dp_buf_head(&c->in), n);
+            dp_buf_consume(&c->in, n);
+            if (r < 0) {
+                LG_D("upstream", "cluster %s: %s: HTTP/2 error: %s", uc->pool->rt->name,
+                     uc->pool->addr_str, nghttp2_strerror((int)r));
+                struct dp_pool *p = uc->pool;
+                dp_conn_close(c, DP_CONN_CLOSE_LOCAL);
+                uc_fail_all(uc, DP_CONN_CLOSE_RESET);
+                uc_free(uc);
+                pool_dispatch(p);
+                return;
+            }
+        }
+        h2c_flush(uc);
+        return;
+    }
+    uc_read_h1(uc);
+}
+
+static void uc_on_drained(struct dp_conn *c)
+{
+    struct dp_uconn *uc = c->owner;
+    if (uc->h2) {
+        h2c_flush(uc);
+        return;
+    }
+    if (uc->cur)
+        h1_push_body(uc, uc->cur);
+}
+
+/* ---- the stream's calls ----------------------------------------------------------- */
+
+void dp_upstream_kick(struct dp_upstream_req *u)
+{
+    struct dp_uconn *uc = u->uc;
+    if (uc == NULL || !(u->flags & UREQ_F_HEAD_SENT))
+        return; /* still waiting for a connection: the body waits in the stream */
+    if (uc->h2) {
+        if (u->flags & UREQ_F_DEFERRED) {
+            u->flags &= ~UREQ_F_DEFERRED;
+            nghttp2_session_resume_data(uc->ngh2, u->h2_id);
+        }
+        h2c_flush(uc);
+        return;
+    }
+    h1_push_body(uc, u);
+}
+
+void dp_upstream_cancel(struct dp_upstream_req *u)
+{
+    struct dp_uconn *uc = u->uc;
+    u->s->up = NULL;
+    u->s = NULL;
+    if (uc == NULL) {
+        req_free(u);
+        return;
+    }
+    if (uc->h2) {
+        nghttp2_submit_rst_stream(uc->ngh2, NGHTTP2_FLAG_NONE, u->h2_id, NGHTTP2_CANCEL);
+        h2c_detach(uc, u);
+        req_free(u);
+        h2c_flush(uc);
+        return;
+    }
+    /* HTTP/1: the response in flight cannot be skipped; the connection goes. */
+    uc->cur = NULL;
+    u->uc = NULL;
+    req_free(u);
+    uc_destroy(uc);
+}
+
+void dp_upstream_pause(struct dp_upstream_req *u)
+{
+    u->flags |= UREQ_F_PAUSED;
+    if (u->uc && !u->uc->h2)
+        dp_conn_pause_read(&u->uc->conn);
+}
+
+void dp_upstream_resume(struct dp_upstream_req *u)
+{
+    if (!(u->flags & UREQ_F_PAUSED))
+        return;
+    u->flags &= ~UREQ_F_PAUSED;
+    struct dp_uconn *uc = u->uc;
+    if (uc == NULL)
+        return;
+    if (uc->h2) {
+        if (u->unconsumed) {
+            nghttp2_session_consume(uc->ngh2, u->h2_id, u->unconsumed);
+            u->unconsumed = 0;
+            h2c_flush(uc);
+        }
+        return;
+    }
+    dp_conn_resume_read(&uc->conn);
+}
+
+/* ---- HTTP/2 client --------------------------------------------------------------- */
+
+static ssize_t h2c_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                           uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    struct dp_upstream_req *u = source->ptr;
+    struct dp_stream *s = u->s;
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t avail = dp_buf_size(&s->req_body);
+    size_t n = avail < length ? avail : length;
+    if (n) {
+        memcpy(buf, dp_buf_head(&s->req_body), n);
+        dp_buf_consume(&s->req_body, n);
+        dp_hcm_consumed(s, n);
+        dp_stream_upstream_drained(s);
+    }
+    if (dp_buf_size(&s->req_body) == 0 && (s->flags & DP_STREAM_F_REQ_COMPLETE)) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        u->flags |= UREQ_F_REQ_DONE;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        u->flags |= UREQ_F_DEFERRED;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static int h2c_submit(struct dp_uconn *uc, struct dp_upstream_req *u)
+{
+    struct dp_stream *s = u->s;
+    const struct dp_request_head *r = &s->req;
+    size_t cap = r->headers.n + 5;
+    nghttp2_nv *nva = dp_arena_alloc(&s->arena, cap * sizeof(*nva));
+    if (nva == NULL)
+        return -1;
+    size_t k = 0;
+    struct dp_str scheme = uc->conn.ssl ? DP_STR_LIT("https") : DP_STR_LIT("http");
+#define NV(n, nl, v, vl) \
+    nva[k++] = (nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NO_COPY_NAME}
+    NV(":method", 7, r->method.p, r->method.n);
+    NV(":scheme", 7, scheme.p, scheme.n);
+    NV(":authority", 10, r->authority.p, r->authority.n);
+    NV(":path", 5, r->path.p, r->path.n);
+    for (size_t i = 0; i < r->headers.n; i++) {
+        const struct dp_header *h = &r->headers.v[i];
+        if (is_hop(h->name) && !dp_str_eq(h->name, DP_STR_LIT("content-length")))
+            continue;
+        if (dp_str_eq(h->name, DP_STR_LIT("te")))
+            continue;
+        NV(h->name.p, h->name.n, h->value.p, h->value.n);
+    }
+#undef NV
+    int has_body = !(s->flags & DP_STREAM_F_REQ_COMPLETE) || dp_buf_size(&s->req_body) > 0;
+    nghttp2_data_provider prd = {.source.ptr = u, .read_callback = h2c_read_cb};
+    int32_t id = nghttp2_submit_request(uc->ngh2, NULL, nva, k, has_body ? &prd : NULL, u);
+    if (id < 0)
+        return -1;
+    u->h2_id = id;
+    h2c_attach(uc, u);
+    u->flags |= UREQ_F_HEAD_SENT;
+    if (!has_body)
+        u->flags |= UREQ_F_REQ_DONE;
+    uc->served++;
+    return 0;
+}
+
+static void h2c_flush(struct dp_uconn *uc)
+{
+    struct dp_conn *c = &uc->conn;
+    if (uc->ngh2 == NULL || dp_conn_closed(c))
+        return;
+    size_t limit = uc->pool->rt->cfg->per_connection_buffer_limit;
+    while (dp_buf_size(&c->out) < limit) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(uc->ngh2, &data);
+        if (n <= 0)
+            break;
+        dp_buf_append(&c->out, data, (size_t)n);
+    }
+    dp_conn_flush(c);
+    if (!dp_conn_closed(c) && uc->goaway && uc->n_streams == 0) {
+        struct dp_pool *p = uc->pool;
+        uc_destroy(uc);
+        pool_dispatch(p);
+    }
+}
+
+static int h2c_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                         void *user_data)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_RESPONSE)
+        return 0;
+    struct dp_upstream_req *u = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (u == NULL || u->s == NULL)
+        return 0;
+    struct dp_stream *s = u->s;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        char tmp[4] = {0};
+        memcpy(tmp, value, valuelen < 3 ? valuelen : 3);
+        s->resp.status = atoi(tmp);
+        s->resp.headers.n = 0;
+        s->resp.content_length = -1;
+        return 0;
+    }
+    if (namelen && name[0] == ':')
+        return 0;
+    if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
+        char tmp[24] = {0};
+        memcpy(tmp, value, valuelen < 23 ? valuelen : 23);
+        s->resp.content_length = strtoll(tmp, NULL, 10);
+        return 0;
+    }
+    return dp_headers_add(&s->resp.headers, &s->arena, (struct dp_str){(const char *)name, namelen},
+                          (struct dp_str){(const char *)value, valuelen}) < 0
+               ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+               : 0;
+}
+
+static int h2c_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct dp_uconn *uc = user_data;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        uc->goaway = 1;
+        return 0;
+    }
+    struct dp_upstream_req *u = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (u == NULL || u->s == NULL)
+        return 0;
+    struct dp_stream *s = u->s;
+    int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    if (frame->hd.type == NGHTTP2_HEADERS) {
+        if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+            if (s->resp.status >= 100 && s->resp.status < 200)
+                return 0;
+            u->flags |= UREQ_F_RESP_STARTED;
+            if (end)
+                u->flags |= UREQ_F_RESP_DONE;
+            dp_stream_upstream_headers(s, end);
+        } else if (end && !(u->flags & UREQ_F_RESP_DONE)) {
+            u->flags |= UREQ_F_RESP_DONE;
+            dp_stream_upstream_data(s, NULL, 0, 1); /* trailers are dropped */
+        }
+    } else if (frame->hd.type == NGHTTP2_DATA && end && !(u->flags & UREQ_F_RESP_DONE)) {
+        u->flags |= UREQ_F_RESP_DONE;
+        dp_stream_upstream_data(s, NULL, 0, 1);
+    }
+    return 0;
+}
+
+static int h2c_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                             const uint8_t *data, size_t len, void *user_data)
+{
+    struct dp_upstream_req *u = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (u == NULL || u->s == NULL) {
+        nghttp2_session_consume(session, stream_id, len);
+        return 0;
+    }
+    dp_stream_upstream_data(u->s, data, len, 0);
+    /* u may be gone if the stream was reset meanwhile */
+    u = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (u && (u->flags & UREQ_F_PAUSED))
+        u->unconsumed += len;
+    else
+        nghttp2_session_consume(session, stream_id, len);
+    return 0;
+}
+
+static int h2c_on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                               void *user_data)
+{
+    struct dp_uconn *uc = user_data;
+    struct dp_upstream_req *u = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (u == NULL)
+        return 0;
+    h2c_detach(uc, u);
+    struct dp_stream *s = u->s;
+    int done = (u->flags & UREQ_F_RESP_DONE) != 0;
+    req_free(u);
+    if (s && !done) {
+        char body[128];
+        snprintf(body, sizeof(body), UPSTREAM_RESET_BODY "remote reset (%s)",
+                 nghttp2_http2_strerror(error_code));
+        dp_stream_upstream_failed(s, 503, "UR", body);
+    }
+    return 0;
+}
+
+static void h2c_callbacks(nghttp2_session_callbacks *cbs)
+{
+    nghttp2_session_callbacks_set_on_header_callback(cbs, h2c_on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2c_on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2c_on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2c_on_stream_close);
+}
+

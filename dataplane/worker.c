@@ -1,0 +1,376 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dataplane/listener.h"
+#include "dataplane/stream.h"
+#include "dataplane/upstream.h"
+#include "xds/log.h"
+
+/* How many connections one accept event may take before yielding. */
+#define ACCEPT_BATCH 64
+
+static void retire(struct dp_worker *w, struct dp_worker_snap *ws)
+{
+    ws->retired = 1;
+    if (ws->users == 0) {
+        dp_snapshot_unref(ws->snap);
+        free(ws);
+        return;
+    }
+    ws->next = w->retired;
+    w->retired = ws;
+}
+
+void dp_worker_snap_unpin(struct dp_worker *w, struct dp_worker_snap *ws)
+{
+    if (--ws->users > 0 || !ws->retired)
+        return;
+    struct dp_worker_snap **pp = &w->retired;
+    while (*pp && *pp != ws)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = ws->next;
+    dp_snapshot_unref(ws->snap);
+    free(ws);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct dp_worker_listener *wl = io->data;
+    struct dp_worker *w = wl->w;
+
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                LG_W("worker", "listener %s: accept: %s", wl->l->name, strerror(errno));
+                return;
+            }
+            LG_E("worker", "listener %s: accept: %s", wl->l->name, strerror(errno));
+            return;
+        }
+        dp_listener_accept(w, w->cur, wl->l, fd);
+    }
+}
+
+static struct dp_worker_listener *find_wl(struct dp_worker *w, const struct dp_listen_set *set)
+{
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i].set == set)
+            return &w->listeners[i];
+    return NULL;
+}
+
+static int cmp_rt(const void *a, const void *b)
+{
+    const struct dp_cluster_rt *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+static void adopt_listeners(struct dp_worker *w, struct dp_snapshot *snap)
+{
+    struct dp_worker_listener *nl = calloc(snap->n_listeners ? snap->n_listeners : 1, sizeof(*nl));
+    if (nl == NULL) {
+        LG_E("worker", "out of memory adopting listeners");
+        return;
+    }
+    for (size_t i = 0; i < snap->n_listeners; i++) {
+        struct dp_worker_listener *old = find_wl(w, snap->listen_sets[i]);
+        nl[i].w = w;
+        nl[i].l = snap->listeners[i];
+        nl[i].set = snap->listen_sets[i];
+        nl[i].fd = snap->listen_sets[i]->fds[w->index];
+        if (old) {
+            nl[i].active_conns = old->active_conns;
+            ev_io_stop(w->loop, &old->io);
+            old->set = NULL; /* moved */
+        }
+        ev_io_init(&nl[i].io, accept_cb, nl[i].fd, EV_READ);
+        nl[i].io.data = &nl[i];
+        ev_io_start(w->loop, &nl[i].io);
+    }
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i].set)
+            ev_io_stop(w->loop, &w->listeners[i].io);
+    free(w->listeners);
+    w->listeners = nl;
+    w->n_listeners = snap->n_listeners;
+}
+
+static void adopt_clusters(struct dp_worker *w, struct dp_snapshot *snap)
+{
+    struct dp_cluster_rt **nc = calloc(snap->n_clusters ? snap->n_clusters : 1, sizeof(*nc));
+    size_t n = 0;
+    if (nc == NULL) {
+        LG_E("worker", "out of memory adopting clusters");
+        return;
+    }
+    for (size_t i = 0; i < snap->n_clusters; i++) {
+        struct dp_cluster *cfg = snap->clusters[i];
+        struct dp_cluster_rt *rt = dp_worker_cluster(w, cfg->name);
+        if (rt) {
+            /* Take it out of the old table so it is not retired below. */
+            for (size_t j = 0; j < w->n_clusters; j++)
+                if (w->clusters[j] == rt)
+                    w->clusters[j] = NULL;
+            dp_cluster_rt_update(w, rt, cfg);
+        } else {
+            rt = dp_cluster_rt_new(w, cfg);
+            if (rt == NULL) {
+                LG_E("worker", "out of memory for cluster %s", cfg->name);
+                continue;
+            }
+        }
+        nc[n++] = rt;
+    }
+    for (size_t j = 0; j < w->n_clusters; j++)
+        if (w->clusters[j])
+            dp_cluster_rt_retire(w, w->clusters[j]);
+    free(w->clusters);
+    qsort(nc, n, sizeof(*nc), cmp_rt);
+    w->clusters = nc;
+    w->n_clusters = n;
+}
+
+static void adopt(struct dp_worker *w, struct dp_snapshot *snap)
+{
+    struct dp_worker_snap *ws = calloc(1, sizeof(*ws));
+    if (ws == NULL) {
+        LG_E("worker", "out of memory adopting snapshot %llu", (unsigned long long)snap->version);
+        dp_snapshot_unref(snap);
+        return;
+    }
+    ws->snap = snap;
+    struct dp_worker_snap *old = w->cur;
+    w->cur = ws;
+    adopt_listeners(w, snap);
+    adopt_clusters(w, snap);
+    if (old)
+        retire(w, old);
+    LG_D("worker", "worker %d: config version %llu", w->index, (unsigned long long)snap->version);
+}
+
+static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct dp_worker *w = t->data;
+    if (w->n_conns == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct dp_worker *w = a->data;
+    struct dp_snapshot *snap = __atomic_exchange_n(&w->pending, NULL, __ATOMIC_ACQ_REL);
+    if (snap)
+        adopt(w, snap);
+    int stop = __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE);
+    if (stop == 2) {
+        ev_break(loop, EVBREAK_ALL);
+    } else if (stop == 1 && !ev_is_active(&w->drain_timer)) {
+        for (size_t i = 0; i < w->n_listeners; i++)
+            ev_io_stop(loop, &w->listeners[i].io);
+        for (struct dp_hcm *h = w->conns; h; h = h->next_in_worker)
+            dp_hcm_drain(h);
+        ev_timer_set(&w->drain_timer, 0.05, 0.05);
+        ev_timer_start(loop, &w->drain_timer);
+    }
+}
+
+static void reap(struct dp_worker *w)
+{
+    while (w->deferred) {
+        struct dp_defer *d = w->deferred;
+        w->deferred = d->next;
+        d->fn(d);
+    }
+}
+
+static void reaper_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    reap(p->data);
+}
+
+void dp_worker_defer(struct dp_worker *w, struct dp_defer *d, void (*fn)(struct dp_defer *d))
+{
+    d->fn = fn;
+    d->next = w->deferred;
+    w->deferred = d;
+}
+
+int dp_worker_init(struct dp_worker *w, int index)
+{
+    memset(w, 0, sizeof(*w));
+    w->index = index;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL)
+        return -1;
+    ev_async_init(&w->wake, wake_cb);
+    w->wake.data = w;
+    ev_async_start(w->loop, &w->wake);
+    ev_init(&w->drain_timer, drain_timer_cb);
+    w->drain_timer.data = w;
+    ev_prepare_init(&w->reaper, reaper_cb);
+    w->reaper.data = w;
+    ev_prepare_start(w->loop, &w->reaper);
+    w->rand_state = (unsigned)(index * 2654435761u) ^ (unsigned)getpid();
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct dp_worker *w = arg;
+    ev_run(w->loop, 0);
+    return NULL;
+}
+
+int dp_worker_start(struct dp_worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void dp_worker_post_snapshot(struct dp_worker *w, struct dp_snapshot *snap)
+{
+    struct dp_snapshot *old = __atomic_exchange_n(&w->pending, snap, __ATOMIC_ACQ_REL);
+    if (old)
+        dp_snapshot_unref(old); /* superseded before the worker took it */
+    ev_async_send(w->loop, &w->wake);
+}
+
+void dp_worker_request_stop(struct dp_worker *w, int graceful)
+{
+    int v = graceful ? 1 : 2;
+    int cur = __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE);
+    if (cur < v)
+        __atomic_store_n(&w->stop, v, __ATOMIC_RELEASE);
+    ev_async_send(w->loop, &w->wake);
+}
+
+void dp_worker_join(struct dp_worker *w)
+{
+    pthread_join(w->thread, NULL);
+}
+
+void dp_worker_destroy(struct dp_worker *w)
+{
+    /* Runs after the thread ended: tear down in the worker's loop context. */
+    while (w->conns) {
+        struct dp_hcm *h = w->conns;
+        dp_hcm_destroy(h);
+    }
+    for (size_t i = 0; i < w->n_listeners; i++)
+        ev_io_stop(w->loop, &w->listeners[i].io);
+    free(w->listeners);
+    w->listeners = NULL;
+    for (size_t j = 0; j < w->n_clusters; j++)
+        dp_cluster_rt_destroy(w, w->clusters[j]);
+    free(w->clusters);
+    w->clusters = NULL;
+    dp_upstream_worker_cleanup(w);
+    reap(w);
+    if (w->cur) {
+        dp_snapshot_unref(w->cur->snap);
+        free(w->cur);
+        w->cur = NULL;
+    }
+    while (w->retired) {
+        struct dp_worker_snap *ws = w->retired;
+        w->retired = ws->next;
+        dp_snapshot_unref(ws->snap);
+        free(ws);
+    }
+    struct dp_snapshot *p = __atomic_exchange_n(&w->pending, NULL, __ATOMIC_ACQ_REL);
+    if (p)
+        dp_snapshot_unref(p);
+    ev_async_stop(w->loop, &w->wake);
+    ev_timer_stop(w->loop, &w->drain_timer);
+    ev_prepare_stop(w->loop, &w->reaper);
+    ev_loop_destroy(w->loop);
+    w->loop = NULL;
+}
+
+struct dp_cluster_rt *dp_worker_cluster(struct dp_worker *w, const char *name)
+{
+    size_t lo = 0, hi = w->n_clusters;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (w->clusters[mid] == NULL) { /* mid-adoption hole: linear fallback */
+            for (size_t i = 0; i < w->n_clusters; i++)
+                if (w->clusters[i] && strcmp(w->clusters[i]->name, name) == 0)
+                    return w->clusters[i];
+            return NULL;
+        }
+        int c = strcmp(name, w->clusters[mid]->name);
+        if (c == 0)
+            return w->clusters[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+void dp_worker_conn_closed(struct dp_worker *w, struct dp_hcm *h)
+{
+    if (h->prev_in_worker)
+        h->prev_in_worker->next_in_worker = h->next_in_worker;
+    else if (w->conns == h)
+        w->conns = h->next_in_worker;
+    if (h->next_in_worker)
+        h->next_in_worker->prev_in_worker = h->prev_in_worker;
+    h->next_in_worker = h->prev_in_worker = NULL;
+    w->n_conns--;
+}
+
+uint32_t dp_worker_rand(struct dp_worker *w)
+{
+    /* xorshift32: worker-local, no locks, good enough for load balancing. */
+    unsigned x = w->rand_state ? w->rand_state : 2463534242u;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    w->rand_state = x;
+    return x;
+}
+
+void dp_snapshot_ref(struct dp_snapshot *s)
+{
+    __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+}
+
+void dp_listen_set_unref(struct dp_listen_set *ls)
+{
+    if (ls == NULL || __atomic_sub_fetch(&ls->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    for (int i = 0; i < ls->n; i++)
+        if (ls->fds[i] >= 0)
+            close(ls->fds[i]);
+    free(ls->fds);
+    free(ls->key);
+    free(ls);
+}
+
+void dp_snapshot_unref(struct dp_snapshot *s)
+{
+    if (s == NULL || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        dp_listener_unref(s->listeners[i]);
+        dp_listen_set_unref(s->listen_sets[i]);
+    }
+    for (size_t i = 0; i < s->n_clusters; i++)
+        dp_cluster_unref(s->clusters[i]);
+    free(s->listeners);
+    free(s->listen_sets);
+    free(s->clusters);
+    free(s);
+}

@@ -1,0 +1,141 @@
+#include "xfcc.h"
+
+#include <string.h>
+
+#include <openssl/x509v3.h>
+
+#include "dataplane/buf.h"
+#include "dataplane/stream.h"
+
+static int needs_quotes(const char *v)
+{
+    return strpbrk(v, ",;=\"") != NULL;
+}
+
+static int append_quoted(struct dp_buf *out, const char *v, int always)
+{
+    if (!always && !needs_quotes(v))
+        return dp_buf_append(out, v, strlen(v));
+    if (dp_buf_append(out, "\"", 1) < 0)
+        return -1;
+    for (const char *p = v; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            if (dp_buf_append(out, "\\", 1) < 0)
+                return -1;
+        if (dp_buf_append(out, p, 1) < 0)
+            return -1;
+    }
+    return dp_buf_append(out, "\"", 1);
+}
+
+/* URL-encodes PEM as Envoy does (RFC 3986 unreserved characters kept). */
+static int append_urlenc(struct dp_buf *out, const char *v)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    if (dp_buf_append(out, "\"", 1) < 0)
+        return -1;
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            if (dp_buf_append(out, p, 1) < 0)
+                return -1;
+        } else {
+            char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+            if (dp_buf_append(out, e, 3) < 0)
+                return -1;
+        }
+    }
+    return dp_buf_append(out, "\"", 1);
+}
+
+static int kv(struct dp_buf *out, int *first, const char *key)
+{
+    if (!*first && dp_buf_append(out, ";", 1) < 0)
+        return -1;
+    *first = 0;
+    return dp_buf_appendf(out, "%s=", key);
+}
+
+int dp_xfcc_format(struct dp_buf *out, const struct dp_peer_identity *id, const char *by,
+                   unsigned fields)
+{
+    int first = 1;
+    if (by && (kv(out, &first, "By") < 0 || append_quoted(out, by, 0) < 0))
+        return -1;
+    if (id->fingerprint && (kv(out, &first, "Hash") < 0 ||
+                            dp_buf_append(out, id->fingerprint, strlen(id->fingerprint)) < 0))
+        return -1;
+    if ((fields & DP_XFCC_F_CERT) && id->cert_pem &&
+        (kv(out, &first, "Cert") < 0 || append_urlenc(out, id->cert_pem) < 0))
+        return -1;
+    if ((fields & DP_XFCC_F_CHAIN) && id->chain_pem &&
+        (kv(out, &first, "Chain") < 0 || append_urlenc(out, id->chain_pem) < 0))
+        return -1;
+    if ((fields & DP_XFCC_F_SUBJECT) && id->subject &&
+        (kv(out, &first, "Subject") < 0 || append_quoted(out, id->subject, 1) < 0))
+        return -1;
+    if (fields & DP_XFCC_F_URI)
+        for (size_t i = 0; i < id->n_uri_sans; i++)
+            if (kv(out, &first, "URI") < 0 || append_quoted(out, id->uri_sans[i], 0) < 0)
+                return -1;
+    if (fields & DP_XFCC_F_DNS)
+        for (size_t i = 0; i < id->n_dns_sans; i++)
+            if (kv(out, &first, "DNS") < 0 || append_quoted(out, id->dns_sans[i], 0) < 0)
+                return -1;
+    return 0;
+}
+
+/* The URI SAN of our own certificate on the connection (Envoy's By=). */
+static const char *local_uri(struct dp_stream *s)
+{
+    SSL *ssl = s->hcm->conn.ssl;
+    X509 *x = ssl ? SSL_get_certificate(ssl) : NULL;
+    if (x == NULL)
+        return NULL;
+    GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    const char *res = NULL;
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !res; i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+        if (gn->type == GEN_URI) {
+            const ASN1_IA5STRING *u = gn->d.uniformResourceIdentifier;
+            res = dp_arena_strndup(&s->arena, (const char *)u->data, (size_t)u->length);
+        }
+    }
+    GENERAL_NAMES_free(names);
+    return res;
+}
+
+int dp_xfcc_apply(struct dp_stream *s, enum dp_xfcc_mode mode, unsigned fields)
+{
+    struct dp_headers *hs = &s->req.headers;
+    const struct dp_peer_identity *id = &s->hcm->peer;
+    int mtls = id->tls && id->presented && id->verified;
+    static const struct dp_str name = {"x-forwarded-client-cert", 23};
+
+    if (mode == DP_XFCC_ALWAYS_FORWARD_ONLY)
+        return 0;
+    if (!mtls || mode == DP_XFCC_SANITIZE) {
+        dp_headers_remove(hs, name);
+        return 0;
+    }
+    if (mode == DP_XFCC_FORWARD_ONLY)
+        return 0;
+
+    struct dp_buf b = {0};
+    if (mode == DP_XFCC_APPEND_FORWARD) {
+        const struct dp_header *old = dp_headers_get(hs, name);
+        if (old && old->value.n) {
+            dp_buf_append(&b, old->value.p, old->value.n);
+            dp_buf_append(&b, ",", 1);
+        }
+    }
+    int rc = dp_xfcc_format(&b, id, local_uri(s), fields);
+    if (rc == 0) {
+        char *v = dp_arena_strndup(&s->arena, (const char *)dp_buf_head(&b), dp_buf_size(&b));
+        size_t n = dp_buf_size(&b);
+        dp_headers_remove(hs, name);
+        rc = v ? dp_headers_add_ref(hs, &s->arena, name, (struct dp_str){v, n}) : -1;
+    }
+    dp_buf_release(&b);
+    return rc;
+}

@@ -1,0 +1,23 @@
+#include "registry.h"
+
+#include <string.h>
+
+static const struct dp_filter_ops *const filters[] = {
+    &dp_router_filter,
+};
+
+const struct dp_filter_ops *dp_filter_lookup(const char *name)
+{
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++)
+        if (strcmp(filters[i]->name, name) == 0)
+            return filters[i];
+    return NULL;
+}
+
+const struct dp_filter_ops *dp_filter_lookup_by_type(const char *type_name)
+{
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++)
+        if (filters[i]->config_type && strcmp(filters[i]->config_type->name, type_name) == 0)
+            return filters[i];
+    return NULL;
+}

@@ -1,0 +1,20 @@
+/*
+ * The HTTP filters legate knows, by Envoy extension name, in one ordered
+ * table (filters/registry.c). No linker-section magic.
+ */
+#ifndef LEGATE_FILTERS_REGISTRY_H
+#define LEGATE_FILTERS_REGISTRY_H
+
+#include "dataplane/filter.h"
+
+/** Returns the filter registered under name, or NULL. */
+const struct dp_filter_ops *dp_filter_lookup(const char *name);
+
+/** Returns the filter whose config type is the message full name (the part
+ *  of a type URL after the '/'), or NULL. */
+const struct dp_filter_ops *dp_filter_lookup_by_type(const char *type_name);
+
+/** The router: terminal filter of every chain. */
+extern const struct dp_filter_ops dp_router_filter;
+
+#endif
