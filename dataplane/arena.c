@@ -76,3 +76,13 @@ void dp_arena_reset(struct dp_arena *a)
     a->head = NULL;
     a->cur = a->end = NULL;
 }
+
+void dp_arena_cache_free(void)
+{
+    while (free_blocks) {
+        struct dp_arena_block *b = free_blocks;
+        free_blocks = b->next;
+        free(b);
+    }
+    free_count = 0;
+}

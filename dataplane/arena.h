@@ -25,4 +25,7 @@ char *dp_arena_strndup(struct dp_arena *a, const char *s, size_t n);
 /** Frees every block. The arena can be used again afterwards. */
 void dp_arena_reset(struct dp_arena *a);
 
+/** Frees the calling thread's cache of recycled blocks (at thread exit). */
+void dp_arena_cache_free(void);
+
 #endif

@@ -119,3 +119,9 @@ void dp_buf_cache_drain(void)
     while (cache_n > 0)
         free(cache[--cache_n]);
 }
+
+void dp_buf_cache_free(void)
+{
+    while (cache_n > 0)
+        free(cache[--cache_n]);
+}

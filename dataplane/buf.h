@@ -55,6 +55,9 @@ void dp_buf_consume(struct dp_buf *b, size_t n);
 /** Returns the storage to the thread's cache; the buffer becomes empty. */
 void dp_buf_release(struct dp_buf *b);
 
+/** Frees the calling thread's cache of recycled blocks (at thread exit). */
+void dp_buf_cache_free(void);
+
 /** Frees this thread's cached blocks (at thread exit). */
 void dp_buf_cache_drain(void);
 

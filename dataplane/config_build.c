@@ -507,7 +507,7 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
     }
     l->refs = 1;
     l->name = xstrdup(pl->name);
-    const Envoy__Config__Core__V3__SocketAddress *sa;
+    const Envoy__Config__Core__V3__SocketAddress *sa = NULL;
     if (socket_address(pl->address, "address", &sa, &e) < 0)
         goto bad;
     if (dp_sockaddr_parse(sa->address, sa->port_value, &l->addr, &l->addrlen) < 0) {
@@ -647,7 +647,7 @@ static int each_endpoint(const Envoy__Config__Endpoint__V3__ClusterLoadAssignmen
                 return fail(e, "%s.endpoint: required field is missing", path);
             char apath[240];
             snprintf(apath, sizeof(apath), "%s.endpoint.address", path);
-            const Envoy__Config__Core__V3__SocketAddress *sa;
+            const Envoy__Config__Core__V3__SocketAddress *sa = NULL;
             if (socket_address(le->endpoint->address, apath, &sa, e) < 0)
                 return -1;
             if (fn(ud, sa, u32v(le->load_balancing_weight, 1), le->health_status, apath, e) < 0)

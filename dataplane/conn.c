@@ -230,7 +230,9 @@ static int do_read(struct dp_conn *c)
     }
     if (eof)
         c->flags |= DP_CONN_F_EOF;
-    if (got || eof)
+    /* Also when nothing new arrived but input is waiting: the owner paused
+     * with bytes left (a pipelined request) and resumed. */
+    if (got || eof || dp_buf_size(&c->in) > 0)
         c->h->on_read(c);
     if (c->flags & DP_CONN_F_CLOSED)
         return -1;
@@ -372,18 +374,19 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (want_write && dp_buf_size(&c->out) > 0) {
         if (do_write(c, 1) < 0)
             return;
-        if (dp_buf_size(&c->out) == 0) {
-            if (c->flags & DP_CONN_F_CLOSING) {
-                if (!(c->flags & DP_CONN_F_LINGER))
-                    finish_graceful(c);
-                if (c->flags & DP_CONN_F_CLOSED)
-                    return;
-            } else if (c->h->on_drained) {
-                c->h->on_drained(c);
-                if (c->flags & DP_CONN_F_CLOSED)
-                    return;
-            }
+        if (dp_buf_size(&c->out) == 0 && !(c->flags & DP_CONN_F_CLOSING) && c->h->on_drained) {
+            c->h->on_drained(c);
+            if (c->flags & DP_CONN_F_CLOSED)
+                return;
         }
+    }
+    /* Everything queued before a graceful close is out (possibly written by
+     * dp_conn_flush before this event): finish the close. */
+    if ((c->flags & DP_CONN_F_CLOSING) && !(c->flags & DP_CONN_F_LINGER) &&
+        dp_buf_size(&c->out) == 0) {
+        finish_graceful(c);
+        if (c->flags & DP_CONN_F_CLOSED)
+            return;
     }
     if (want_read && (!(c->flags & DP_CONN_F_PAUSED) || (c->flags & DP_CONN_F_LINGER))) {
         if (do_read(c) < 0)

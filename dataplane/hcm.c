@@ -94,7 +94,10 @@ void dp_hcm_accept(struct dp_worker *w, struct dp_worker_snap *snap, const struc
     h->listener = l;
     h->chain = fc;
     h->cfg = fc ? fc->hcm : NULL;
-    h->id = ++w->next_conn_id;
+    /* Ids are process-wide so log lines from different workers never share
+     * one; one relaxed increment per accepted connection. */
+    static uint64_t next_conn_id;
+    h->id = __atomic_add_fetch(&next_conn_id, 1, __ATOMIC_RELAXED);
 
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);

@@ -18,6 +18,8 @@
 
 #include <ev.h>
 
+#include "dataplane/arena.h"
+#include "dataplane/buf.h"
 #include "dataplane/config_build.h"
 #include "dataplane/tls.h"
 #include "dataplane/worker.h"
@@ -66,7 +68,8 @@ static int default_upstream_tls(const xds_bootstrap_t *bs, Legate__Config__V1__D
     return 0;
 }
 
-/* Resolves a STRICT_DNS cluster's targets (blocking: main thread only). */
+/* Resolves a STRICT_DNS cluster's targets with a blocking getaddrinfo: at
+ * startup, or on the DNS refresh thread. */
 static struct dp_endpoint_set *resolve(const struct dp_cluster *c)
 {
     struct dp_endpoint_set *s = calloc(1, sizeof(*s));
@@ -263,6 +266,14 @@ fail:
 
 /* ---- the process -------------------------------------------------------------- */
 
+struct dns_job {
+    struct server *sv;
+    pthread_t thread;
+    size_t n;
+    struct dp_cluster **clusters;         /* referenced */
+    struct dp_endpoint_set **results;     /* filled by the thread */
+};
+
 struct server {
     const struct dp_options *opt;
     struct ev_loop *loop;
@@ -273,6 +284,8 @@ struct server {
     uint64_t version;
     ev_signal sigterm, sigint, sighup;
     ev_timer dns_timer;
+    ev_async dns_done;
+    struct dns_job *dns_job;              /* refresh in flight */
     ev_timer drain_timer;
     int draining;
 };
@@ -323,42 +336,109 @@ static void publish(struct server *sv)
     dp_snapshot_unref(snap);
 }
 
-/* Re-resolves STRICT_DNS clusters; publishes a snapshot when anything
- * changed. Blocking getaddrinfo runs here, on the main thread, never on a
- * worker loop. */
-static int refresh_dns(struct server *sv)
+/* Installs a fresh resolution of cluster c (at index i); returns 1 when the
+ * endpoints changed. Takes eps. */
+static int apply_dns(struct server *sv, size_t i, struct dp_endpoint_set *eps)
 {
-    int changed = 0;
-    for (size_t i = 0; i < sv->sc.n_clusters; i++) {
-        struct dp_cluster *c = sv->sc.clusters[i];
-        if (c->type != DP_CLUSTER_STRICT_DNS)
-            continue;
-        struct dp_endpoint_set *eps = resolve(c);
-        if (eps == NULL)
-            continue;
-        int same = c->endpoints && c->endpoints->n == eps->n;
-        for (size_t k = 0; same && k < eps->n; k++)
-            same = strcmp(c->endpoints->v[k].addr_str, eps->v[k].addr_str) == 0;
-        if (same) {
-            dp_endpoint_set_unref(eps);
-            continue;
-        }
-        struct dp_cluster *nc = dp_cluster_with_endpoints(c, eps);
+    struct dp_cluster *c = sv->sc.clusters[i];
+    int same = c->endpoints && c->endpoints->n == eps->n;
+    for (size_t k = 0; same && k < eps->n; k++)
+        same = strcmp(c->endpoints->v[k].addr_str, eps->v[k].addr_str) == 0;
+    if (same) {
         dp_endpoint_set_unref(eps);
-        if (nc == NULL)
-            continue;
-        LG_I("dns", "cluster %s: %zu endpoint(s)", c->name, nc->endpoints->n);
-        sv->sc.clusters[i] = nc;
-        dp_cluster_unref(c);
-        changed = 1;
+        return 0;
     }
-    return changed;
+    struct dp_cluster *nc = dp_cluster_with_endpoints(c, eps);
+    dp_endpoint_set_unref(eps);
+    if (nc == NULL)
+        return 0;
+    LG_I("dns", "cluster %s: %zu endpoint(s)", c->name, nc->endpoints->n);
+    sv->sc.clusters[i] = nc;
+    dp_cluster_unref(c);
+    return 1;
+}
+
+/* First resolution, before the workers start: blocking is fine here. */
+static void resolve_all_now(struct server *sv)
+{
+    for (size_t i = 0; i < sv->sc.n_clusters; i++) {
+        if (sv->sc.clusters[i]->type != DP_CLUSTER_STRICT_DNS)
+            continue;
+        struct dp_endpoint_set *eps = resolve(sv->sc.clusters[i]);
+        if (eps)
+            apply_dns(sv, i, eps);
+    }
+}
+
+/* Refreshes run getaddrinfo on a short-lived thread so that no event loop,
+ * not even the main one, ever waits for DNS. */
+static void *dns_thread(void *arg)
+{
+    struct dns_job *job = arg;
+    for (size_t i = 0; i < job->n; i++)
+        job->results[i] = resolve(job->clusters[i]);
+    ev_async_send(job->sv->loop, &job->sv->dns_done);
+    return NULL;
+}
+
+static void dns_job_free(struct dns_job *job)
+{
+    for (size_t i = 0; i < job->n; i++) {
+        dp_cluster_unref(job->clusters[i]);
+        if (job->results[i])
+            dp_endpoint_set_unref(job->results[i]);
+    }
+    free(job->clusters);
+    free(job->results);
+    free(job);
 }
 
 static void dns_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct server *sv = t->data;
-    if (refresh_dns(sv))
+    if (sv->dns_job)
+        return; /* the previous refresh is still running */
+    struct dns_job *job = calloc(1, sizeof(*job));
+    if (job == NULL)
+        return;
+    job->sv = sv;
+    job->clusters = calloc(sv->sc.n_clusters + 1, sizeof(*job->clusters));
+    job->results = calloc(sv->sc.n_clusters + 1, sizeof(*job->results));
+    if (job->clusters == NULL || job->results == NULL) {
+        dns_job_free(job);
+        return;
+    }
+    for (size_t i = 0; i < sv->sc.n_clusters; i++)
+        if (sv->sc.clusters[i]->type == DP_CLUSTER_STRICT_DNS) {
+            job->clusters[job->n++] = sv->sc.clusters[i];
+            dp_cluster_ref(sv->sc.clusters[i]);
+        }
+    if (job->n == 0 || pthread_create(&job->thread, NULL, dns_thread, job) != 0) {
+        dns_job_free(job);
+        return;
+    }
+    sv->dns_job = job;
+}
+
+static void dns_done_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct server *sv = a->data;
+    struct dns_job *job = sv->dns_job;
+    if (job == NULL)
+        return;
+    pthread_join(job->thread, NULL);
+    sv->dns_job = NULL;
+    int changed = 0;
+    for (size_t k = 0; k < job->n; k++) {
+        /* Only if the cluster is still the one that was resolved. */
+        for (size_t i = 0; i < sv->sc.n_clusters && job->results[k]; i++)
+            if (sv->sc.clusters[i] == job->clusters[k]) {
+                changed |= apply_dns(sv, i, job->results[k]);
+                job->results[k] = NULL;
+            }
+    }
+    dns_job_free(job);
+    if (changed && !sv->draining)
         publish(sv);
 }
 
@@ -437,7 +517,7 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         LG_E("server", "%s", err);
         return -1;
     }
-    refresh_dns(&sv);
+    resolve_all_now(&sv);
     sv.n_workers = opt->concurrency;
     sv.sets = calloc(sv.sc.n_listeners + 1, sizeof(*sv.sets));
     sv.workers = calloc((size_t)sv.n_workers, sizeof(*sv.workers));
@@ -482,6 +562,9 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
     sv.drain_timer.data = &sv;
     ev_init(&sv.dns_timer, dns_timer_cb);
     sv.dns_timer.data = &sv;
+    ev_async_init(&sv.dns_done, dns_done_cb);
+    sv.dns_done.data = &sv;
+    ev_async_start(sv.loop, &sv.dns_done);
     double refresh = 0;
     for (size_t i = 0; i < sv.sc.n_clusters; i++)
         if (sv.sc.clusters[i]->type == DP_CLUSTER_STRICT_DNS &&
@@ -501,6 +584,11 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
     /* Either every worker finished draining, or the drain time ran out. */
     stop_now(&sv);
     pthread_join(joiner, NULL);
+    if (sv.dns_job) {
+        pthread_join(sv.dns_job->thread, NULL);
+        dns_job_free(sv.dns_job);
+        sv.dns_job = NULL;
+    }
     rc = 0;
     LG_I("server", "legate stopped");
 out:
@@ -511,11 +599,16 @@ out:
         dp_listen_set_unref(sv.sets[i]);
     free(sv.sets);
     static_config_free(&sv.sc);
+    /* dp_worker_destroy ran here, on this thread: its blocks landed in this
+     * thread's caches. */
+    dp_buf_cache_free();
+    dp_arena_cache_free();
     if (sv.loop) {
         ev_signal_stop(sv.loop, &sv.sigterm);
         ev_signal_stop(sv.loop, &sv.sigint);
         ev_signal_stop(sv.loop, &sv.sighup);
         ev_timer_stop(sv.loop, &sv.dns_timer);
+        ev_async_stop(sv.loop, &sv.dns_done);
         ev_timer_stop(sv.loop, &sv.drain_timer);
         ev_async_stop(sv.loop, &all_done);
     }

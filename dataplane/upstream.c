@@ -142,17 +142,15 @@ static void fail_req(struct dp_upstream_req *u, int status, const char *flag, co
 
 static void pool_retire(struct dp_cluster_rt *rt, struct dp_pool *p)
 {
-    p->retired = 1;
+    (void)rt;
     while (p->wait_head)
         fail_req(p->wait_head, 503, "UH", "no healthy upstream");
+    /* Not marked retired until the idle connections are gone, so that
+     * closing them does not free the pool under us. */
     pool_close_idle(p);
-    if (p->n_conns == 0) {
-        free(p->addr_str);
-        free(p);
-        return;
-    }
-    /* Freed by pool_maybe_free when its last connection goes. */
-    (void)rt;
+    p->retired = 1;
+    /* Freed now, or by the last busy connection when it goes. */
+    pool_maybe_free(p);
 }
 
 static void pool_maybe_free(struct dp_pool *p)

@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dataplane/arena.h"
+#include "dataplane/buf.h"
 #include "dataplane/listener.h"
 #include "dataplane/stream.h"
 #include "dataplane/upstream.h"
@@ -162,8 +164,15 @@ static void adopt(struct dp_worker *w, struct dp_snapshot *snap)
 static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct dp_worker *w = t->data;
-    if (w->n_conns == 0)
+    if (w->n_conns == 0) {
         ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    /* Once a second, say what the drain is waiting for. */
+    if (++w->drain_ticks % 20 == 0)
+        for (struct dp_hcm *h = w->conns; h; h = h->next_in_worker)
+            LG_D("worker", "worker %d draining: C%llu from %s has %zu stream(s)%s", w->index,
+                 (unsigned long long)h->id, h->remote, h->n_streams, h->h2 ? " (h2)" : "");
 }
 
 static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
@@ -229,6 +238,8 @@ static void *worker_main(void *arg)
 {
     struct dp_worker *w = arg;
     ev_run(w->loop, 0);
+    dp_buf_cache_free();
+    dp_arena_cache_free();
     return NULL;
 }
 

@@ -100,10 +100,10 @@ struct dp_worker {
     size_t n_clusters;
     struct dp_hcm *conns;               /* downstream connections */
     size_t n_conns;
-    uint64_t next_conn_id;
     uint64_t next_stream_id;
     unsigned int rand_state;
     ev_timer drain_timer;
+    unsigned drain_ticks;
     ev_prepare reaper;
     struct dp_defer *deferred;
 };
