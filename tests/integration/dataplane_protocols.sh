@@ -167,6 +167,7 @@ while True:
 print(" ".join(l.split()[2] for l in data.decode().splitlines() if l.startswith("a GET")))
 ' "$P_PLAIN")
 expect_eq "pipelining: three requests in one write, answered in order" "/one /two /three" "$out"
+expect_eq "an HTTP/1.0 client" "a GET /old bytes=0" "$(curl -s -0 "$PL/old")"
 head -c 5000 /dev/urandom > "$WORK/body"
 out=$(curl -sv -H 'Expect: 100-continue' --data-binary @"$WORK/body" "$PL/upload" 2>&1)
 check "Expect: 100-continue gets an interim 100" grep -q "< HTTP/1.1 100 Continue" <<<"$out"

@@ -243,9 +243,12 @@ check "no client certificate, TLS 1.3: alert certificate required" grep -q "cert
 check "no client certificate, TLS 1.3: no response" bash -c "! grep -q 'HTTP/1.1 200' <<<\"\$1\"" _ "$out"
 out=$(probe -tls1_2)
 check "no client certificate, TLS 1.2: alert handshake failure" grep -q "handshake failure" <<<"$out"
-for bad in other-client expired revoked badsan notyet; do
+for pair in other-client:"unknown ca" expired:"certificate expired" revoked:"certificate revoked" \
+            badsan:"handshake failure" notyet:"bad certificate"; do
+  bad=${pair%%:*} alert=${pair#*:}
   out=$(probe -cert "$C/$bad.pem" -key "$C/$bad.key")
-  check "client certificate '$bad' refused at the handshake" bash -c "! grep -q 'HTTP/1.1 200' <<<\"\$1\" && grep -qi 'alert' <<<\"\$1\"" _ "$out"
+  check "client certificate '$bad' refused at the handshake: alert $alert" \
+    bash -c "! grep -q 'HTTP/1.1 200' <<<\"\$1\" && grep -q 'alert $alert' <<<\"\$1\"" _ "$out"
 done
 check "the log says why a handshake failed" grep -q "TLS handshake with 127.0.0.1:[0-9]* failed: certificate verify failed: certificate revoked" "$WORK/legate.log"
 out=$(probe -cert "$C/client2.pem" -key "$C/client2.key")

@@ -110,7 +110,7 @@ time.sleep(3600)
 start_legate() {
   local name=$1 cfg=$2; shift 2
   start_bg "$name" "$BIN/legate" -c "$cfg" --concurrency 2 -l "${LEGATE_LOG_LEVEL:-info}" "$@"
-  wait_port "$LEGATE_PORT" 10 || { echo "legate did not start:"; cat "$WORK/$name.log"; return 1; }
+  wait_port "$LEGATE_PORT" 10 || { not_ok "legate started"; cat "$WORK/$name.log"; return 1; }
 }
 
 # curl_mtls ARGS...: curl with the test client certificate and CA.
