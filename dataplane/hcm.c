@@ -143,6 +143,7 @@ static void hcm_reap(struct dp_defer *d)
 static void free_hcm(struct dp_hcm *h)
 {
     dp_worker_conn_closed(h->w, h);
+    ev_timer_stop(h->w->loop, &h->drain_timer);
     if (h->ngh2)
         nghttp2_session_del(h->ngh2);
     dp_buf_release(&h->h1_hdr);
@@ -333,22 +334,41 @@ static void hcm_on_drained(struct dp_conn *c)
         dp_stream_downstream_drained(h->h1_cur);
 }
 
+static void h2_drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct dp_hcm *h = t->data;
+    h->goaway_final = 1;
+    nghttp2_submit_goaway(h->ngh2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ngh2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    h2_flush(h);
+    if (h->n_streams == 0)
+        close_graceful(h);
+}
+
 void dp_hcm_drain(struct dp_hcm *h)
 {
     if (h->draining)
         return;
     h->draining = 1;
     if (h->h2 && h->ngh2) {
-        nghttp2_submit_goaway(h->ngh2, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(h->ngh2), NGHTTP2_NO_ERROR,
-                              NULL, 0);
+        /* Two GOAWAYs, as RFC 9113 6.8 and Envoy do: first a notice (last
+         * stream 2^31-1) so the client stops opening streams, then, after
+         * drain_timeout, the final one. A request the client sent before it
+         * saw the notice is still served, not refused. */
+        nghttp2_submit_shutdown_notice(h->ngh2);
         h2_flush(h);
-        if (h->n_streams == 0)
-            close_graceful(h);
+        ev_timer_init(&h->drain_timer, h2_drain_timer_cb, h->cfg ? h->cfg->drain_timeout : 5.0, 0.);
+        h->drain_timer.data = h;
+        ev_timer_start(h->w->loop, &h->drain_timer);
         return;
     }
+    /* HTTP/1.1 has no GOAWAY: closing an idle keep-alive connection races
+     * with a request the client may be sending on it right now, and that
+     * request would be lost. Like Envoy, answer the next request with
+     * "connection: close" instead, and close an idle connection only after
+     * the drain timeout. */
     if (h->h1_cur == NULL)
-        close_graceful(h);
+        dp_conn_set_timeout(&h->conn, h->cfg ? h->cfg->drain_timeout : 5.0);
     else
         h->h1_cur->flags |= DP_STREAM_F_CLOSE_AFTER;
 }
@@ -790,7 +810,7 @@ static int h2_on_begin_headers(nghttp2_session *session, const nghttp2_frame *fr
     struct dp_hcm *h = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    if (h->draining) {
+    if (h->goaway_final) {
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                   NGHTTP2_REFUSED_STREAM);
         return 0;
@@ -918,9 +938,9 @@ static int h2_on_stream_close(nghttp2_session *session, int32_t stream_id, uint3
         dp_stream_downstream_reset(s);
     dp_stream_free(s);
     if (h->n_streams == 0) {
-        if (h->draining)
+        if (h->goaway_final)
             close_graceful(h);
-        else
+        else if (!h->draining)
             arm_idle(h);
     }
     return 0;

@@ -12,7 +12,7 @@
 #include "xds/bootstrap.h"
 #include "xds/log.h"
 
-#define LEGATE_VERSION "0.1.0"
+#include "xds/version.h"
 
 static void usage(FILE *out)
 {

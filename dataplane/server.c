@@ -21,6 +21,7 @@
 #include "dataplane/arena.h"
 #include "dataplane/buf.h"
 #include "dataplane/config_build.h"
+#include "dataplane/dynamic.h"
 #include "dataplane/tls.h"
 #include "dataplane/worker.h"
 #include "legate/config/v1/upstream_tls.pb-c.h"
@@ -146,7 +147,10 @@ static int cmp_cluster(const void *a, const void *b)
     return strcmp((*x)->name, (*y)->name);
 }
 
-static int build_static(const xds_bootstrap_t *bs, struct static_config *sc, char *err, size_t errlen)
+/* Builds the static resources. *dut_out (when not NULL) receives the
+ * default upstream TLS extension, which dynamic clusters use too. */
+static int build_static(const xds_bootstrap_t *bs, struct static_config *sc,
+                        Legate__Config__V1__DefaultUpstreamTls **dut_out, char *err, size_t errlen)
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
     Legate__Config__V1__DefaultUpstreamTls *dut = NULL;
@@ -199,6 +203,10 @@ static int build_static(const xds_bootstrap_t *bs, struct static_config *sc, cha
     }
     rc = 0;
 out:
+    if (rc == 0 && dut_out) {
+        *dut_out = dut;
+        dut = NULL;
+    }
     if (dut)
         legate__config__v1__default_upstream_tls__free_unpacked(dut, NULL);
     if (rc < 0)
@@ -213,7 +221,7 @@ int dp_server_check(const xds_bootstrap_t *bs, char *err, size_t errlen)
         snprintf(err, errlen, "cannot initialise TLS");
         return -1;
     }
-    if (build_static(bs, &sc, err, errlen) < 0)
+    if (build_static(bs, &sc, NULL, err, errlen) < 0)
         return -1;
     static_config_free(&sc);
     return 0;
@@ -266,6 +274,11 @@ fail:
 
 /* ---- the process -------------------------------------------------------------- */
 
+struct lset {
+    char *key;                            /* "ip:port" */
+    struct dp_listen_set *set;
+};
+
 struct dns_job {
     struct server *sv;
     pthread_t thread;
@@ -279,8 +292,16 @@ struct server {
     struct ev_loop *loop;
     struct dp_worker *workers;
     int n_workers;
+    /* The config owner's state: written by the main thread (DNS) and the
+     * ADS thread (xDS), read by the admin; never touched by workers, which
+     * only see published snapshots. */
+    pthread_mutex_t cfg_lock;
     struct static_config sc;
-    struct dp_listen_set **sets;
+    struct static_config dyn;             /* from xDS */
+    struct lset *lsets;                   /* listening sockets by address */
+    size_t n_lsets;
+    Legate__Config__V1__DefaultUpstreamTls *dut;
+    struct dp_dyn *xds;
     uint64_t version;
     ev_signal sigterm, sigint, sighup;
     ev_timer dns_timer;
@@ -290,6 +311,14 @@ struct server {
     int draining;
 };
 
+static struct lset *lset_find(struct server *sv, const char *key)
+{
+    for (size_t i = 0; i < sv->n_lsets; i++)
+        if (strcmp(sv->lsets[i].key, key) == 0)
+            return &sv->lsets[i];
+    return NULL;
+}
+
 static struct dp_snapshot *make_snapshot(struct server *sv)
 {
     struct dp_snapshot *s = calloc(1, sizeof(*s));
@@ -297,11 +326,11 @@ static struct dp_snapshot *make_snapshot(struct server *sv)
         return NULL;
     s->refs = 1;
     s->version = ++sv->version;
-    s->n_listeners = sv->sc.n_listeners;
-    s->listeners = calloc(s->n_listeners + 1, sizeof(*s->listeners));
-    s->listen_sets = calloc(s->n_listeners + 1, sizeof(*s->listen_sets));
-    s->n_clusters = sv->sc.n_clusters;
-    s->clusters = calloc(s->n_clusters + 1, sizeof(*s->clusters));
+    size_t nl = sv->sc.n_listeners + sv->dyn.n_listeners;
+    size_t nc = sv->sc.n_clusters + sv->dyn.n_clusters;
+    s->listeners = calloc(nl + 1, sizeof(*s->listeners));
+    s->listen_sets = calloc(nl + 1, sizeof(*s->listen_sets));
+    s->clusters = calloc(nc + 1, sizeof(*s->clusters));
     if (s->listeners == NULL || s->listen_sets == NULL || s->clusters == NULL) {
         free(s->listeners);
         free(s->listen_sets);
@@ -309,21 +338,54 @@ static struct dp_snapshot *make_snapshot(struct server *sv)
         free(s);
         return NULL;
     }
-    for (size_t i = 0; i < s->n_listeners; i++) {
-        s->listeners[i] = sv->sc.listeners[i];
-        dp_listener_ref(s->listeners[i]);
-        s->listen_sets[i] = sv->sets[i];
-        __atomic_add_fetch(&sv->sets[i]->refs, 1, __ATOMIC_RELAXED);
+    for (size_t i = 0; i < nl; i++) {
+        struct dp_listener *l = i < sv->sc.n_listeners ? sv->sc.listeners[i]
+                                                       : sv->dyn.listeners[i - sv->sc.n_listeners];
+        struct lset *ls = lset_find(sv, l->addr_str);
+        if (ls == NULL) /* cannot happen: listen_prepare opened it */
+            continue;
+        s->listeners[s->n_listeners] = l;
+        dp_listener_ref(l);
+        s->listen_sets[s->n_listeners] = ls->set;
+        __atomic_add_fetch(&ls->set->refs, 1, __ATOMIC_RELAXED);
+        s->n_listeners++;
     }
-    for (size_t i = 0; i < s->n_clusters; i++) {
-        s->clusters[i] = sv->sc.clusters[i];
-        dp_cluster_ref(s->clusters[i]);
+    for (size_t i = 0; i < nc; i++) {
+        struct dp_cluster *c = i < sv->sc.n_clusters ? sv->sc.clusters[i]
+                                                     : sv->dyn.clusters[i - sv->sc.n_clusters];
+        s->clusters[s->n_clusters++] = c;
+        dp_cluster_ref(c);
     }
+    qsort(s->clusters, s->n_clusters, sizeof(*s->clusters), cmp_cluster);
     return s;
 }
 
+/* Closes listening sockets no listener uses any more (workers still
+ * holding an older snapshot keep theirs open until they let go). */
+static void lsets_gc(struct server *sv)
+{
+    for (size_t i = 0; i < sv->n_lsets;) {
+        int used = 0;
+        for (size_t k = 0; k < sv->sc.n_listeners && !used; k++)
+            used = strcmp(sv->sc.listeners[k]->addr_str, sv->lsets[i].key) == 0;
+        for (size_t k = 0; k < sv->dyn.n_listeners && !used; k++)
+            used = strcmp(sv->dyn.listeners[k]->addr_str, sv->lsets[i].key) == 0;
+        if (used) {
+            i++;
+            continue;
+        }
+        LG_I("server", "closing listening sockets on %s", sv->lsets[i].key);
+        dp_listen_set_unref(sv->lsets[i].set);
+        free(sv->lsets[i].key);
+        sv->lsets[i] = sv->lsets[--sv->n_lsets];
+    }
+}
+
+/* Called with cfg_lock held. */
 static void publish(struct server *sv)
 {
+    if (sv->draining)
+        return;
     struct dp_snapshot *snap = make_snapshot(sv);
     if (snap == NULL) {
         LG_E("server", "out of memory building a config snapshot");
@@ -336,11 +398,11 @@ static void publish(struct server *sv)
     dp_snapshot_unref(snap);
 }
 
-/* Installs a fresh resolution of cluster c (at index i); returns 1 when the
+/* Installs a fresh resolution of the cluster in *slot; returns 1 when the
  * endpoints changed. Takes eps. */
-static int apply_dns(struct server *sv, size_t i, struct dp_endpoint_set *eps)
+static int apply_dns(struct dp_cluster **slot, struct dp_endpoint_set *eps)
 {
-    struct dp_cluster *c = sv->sc.clusters[i];
+    struct dp_cluster *c = *slot;
     int same = c->endpoints && c->endpoints->n == eps->n;
     for (size_t k = 0; same && k < eps->n; k++)
         same = strcmp(c->endpoints->v[k].addr_str, eps->v[k].addr_str) == 0;
@@ -353,7 +415,7 @@ static int apply_dns(struct server *sv, size_t i, struct dp_endpoint_set *eps)
     if (nc == NULL)
         return 0;
     LG_I("dns", "cluster %s: %zu endpoint(s)", c->name, nc->endpoints->n);
-    sv->sc.clusters[i] = nc;
+    *slot = nc;
     dp_cluster_unref(c);
     return 1;
 }
@@ -366,8 +428,20 @@ static void resolve_all_now(struct server *sv)
             continue;
         struct dp_endpoint_set *eps = resolve(sv->sc.clusters[i]);
         if (eps)
-            apply_dns(sv, i, eps);
+            apply_dns(&sv->sc.clusters[i], eps);
     }
+}
+
+/* Where cluster c sits now, static or dynamic, or NULL. */
+static struct dp_cluster **cluster_slot(struct server *sv, const struct dp_cluster *c)
+{
+    for (size_t i = 0; i < sv->sc.n_clusters; i++)
+        if (sv->sc.clusters[i] == c)
+            return &sv->sc.clusters[i];
+    for (size_t i = 0; i < sv->dyn.n_clusters; i++)
+        if (sv->dyn.clusters[i] == c)
+            return &sv->dyn.clusters[i];
+    return NULL;
 }
 
 /* Refreshes run getaddrinfo on a short-lived thread so that no event loop,
@@ -402,18 +476,21 @@ static void dns_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (job == NULL)
         return;
     job->sv = sv;
-    job->clusters = calloc(sv->sc.n_clusters + 1, sizeof(*job->clusters));
-    job->results = calloc(sv->sc.n_clusters + 1, sizeof(*job->results));
-    if (job->clusters == NULL || job->results == NULL) {
-        dns_job_free(job);
-        return;
-    }
-    for (size_t i = 0; i < sv->sc.n_clusters; i++)
-        if (sv->sc.clusters[i]->type == DP_CLUSTER_STRICT_DNS) {
-            job->clusters[job->n++] = sv->sc.clusters[i];
-            dp_cluster_ref(sv->sc.clusters[i]);
+    pthread_mutex_lock(&sv->cfg_lock);
+    size_t total = sv->sc.n_clusters + sv->dyn.n_clusters;
+    job->clusters = calloc(total + 1, sizeof(*job->clusters));
+    job->results = calloc(total + 1, sizeof(*job->results));
+    for (size_t i = 0; job->clusters && job->results && i < total; i++) {
+        struct dp_cluster *c = i < sv->sc.n_clusters ? sv->sc.clusters[i]
+                                                     : sv->dyn.clusters[i - sv->sc.n_clusters];
+        if (c->type == DP_CLUSTER_STRICT_DNS) {
+            job->clusters[job->n++] = c;
+            dp_cluster_ref(c);
         }
-    if (job->n == 0 || pthread_create(&job->thread, NULL, dns_thread, job) != 0) {
+    }
+    pthread_mutex_unlock(&sv->cfg_lock);
+    if (job->clusters == NULL || job->results == NULL || job->n == 0 ||
+        pthread_create(&job->thread, NULL, dns_thread, job) != 0) {
         dns_job_free(job);
         return;
     }
@@ -429,17 +506,114 @@ static void dns_done_cb(struct ev_loop *loop, ev_async *a, int revents)
     pthread_join(job->thread, NULL);
     sv->dns_job = NULL;
     int changed = 0;
+    pthread_mutex_lock(&sv->cfg_lock);
     for (size_t k = 0; k < job->n; k++) {
         /* Only if the cluster is still the one that was resolved. */
-        for (size_t i = 0; i < sv->sc.n_clusters && job->results[k]; i++)
-            if (sv->sc.clusters[i] == job->clusters[k]) {
-                changed |= apply_dns(sv, i, job->results[k]);
-                job->results[k] = NULL;
-            }
+        struct dp_cluster **slot = cluster_slot(sv, job->clusters[k]);
+        if (slot && job->results[k]) {
+            changed |= apply_dns(slot, job->results[k]);
+            job->results[k] = NULL;
+        }
     }
-    dns_job_free(job);
-    if (changed && !sv->draining)
+    if (changed)
         publish(sv);
+    pthread_mutex_unlock(&sv->cfg_lock);
+    dns_job_free(job);
+}
+
+/* ---- the xDS host: called on the ADS thread --------------------------------------- */
+
+static int host_listen_prepare(void *ud, const struct dp_listener *l, char *err, size_t errlen)
+{
+    struct server *sv = ud;
+    int rc = 0;
+    pthread_mutex_lock(&sv->cfg_lock);
+    for (size_t i = 0; i < sv->sc.n_listeners; i++)
+        if (strcmp(sv->sc.listeners[i]->addr_str, l->addr_str) == 0) {
+            snprintf(err, errlen, "%s is already used by static listener \"%s\"", l->addr_str,
+                     sv->sc.listeners[i]->name);
+            rc = -1;
+            goto out;
+        }
+    for (size_t i = 0; i < sv->dyn.n_listeners; i++)
+        if (strcmp(sv->dyn.listeners[i]->addr_str, l->addr_str) == 0 &&
+            strcmp(sv->dyn.listeners[i]->name, l->name) != 0) {
+            snprintf(err, errlen, "%s is already used by listener \"%s\"", l->addr_str,
+                     sv->dyn.listeners[i]->name);
+            rc = -1;
+            goto out;
+        }
+    if (lset_find(sv, l->addr_str) == NULL) {
+        struct dp_listen_set *set = open_listen_set(l, sv->n_workers, err, errlen);
+        struct lset *nv = realloc(sv->lsets, (sv->n_lsets + 1) * sizeof(*nv));
+        if (set == NULL || nv == NULL) {
+            if (set)
+                dp_listen_set_unref(set);
+            if (nv)
+                sv->lsets = nv;
+            rc = -1;
+            goto out;
+        }
+        sv->lsets = nv;
+        sv->lsets[sv->n_lsets].key = strdup(l->addr_str);
+        sv->lsets[sv->n_lsets].set = set;
+        sv->n_lsets++;
+        LG_I("server", "listening on %s for listener %s", l->addr_str, l->name);
+    }
+out:
+    pthread_mutex_unlock(&sv->cfg_lock);
+    return rc;
+}
+
+static void host_install(void *ud, struct dp_listener *const *ls, size_t nl, struct dp_cluster *const *cs,
+                         size_t nc)
+{
+    struct server *sv = ud;
+    struct static_config nd = {0};
+    nd.listeners = calloc(nl + 1, sizeof(*nd.listeners));
+    nd.clusters = calloc(nc + 1, sizeof(*nd.clusters));
+    if (nd.listeners == NULL || nd.clusters == NULL) {
+        LG_E("server", "out of memory installing a configuration");
+        free(nd.listeners);
+        free(nd.clusters);
+        return;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        dp_listener_ref(ls[i]);
+        nd.listeners[nd.n_listeners++] = ls[i];
+    }
+    pthread_mutex_lock(&sv->cfg_lock);
+    for (size_t i = 0; i < nc; i++) {
+        struct dp_cluster *c = cs[i];
+        dp_cluster_ref(c);
+        if (c->type == DP_CLUSTER_STRICT_DNS && c->endpoints == NULL) {
+            /* Keep the addresses the previous version resolved, or resolve
+             * now (this is the ADS thread: no event loop waits). */
+            struct dp_endpoint_set *eps = NULL;
+            for (size_t k = 0; k < sv->dyn.n_clusters && eps == NULL; k++)
+                if (strcmp(sv->dyn.clusters[k]->name, c->name) == 0 && sv->dyn.clusters[k]->endpoints) {
+                    eps = sv->dyn.clusters[k]->endpoints;
+                    dp_endpoint_set_ref(eps);
+                }
+            if (eps == NULL)
+                eps = resolve(c);
+            if (eps) {
+                struct dp_cluster *withe = dp_cluster_with_endpoints(c, eps);
+                dp_endpoint_set_unref(eps);
+                if (withe) {
+                    dp_cluster_unref(c);
+                    c = withe;
+                }
+            }
+        }
+        nd.clusters[nd.n_clusters++] = c;
+    }
+    struct static_config old = sv->dyn;
+    sv->dyn = nd;
+    publish(sv);
+    lsets_gc(sv);
+    pthread_mutex_unlock(&sv->cfg_lock);
+    static_config_free(&old);
 }
 
 static void stop_now(struct server *sv)
@@ -464,7 +638,9 @@ static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
         stop_now(sv);
         return;
     }
+    pthread_mutex_lock(&sv->cfg_lock);
     sv->draining = 1;
+    pthread_mutex_unlock(&sv->cfg_lock);
     LG_I("server", "signal %d: draining (up to %.0f s)", w->signum, sv->opt->drain_time_s);
     for (int i = 0; i < sv->n_workers; i++)
         dp_worker_request_stop(&sv->workers[i], 1);
@@ -513,24 +689,27 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         LG_E("server", "cannot initialise TLS");
         return -1;
     }
-    if (build_static(bs, &sv.sc, err, sizeof(err)) < 0) {
+    pthread_mutex_init(&sv.cfg_lock, NULL);
+    if (build_static(bs, &sv.sc, &sv.dut, err, sizeof(err)) < 0) {
         LG_E("server", "%s", err);
         return -1;
     }
     resolve_all_now(&sv);
     sv.n_workers = opt->concurrency;
-    sv.sets = calloc(sv.sc.n_listeners + 1, sizeof(*sv.sets));
     sv.workers = calloc((size_t)sv.n_workers, sizeof(*sv.workers));
-    if (sv.sets == NULL || sv.workers == NULL) {
+    sv.lsets = calloc(sv.sc.n_listeners + 1, sizeof(*sv.lsets));
+    if (sv.lsets == NULL || sv.workers == NULL) {
         LG_E("server", "out of memory");
         goto out;
     }
     for (size_t i = 0; i < sv.sc.n_listeners; i++) {
-        sv.sets[i] = open_listen_set(sv.sc.listeners[i], sv.n_workers, err, sizeof(err));
-        if (sv.sets[i] == NULL) {
+        struct dp_listen_set *set = open_listen_set(sv.sc.listeners[i], sv.n_workers, err, sizeof(err));
+        if (set == NULL) {
             LG_E("server", "%s", err);
             goto out;
         }
+        sv.lsets[sv.n_lsets].key = strdup(sv.sc.listeners[i]->addr_str);
+        sv.lsets[sv.n_lsets++].set = set;
     }
     sv.loop = ev_default_loop(EVFLAG_AUTO);
     for (int i = 0; i < sv.n_workers; i++) {
@@ -540,12 +719,31 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
             goto out;
         }
     }
+    pthread_mutex_lock(&sv.cfg_lock);
     publish(&sv);
+    pthread_mutex_unlock(&sv.cfg_lock);
     for (int i = 0; i < sv.n_workers; i++)
         if (dp_worker_start(&sv.workers[i]) < 0) {
             LG_E("server", "cannot start worker %d", i);
             goto out;
         }
+    if (bs->dynamic_resources && bs->dynamic_resources->ads_config) {
+        static const struct dp_dyn_host host_ops = {
+            .listen_prepare = host_listen_prepare,
+            .install = host_install,
+        };
+        struct dp_dyn_host host = host_ops;
+        host.ud = &sv;
+        sv.xds = dp_dyn_start(bs, sv.dut ? sv.dut->common_tls_context : NULL, &host, err, sizeof(err));
+        if (sv.xds == NULL) {
+            LG_E("server", "%s", err);
+            for (int i = 0; i < sv.n_workers; i++)
+                dp_worker_request_stop(&sv.workers[i], 0);
+            for (int i = 0; i < sv.n_workers; i++)
+                dp_worker_join(&sv.workers[i]);
+            goto out;
+        }
+    }
     for (size_t i = 0; i < sv.sc.n_listeners; i++)
         LG_I("server", "listener %s on %s", sv.sc.listeners[i]->name, sv.sc.listeners[i]->addr_str);
     LG_I("server", "legate started: %d worker(s), %zu listener(s), %zu cluster(s)", sv.n_workers,
@@ -582,6 +780,8 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
     ev_run(sv.loop, 0);
 
     /* Either every worker finished draining, or the drain time ran out. */
+    dp_dyn_stop(sv.xds);
+    sv.xds = NULL;
     stop_now(&sv);
     pthread_join(joiner, NULL);
     if (sv.dns_job) {
@@ -595,10 +795,16 @@ out:
     for (int i = 0; i < sv.n_workers; i++)
         dp_worker_destroy(&sv.workers[i]);
     free(sv.workers);
-    for (size_t i = 0; sv.sets && i < sv.sc.n_listeners; i++)
-        dp_listen_set_unref(sv.sets[i]);
-    free(sv.sets);
+    for (size_t i = 0; i < sv.n_lsets; i++) {
+        dp_listen_set_unref(sv.lsets[i].set);
+        free(sv.lsets[i].key);
+    }
+    free(sv.lsets);
     static_config_free(&sv.sc);
+    static_config_free(&sv.dyn);
+    if (sv.dut)
+        legate__config__v1__default_upstream_tls__free_unpacked(sv.dut, NULL);
+    pthread_mutex_destroy(&sv.cfg_lock);
     /* dp_worker_destroy ran here, on this thread: its blocks landed in this
      * thread's caches. */
     dp_buf_cache_free();

@@ -87,6 +87,8 @@ struct dp_hcm {
     uint64_t id;
     int h2;                               /* codec chosen */
     int draining;
+    int goaway_final;                     /* HTTP/2: the last GOAWAY is out */
+    ev_timer drain_timer;                 /* HTTP/2: notice -> final GOAWAY */
     struct dp_stream *streams;            /* active streams */
     size_t n_streams;
     int detect;                           /* plaintext AUTO: sniffing the h2 preface */

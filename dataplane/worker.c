@@ -156,6 +156,22 @@ static void adopt(struct dp_worker *w, struct dp_snapshot *snap)
     w->cur = ws;
     adopt_listeners(w, snap);
     adopt_clusters(w, snap);
+    /* Connections of a listener that was removed or whose resource changed
+     * drain: they finish what they are doing on the old config and close
+     * (HTTP/1.1 after the current response, HTTP/2 with GOAWAY). A new
+     * version that only differs by its secrets does not drain anything. */
+    for (struct dp_hcm *h = w->conns, *next; h; h = next) {
+        next = h->next_in_worker;
+        int kept = 0;
+        for (size_t i = 0; i < snap->n_listeners && !kept; i++)
+            kept = strcmp(snap->listeners[i]->name, h->listener->name) == 0 &&
+                   snap->listeners[i]->hash == h->listener->hash;
+        if (!kept && !h->draining) {
+            LG_D("worker", "C%llu: listener %s changed: draining", (unsigned long long)h->id,
+                 h->listener->name);
+            dp_hcm_drain(h);
+        }
+    }
     if (old)
         retire(w, old);
     LG_D("worker", "worker %d: config version %llu", w->index, (unsigned long long)snap->version);
@@ -187,8 +203,10 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     } else if (stop == 1 && !ev_is_active(&w->drain_timer)) {
         for (size_t i = 0; i < w->n_listeners; i++)
             ev_io_stop(loop, &w->listeners[i].io);
-        for (struct dp_hcm *h = w->conns; h; h = h->next_in_worker)
+        for (struct dp_hcm *h = w->conns, *next; h; h = next) {
+            next = h->next_in_worker;
             dp_hcm_drain(h);
+        }
         ev_timer_set(&w->drain_timer, 0.05, 0.05);
         ev_timer_start(loop, &w->drain_timer);
     }

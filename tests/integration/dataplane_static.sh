@@ -288,12 +288,12 @@ check "upstream with an untrusted certificate: 503 with the TLS reason" \
 
 # --- many requests -------------------------------------------------------------------
 urls=()
-for i in $(seq 1 1000); do urls+=("$U/app/$i"); done
-ok=$(curl_mtls -o /dev/null -w '%{http_code}\n' "${urls[@]}" | grep -c '^200$')
+for i in $(seq 1 1000); do urls+=(-o /dev/null "$U/app/$i"); done
+ok=$(curl_mtls -w '%{http_code}\n' "${urls[@]}" | grep -c '^200$')
 expect_eq "1000 sequential requests on kept-alive connections" "1000" "$ok"
-ok=$(curl_mtls --parallel --parallel-max 100 --http1.1 -o /dev/null -w '%{http_code}\n' "${urls[@]:0:100}" 2>/dev/null | grep -c '^200$')
+ok=$(curl_mtls --parallel --parallel-max 100 --http1.1 -w '%{http_code}\n' "${urls[@]:0:300}" 2>/dev/null | grep -c '^200$')
 expect_eq "100 concurrent HTTP/1.1 requests" "100" "$ok"
-ok=$(curl_mtls --parallel --parallel-max 100 --http2 -o /dev/null -w '%{http_code}\n' "${urls[@]:0:100}" 2>/dev/null | grep -c '^200$')
+ok=$(curl_mtls --parallel --parallel-max 100 --http2 -w '%{http_code}\n' "${urls[@]:0:300}" 2>/dev/null | grep -c '^200$')
 expect_eq "100 concurrent HTTP/2 requests" "100" "$ok"
 check "nghttp: 100 streams on one connection through an HTTP/2 upstream" test "$(nghttp -n -m 100 --cert "$C/client.pem" --key "$C/client.key" -v "$U/h2/multi" 2>&1 | grep -c ':status: 200')" -eq 100
 

@@ -1,0 +1,62 @@
+/*
+ * Dynamic configuration: the xDS state of the world (LDS, RDS, CDS, EDS,
+ * SDS over one ADS stream) compiled into listeners and clusters.
+ *
+ * Everything here runs on the ADS thread (xds/ads.c): responses are
+ * validated resource by resource, the listeners and clusters that depend on
+ * what changed are rebuilt, the result is handed to the server (host) which
+ * publishes a new snapshot, and only then the response is ACKed -- or NACKed
+ * with the previous version and an error_detail naming the resource and the
+ * field. References are followed like Envoy does: LDS -> RDS and SDS names,
+ * CDS -> EDS and SDS names; a listener or cluster whose references have not
+ * arrived yet is warming and is not installed (its previous version, if
+ * any, keeps serving).
+ */
+#ifndef LEGATE_DP_DYNAMIC_H
+#define LEGATE_DP_DYNAMIC_H
+
+#include <stddef.h>
+
+#include "dataplane/config.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
+#include "xds/bootstrap.h"
+
+/* What the server provides. Both calls come from the ADS thread. */
+struct dp_dyn_host {
+    /** Makes sure l's address has listening sockets (opening them now, so
+     *  that a bind error can be reported). 0, or -1 with the reason. */
+    int (*listen_prepare)(void *ud, const struct dp_listener *l, char *err, size_t errlen);
+    /** Replaces the dynamic listeners and clusters (the host takes its own
+     *  references) and publishes a snapshot. */
+    void (*install)(void *ud, struct dp_listener *const *ls, size_t nl, struct dp_cluster *const *cs,
+                    size_t nc);
+    void *ud;
+};
+
+struct dp_dyn;
+
+/**
+ * Starts the ADS client described by bs->dynamic_resources. default_tls is
+ * the data-plane-wide default upstream client certificate (or NULL) and
+ * must outlive the client. Returns NULL with a reason in err.
+ */
+struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
+                            const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_tls,
+                            const struct dp_dyn_host *host, char *err, size_t errlen);
+void dp_dyn_stop(struct dp_dyn *d);
+
+/** 1 once the initial LDS and CDS responses and everything they reference
+ *  have been applied (or given up on after the initial fetch timeout). */
+int dp_dyn_ready(struct dp_dyn *d);
+
+/** JSON of the applied dynamic resources with their versions, private keys
+ *  redacted (malloc'd; the caller frees). */
+char *dp_dyn_config_dump(struct dp_dyn *d);
+
+/** The applied secrets, for /certs: calls fn for each TLS certificate. */
+void dp_dyn_each_secret(struct dp_dyn *d,
+                        void (*fn)(void *arg, const char *name, const char *version,
+                                   const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s),
+                        void *arg);
+
+#endif
