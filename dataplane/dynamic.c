@@ -17,6 +17,7 @@
 #include "google/protobuf/any.pb-c.h"
 #include "xds/ads.h"
 #include "xds/datasource.h"
+#include "xds/json.h"
 #include "xds/log.h"
 #include "xds/registry.h"
 #include "xds/version.h"
@@ -84,6 +85,7 @@ struct dp_dyn {
     struct built *bc;            /* installed clusters */
     size_t n_bc;
     int ready;
+    double fetch_timeout;        /* initial_fetch_timeout */
     Envoy__Config__Core__V3__Node node;
 };
 
@@ -645,7 +647,8 @@ static void resubscribe(struct dp_dyn *d)
             continue;
         struct tstate *t = &d->t[type];
         struct names *w = want[type];
-        qsort(w->v, w->n, sizeof(*w->v), cmp_str);
+        if (w->n > 1)
+            qsort(w->v, w->n, sizeof(*w->v), cmp_str);
         int same = w->n == t->subs.n;
         for (size_t i = 0; same && i < w->n; i++)
             same = strcmp(w->v[i], t->subs.v[i]) == 0;
@@ -974,19 +977,19 @@ static double on_tick(void *ud, struct xds_ads *a)
     for (int type = 0; type < T_N; type++) {
         struct tstate *t = &d->t[type];
         if ((type == T_LDS || type == T_CDS) && !t->got_first && !t->timed_out && t->started > 0 &&
-            now - t->started > INITIAL_FETCH_TIMEOUT) {
+            now - t->started > d->fetch_timeout) {
             t->timed_out = 1;
-            LG_W("xds", "no %s response within %.0f s (initial fetch timeout); going on without",
-                 type_short[type], INITIAL_FETCH_TIMEOUT);
+            LG_W("xds", "no %s response within %g s (initial fetch timeout); going on without",
+                 type_short[type], d->fetch_timeout);
             changed = 1;
         }
         for (size_t i = 0; i < t->subs.n; i++)
             if (!t->gave_up[i] && res_find(t, t->subs.v[i]) == NULL &&
-                now - t->since[i] > INITIAL_FETCH_TIMEOUT) {
+                now - t->since[i] > d->fetch_timeout) {
                 t->gave_up[i] = 1;
-                LG_W("xds", "%s \"%s\" not received within %.0f s (initial fetch timeout); what "
+                LG_W("xds", "%s \"%s\" not received within %g s (initial fetch timeout); what "
                             "needs it stays warming",
-                     type_names[type], t->subs.v[i], INITIAL_FETCH_TIMEOUT);
+                     type_names[type], t->subs.v[i], d->fetch_timeout);
                 changed = 1;
             }
     }
@@ -1143,6 +1146,14 @@ struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
     d->default_tls = default_tls;
     d->host = *host;
     pthread_mutex_init(&d->lock, NULL);
+    /* Envoy's default, or what lds_config (else cds_config) says; 0 means
+     * wait for ever. */
+    const Envoy__Config__Core__V3__ConfigSource *cs =
+        bs->dynamic_resources->lds_config ? bs->dynamic_resources->lds_config : bs->dynamic_resources->cds_config;
+    d->fetch_timeout = cs && cs->initial_fetch_timeout ? dur_s(cs->initial_fetch_timeout, INITIAL_FETCH_TIMEOUT)
+                                                       : INITIAL_FETCH_TIMEOUT;
+    if (d->fetch_timeout <= 0)
+        d->fetch_timeout = 1e12;
     d->node = *bs->node;
     d->node.user_agent_name = "legate";
     d->node.user_agent_version_type_case =
@@ -1188,4 +1199,61 @@ int dp_dyn_ready(struct dp_dyn *d)
     int r = d->ready;
     pthread_mutex_unlock(&d->lock);
     return r;
+}
+
+/* ---- admin views ------------------------------------------------------------------------- */
+
+char *dp_dyn_config_dump(struct dp_dyn *d)
+{
+    static const char *const keys[T_N] = {"clusters", "endpoints", "listeners", "route_configs", "secrets"};
+    struct xds_sb b = {0};
+    pthread_mutex_lock(&d->lock);
+    xds_sb_add(&b, "{", 1);
+    for (int type = 0; type < T_N; type++) {
+        struct tstate *t = &d->t[type];
+        xds_sb_addf(&b, "%s\"%s\":{\"version_info\":", type ? "," : "", keys[type]);
+        xds_sb_str(&b, t->version ? t->version : "");
+        xds_sb_add(&b, ",\"resources\":[", 14);
+        for (size_t i = 0; i < t->n; i++) {
+            int warming = 0;
+            if (type == T_LDS)
+                warming = built_find(d->bl, d->n_bl, t->v[i].name) == NULL;
+            else if (type == T_CDS)
+                warming = built_find(d->bc, d->n_bc, t->v[i].name) == NULL;
+            xds_sb_addf(&b, "%s{\"name\":", i ? "," : "");
+            xds_sb_str(&b, t->v[i].name);
+            xds_sb_add(&b, ",\"version_info\":", 16);
+            xds_sb_str(&b, t->v[i].version);
+            xds_sb_addf(&b, ",\"state\":\"%s\",\"resource\":", warming ? "warming" : "active");
+            xds_json_message(&b, t->v[i].msg);
+            xds_sb_add(&b, "}", 1);
+        }
+        xds_sb_add(&b, "]", 1);
+        if (type != T_LDS && type != T_CDS) {
+            xds_sb_add(&b, ",\"subscribed\":[", 15);
+            for (size_t i = 0; i < t->subs.n; i++) {
+                if (i)
+                    xds_sb_add(&b, ",", 1);
+                xds_sb_str(&b, t->subs.v[i]);
+            }
+            xds_sb_add(&b, "]", 1);
+        }
+        xds_sb_add(&b, "}", 1);
+    }
+    xds_sb_add(&b, "}", 1);
+    pthread_mutex_unlock(&d->lock);
+    return b.p;
+}
+
+void dp_dyn_each_secret(struct dp_dyn *d,
+                        void (*fn)(void *arg, const char *name, const char *version,
+                                   const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s),
+                        void *arg)
+{
+    pthread_mutex_lock(&d->lock);
+    struct tstate *t = &d->t[T_SDS];
+    for (size_t i = 0; i < t->n; i++)
+        fn(arg, t->v[i].name, t->v[i].version,
+           (const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)t->v[i].msg);
+    pthread_mutex_unlock(&d->lock);
 }

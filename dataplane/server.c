@@ -21,6 +21,7 @@
 #include "dataplane/arena.h"
 #include "dataplane/buf.h"
 #include "dataplane/config_build.h"
+#include "dataplane/admin.h"
 #include "dataplane/dynamic.h"
 #include "dataplane/tls.h"
 #include "dataplane/worker.h"
@@ -302,6 +303,7 @@ struct server {
     size_t n_lsets;
     Legate__Config__V1__DefaultUpstreamTls *dut;
     struct dp_dyn *xds;
+    struct dp_admin *admin;
     uint64_t version;
     ev_signal sigterm, sigint, sighup;
     ev_timer dns_timer;
@@ -678,6 +680,24 @@ static void all_done_cb(struct ev_loop *loop, ev_async *a, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+static const char *admin_state(void *ud)
+{
+    struct server *sv = ud;
+    pthread_mutex_lock(&sv->cfg_lock);
+    int draining = sv->draining;
+    pthread_mutex_unlock(&sv->cfg_lock);
+    if (draining)
+        return "DRAINING";
+    if (sv->xds && !dp_dyn_ready(sv->xds))
+        return "PRE_INITIALIZING";
+    return "LIVE";
+}
+
+static struct dp_dyn *admin_dyn(void *ud)
+{
+    return ((struct server *)ud)->xds;
+}
+
 int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
 {
     struct server sv = {.opt = opt};
@@ -744,6 +764,22 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
             goto out;
         }
     }
+    if (bs->admin && bs->admin->address) {
+        struct dp_admin_source src = {
+            .bs = bs, .state = admin_state, .dyn = admin_dyn, .ud = &sv, .argc = opt->argc, .argv = opt->argv,
+        };
+        sv.admin = dp_admin_start(sv.loop, &src, err, sizeof(err));
+        if (sv.admin == NULL) {
+            LG_E("server", "%s", err);
+            dp_dyn_stop(sv.xds);
+            sv.xds = NULL;
+            for (int i = 0; i < sv.n_workers; i++)
+                dp_worker_request_stop(&sv.workers[i], 0);
+            for (int i = 0; i < sv.n_workers; i++)
+                dp_worker_join(&sv.workers[i]);
+            goto out;
+        }
+    }
     for (size_t i = 0; i < sv.sc.n_listeners; i++)
         LG_I("server", "listener %s on %s", sv.sc.listeners[i]->name, sv.sc.listeners[i]->addr_str);
     LG_I("server", "legate started: %d worker(s), %zu listener(s), %zu cluster(s)", sv.n_workers,
@@ -780,6 +816,8 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
     ev_run(sv.loop, 0);
 
     /* Either every worker finished draining, or the drain time ran out. */
+    dp_admin_stop(sv.admin);
+    sv.admin = NULL;
     dp_dyn_stop(sv.xds);
     sv.xds = NULL;
     stop_now(&sv);

@@ -1,0 +1,470 @@
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dataplane/config_build.h"
+#include "dataplane/dynamic.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
+#include "xds/datasource.h"
+#include "xds/json.h"
+#include "xds/log.h"
+#include "xds/registry.h"
+#include "xds/version.h"
+
+#define REQ_MAX 8192
+#define ADMIN_TIMEOUT 10.0
+
+struct dp_admin {
+    struct ev_loop *loop;
+    struct dp_admin_source src;
+    int fd;
+    ev_io io;
+    time_t started;
+    struct aconn *conns;
+};
+
+struct aconn {
+    struct aconn *next, *prev;
+    struct dp_admin *a;
+    int fd;
+    ev_io io;
+    ev_timer timer;
+    http_parser parser;
+    char url[1024];
+    size_t url_len;
+    int done;
+    char *out;
+    size_t out_len, out_off;
+};
+
+/* ---- certificates ----------------------------------------------------------- */
+
+static void asn1_time(struct xds_sb *b, const char *key, const ASN1_TIME *t)
+{
+    struct tm tm;
+    char buf[64] = "";
+    if (ASN1_TIME_to_tm(t, &tm) == 1)
+        strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    xds_sb_addf(b, ",\"%s\":", key);
+    xds_sb_str(b, buf);
+}
+
+static void cert_json(struct xds_sb *b, X509 *x)
+{
+    char *subj = X509_NAME_oneline(X509_get_subject_name(x), NULL, 0);
+    xds_sb_add(b, "{\"subject\":", 11);
+    xds_sb_str(b, subj ? subj : "");
+    OPENSSL_free(subj);
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+    xds_sb_add(b, ",\"serial_number\":", 17);
+    xds_sb_str(b, hex ? hex : "");
+    OPENSSL_free(hex);
+    BN_free(bn);
+    xds_sb_add(b, ",\"subject_alt_names\":[", 22);
+    GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+        const char *kind = NULL;
+        char val[256] = "";
+        if (gn->type == GEN_DNS || gn->type == GEN_URI || gn->type == GEN_EMAIL) {
+            kind = gn->type == GEN_DNS ? "dns" : gn->type == GEN_URI ? "uri" : "email";
+            const ASN1_IA5STRING *s = gn->d.ia5;
+            snprintf(val, sizeof(val), "%.*s", s->length, (const char *)s->data);
+        } else if (gn->type == GEN_IPADD) {
+            kind = "ip_address";
+            if (gn->d.ip->length == 4)
+                inet_ntop(AF_INET, gn->d.ip->data, val, sizeof(val));
+            else if (gn->d.ip->length == 16)
+                inet_ntop(AF_INET6, gn->d.ip->data, val, sizeof(val));
+        }
+        if (kind == NULL)
+            continue;
+        xds_sb_addf(b, "%s{\"%s\":", b->p[b->len - 1] == '[' ? "" : ",", kind);
+        xds_sb_str(b, val);
+        xds_sb_add(b, "}", 1);
+    }
+    GENERAL_NAMES_free(names);
+    xds_sb_add(b, "]", 1);
+    asn1_time(b, "valid_from", X509_get0_notBefore(x));
+    asn1_time(b, "expiration_time", X509_get0_notAfter(x));
+    int days = 0, secs = 0;
+    ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x));
+    xds_sb_addf(b, ",\"days_until_expiration\":%d}", days);
+}
+
+/* Every certificate in a PEM DataSource, as a JSON array. */
+static void pem_json(struct xds_sb *b, const Envoy__Config__Core__V3__DataSource *ds)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    char err[256];
+    xds_sb_add(b, "[", 1);
+    if (ds && xds_datasource_read(ds, &pem, &len, err, sizeof(err)) == 0) {
+        BIO *bio = BIO_new_mem_buf(pem, (int)len);
+        X509 *x;
+        int first = 1;
+        while (bio && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+            if (!first)
+                xds_sb_add(b, ",", 1);
+            first = 0;
+            cert_json(b, x);
+            X509_free(x);
+        }
+        BIO_free(bio);
+        free(pem);
+    }
+    xds_sb_add(b, "]", 1);
+}
+
+struct certs_walk {
+    struct xds_sb *b;
+    int n;
+    const char *source;
+};
+
+static void cert_entry(struct certs_walk *w, const char *kind, const Envoy__Config__Core__V3__DataSource *ds)
+{
+    if (w->n++)
+        xds_sb_add(w->b, ",", 1);
+    xds_sb_add(w->b, "{", 1);
+    xds_sb_add(w->b, "\"source\":", 9);
+    xds_sb_str(w->b, w->source);
+    xds_sb_addf(w->b, ",\"%s\":", kind);
+    pem_json(w->b, ds);
+    xds_sb_add(w->b, "}", 1);
+}
+
+/* Walks any message for TlsCertificate and CertificateValidationContext. */
+static void certs_in(struct certs_walk *w, const ProtobufCMessage *m, int depth)
+{
+    if (depth > 32)
+        return;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    if (d == &envoy__extensions__transport_sockets__tls__v3__tls_certificate__descriptor) {
+        cert_entry(w, "cert_chain",
+                   ((const Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate *)m)->certificate_chain);
+        return;
+    }
+    if (d == &envoy__extensions__transport_sockets__tls__v3__certificate_validation_context__descriptor) {
+        const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *v =
+            (const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *)m;
+        if (v->trusted_ca)
+            cert_entry(w, "ca_cert", v->trusted_ca);
+        return;
+    }
+    if (d == &google__protobuf__any__descriptor) {
+        const Google__Protobuf__Any *any = (const Google__Protobuf__Any *)m;
+        const ProtobufCMessageDescriptor *inner = xds_registry_lookup(any->type_url);
+        ProtobufCMessage *u = inner ? protobuf_c_message_unpack(inner, NULL, any->value.len, any->value.data)
+                                    : NULL;
+        if (u) {
+            certs_in(w, u, depth + 1);
+            protobuf_c_message_free_unpacked(u, NULL);
+        }
+        return;
+    }
+    const char *base = (const char *)m;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) && *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t k = 0; k < n; k++)
+                certs_in(w, v[k], depth + 1);
+        } else {
+            const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)(base + f->offset);
+            if (sub)
+                certs_in(w, sub, depth + 1);
+        }
+    }
+}
+
+static void secret_cb(void *arg, const char *name, const char *version,
+                      const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s)
+{
+    struct certs_walk *w = arg;
+    char src[512];
+    snprintf(src, sizeof(src), "sds:%s (version %s)", name, version);
+    w->source = src;
+    certs_in(w, &s->base, 0);
+}
+
+static char *certs_json(struct dp_admin *a)
+{
+    struct xds_sb b = {0};
+    struct certs_walk w = {&b, 0, NULL};
+    xds_sb_add(&b, "{\"certificates\":[", 17);
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = a->src.bs->static_resources;
+    char src[512];
+    for (size_t i = 0; sr && i < sr->n_listeners; i++) {
+        snprintf(src, sizeof(src), "static listener %s", sr->listeners[i]->name);
+        w.source = src;
+        certs_in(&w, &sr->listeners[i]->base, 0);
+    }
+    for (size_t i = 0; sr && i < sr->n_clusters; i++) {
+        snprintf(src, sizeof(src), "static cluster %s", sr->clusters[i]->name);
+        w.source = src;
+        certs_in(&w, &sr->clusters[i]->base, 0);
+    }
+    for (size_t i = 0; sr && i < sr->n_secrets; i++) {
+        snprintf(src, sizeof(src), "static secret %s", sr->secrets[i]->name);
+        w.source = src;
+        certs_in(&w, &sr->secrets[i]->base, 0);
+    }
+    for (size_t i = 0; i < a->src.bs->n_bootstrap_extensions; i++) {
+        snprintf(src, sizeof(src), "bootstrap extension %s", a->src.bs->bootstrap_extensions[i]->name);
+        w.source = src;
+        certs_in(&w, &a->src.bs->bootstrap_extensions[i]->base, 0);
+    }
+    struct dp_dyn *d = a->src.dyn(a->src.ud);
+    if (d)
+        dp_dyn_each_secret(d, secret_cb, &w);
+    xds_sb_add(&b, "]}\n", 3);
+    return b.p;
+}
+
+/* ---- requests ---------------------------------------------------------------- */
+
+static void conn_close(struct aconn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    ev_io_stop(c->a->loop, &c->io);
+    ev_timer_stop(c->a->loop, &c->timer);
+    close(c->fd);
+    free(c->out);
+    free(c);
+}
+
+static void respond(struct aconn *c, int status, const char *ctype, char *body)
+{
+    const char *reason = status == 200 ? "OK" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed"
+                       : status == 503 ? "Service Unavailable" : "Bad Request";
+    size_t blen = body ? strlen(body) : 0;
+    struct xds_sb b = {0};
+    xds_sb_addf(&b, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\nconnection: close\r\n"
+                    "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n\r\n",
+                status, reason, ctype, blen);
+    if (body)
+        xds_sb_add(&b, body, blen);
+    free(body);
+    c->out = b.p;
+    c->out_len = b.len;
+    c->out_off = 0;
+    c->done = 1;
+    ev_io_stop(c->a->loop, &c->io);
+    ev_io_set(&c->io, c->fd, EV_WRITE);
+    ev_io_start(c->a->loop, &c->io);
+}
+
+static char *xstrdup_body(const char *s)
+{
+    char *d = strdup(s);
+    if (d == NULL)
+        abort();
+    return d;
+}
+
+static void handle(struct aconn *c, const char *method, const char *path)
+{
+    struct dp_admin *a = c->a;
+    char p[1024];
+    snprintf(p, sizeof(p), "%s", path);
+    char *q = strchr(p, '?');
+    if (q)
+        *q = '\0';
+    LG_D("admin", "%s %s", method, path);
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        respond(c, 405, "text/plain", xstrdup_body("use GET\n"));
+        return;
+    }
+    if (strcmp(p, "/ready") == 0) {
+        const char *st = a->src.state(a->src.ud);
+        char body[64];
+        snprintf(body, sizeof(body), "%s\n", st);
+        respond(c, strcmp(st, "LIVE") == 0 ? 200 : 503, "text/plain", xstrdup_body(body));
+    } else if (strcmp(p, "/server_info") == 0) {
+        struct xds_sb b = {0};
+        xds_sb_addf(&b, "{\"version\":\"%s\",\"state\":", LEGATE_VERSION);
+        xds_sb_str(&b, a->src.state(a->src.ud));
+        xds_sb_addf(&b, ",\"uptime_seconds\":%lld,\"command_line\":[", (long long)(time(NULL) - a->started));
+        for (int i = 0; i < a->src.argc; i++) {
+            if (i)
+                xds_sb_add(&b, ",", 1);
+            xds_sb_str(&b, a->src.argv[i]);
+        }
+        xds_sb_add(&b, "],\"node\":", 9);
+        if (a->src.bs->node)
+            xds_json_message(&b, &a->src.bs->node->base);
+        else
+            xds_sb_add(&b, "null", 4);
+        xds_sb_add(&b, "}\n", 2);
+        respond(c, 200, "application/json", b.p);
+    } else if (strcmp(p, "/config_dump") == 0) {
+        struct xds_sb b = {0};
+        xds_sb_add(&b, "{\"bootstrap\":", 13);
+        xds_json_message(&b, &a->src.bs->base);
+        xds_sb_add(&b, ",\"dynamic\":", 11);
+        struct dp_dyn *d = a->src.dyn(a->src.ud);
+        char *dj = d ? dp_dyn_config_dump(d) : NULL;
+        if (dj) {
+            xds_sb_add(&b, dj, strlen(dj));
+            free(dj);
+        } else {
+            xds_sb_add(&b, "null", 4);
+        }
+        xds_sb_add(&b, "}\n", 2);
+        respond(c, 200, "application/json", b.p);
+    } else if (strcmp(p, "/certs") == 0) {
+        respond(c, 200, "application/json", certs_json(a));
+    } else {
+        respond(c, 404, "text/plain",
+                xstrdup_body("not found; try /ready /server_info /config_dump /certs\n"));
+    }
+}
+
+static int on_url(http_parser *hp, const char *at, size_t len)
+{
+    struct aconn *c = hp->data;
+    if (c->url_len + len >= sizeof(c->url))
+        return 1;
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    c->url[c->url_len] = '\0';
+    return 0;
+}
+
+static int on_complete(http_parser *hp)
+{
+    struct aconn *c = hp->data;
+    handle(c, http_method_str((enum http_method)hp->method), c->url);
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {.on_url = on_url, .on_message_complete = on_complete};
+
+static void conn_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct aconn *c = w->data;
+    if (c->done) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0)
+            c->out_off += (size_t)n;
+        if ((n < 0 && errno != EAGAIN && errno != EINTR) || c->out_off == c->out_len)
+            conn_close(c);
+        return;
+    }
+    char buf[4096];
+    ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        conn_close(c);
+        return;
+    }
+    if (n < 0)
+        return;
+    size_t used = http_parser_execute(&c->parser, &settings, buf, (size_t)n);
+    if (!c->done && (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || used != (size_t)n))
+        respond(c, 400, "text/plain", xstrdup_body("bad request\n"));
+}
+
+static void conn_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    conn_close(t->data);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct dp_admin *a = w->data;
+    int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct aconn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->a = a;
+    c->fd = fd;
+    c->next = a->conns;
+    if (a->conns)
+        a->conns->prev = c;
+    a->conns = c;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    ev_io_init(&c->io, conn_io, fd, EV_READ);
+    c->io.data = c;
+    ev_io_start(loop, &c->io);
+    ev_timer_init(&c->timer, conn_timeout, ADMIN_TIMEOUT, 0.);
+    c->timer.data = c;
+    ev_timer_start(loop, &c->timer);
+}
+
+struct dp_admin *dp_admin_start(struct ev_loop *loop, const struct dp_admin_source *src, char *err,
+                                size_t errlen)
+{
+    const Envoy__Config__Core__V3__SocketAddress *sa = src->bs->admin->address->socket_address;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (dp_sockaddr_parse(sa->address, sa->port_value, &ss, &sl) < 0) {
+        snprintf(err, errlen, "admin.address: \"%s\" is not an IP address", sa->address);
+        return NULL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 64) < 0) {
+        snprintf(err, errlen, "admin.address: cannot listen on %s:%u: %s", sa->address, sa->port_value,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    struct dp_admin *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        close(fd);
+        return NULL;
+    }
+    a->loop = loop;
+    a->src = *src;
+    a->fd = fd;
+    a->started = time(NULL);
+    ev_io_init(&a->io, accept_cb, fd, EV_READ);
+    a->io.data = a;
+    ev_io_start(loop, &a->io);
+    LG_I("admin", "admin listener on %s:%u (keep it private: it shows the configuration)", sa->address,
+         sa->port_value);
+    return a;
+}
+
+void dp_admin_stop(struct dp_admin *a)
+{
+    if (a == NULL)
+        return;
+    ev_io_stop(a->loop, &a->io);
+    close(a->fd);
+    while (a->conns)
+        conn_close(a->conns);
+    free(a);
+}

@@ -1,0 +1,43 @@
+/*
+ * The admin listener (bootstrap admin.address): a small HTTP/1.1 server on
+ * the main thread's loop, one request per connection. It must not be
+ * exposed beyond the host: it tells the configuration and can stop legate.
+ *
+ *   GET /ready         200 "LIVE" once the initial configuration is applied,
+ *                      503 "PRE_INITIALIZING" before, 503 "DRAINING" after SIGTERM
+ *   GET /server_info   version, state, uptime, command line (JSON)
+ *   GET /config_dump   the bootstrap and the applied xDS resources with their
+ *                      versions (JSON), private keys redacted
+ *   GET /certs         every certificate configured or received: subject,
+ *                      SANs, serial, validity, days until expiry (JSON)
+ */
+#ifndef LEGATE_DP_ADMIN_H
+#define LEGATE_DP_ADMIN_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "xds/bootstrap.h"
+
+struct dp_dyn;
+
+/* What the admin reads; callbacks run on the main loop. */
+struct dp_admin_source {
+    const xds_bootstrap_t *bs;
+    /** "LIVE", "PRE_INITIALIZING" or "DRAINING". */
+    const char *(*state)(void *ud);
+    /** The dynamic config, or NULL without xDS. */
+    struct dp_dyn *(*dyn)(void *ud);
+    void *ud;
+    int argc;
+    char **argv;
+};
+
+struct dp_admin;
+
+/** Opens the admin listener on bs->admin->address. NULL with err set. */
+struct dp_admin *dp_admin_start(struct ev_loop *loop, const struct dp_admin_source *src, char *err,
+                                size_t errlen);
+void dp_admin_stop(struct dp_admin *a);
+
+#endif
