@@ -1,0 +1,53 @@
+/*
+ * The ADS server: envoy.service.discovery.v3.AggregatedDiscoveryService,
+ * state of the world, on the gRPC core C API.
+ *
+ * One thread owns everything here: it drives the completion queue through
+ * cp_ads_poll() and issues every batch, so no call sees two threads (gRPC
+ * core wants batches on a call externally synchronised).
+ *
+ * Per stream and type URL the server keeps the subscribed names, the last
+ * version and the last nonce sent. A request is answered when it is the
+ * first for its type, when its names differ from the subscription, or when
+ * the stream lacks the current version; an ACK of the current version gets
+ * no answer, a NACK is logged and not answered, and a request whose
+ * response_nonce is not the latest sent for its type is stale and ignored.
+ */
+#ifndef LEGATE_CONTROL_ADS_H
+#define LEGATE_CONTROL_ADS_H
+
+#include <stdio.h>
+
+#include "config.h"
+
+struct cp_ads;
+
+/**
+ * Initialises gRPC, binds listen ("127.0.0.1:18000") and starts serving
+ * cfg, which the server then owns. reqlog (optional, borrowed) receives
+ * every request (see reqlog.h). Returns 0 and *out, or -1 with a message in
+ * err (cfg is then freed too).
+ */
+int cp_ads_start(const char *listen, struct cp_config *cfg, FILE *reqlog, struct cp_ads **out,
+                 char *err, size_t errlen);
+
+/** Handles completion-queue events for up to timeout_ms milliseconds (at
+ *  least one wait; returns early after the first event). */
+void cp_ads_poll(struct cp_ads *ads, int timeout_ms);
+
+/** The config being served (owned by the server). */
+const struct cp_config *cp_ads_config(const struct cp_ads *ads);
+
+/**
+ * Serves cfg from now on (the server owns it and frees the old one) and
+ * pushes it to every open stream: each subscribed type whose resources, as
+ * that stream selects them, differ from what it was last sent gets a new
+ * response; the others are simply marked current.
+ */
+void cp_ads_update(struct cp_ads *ads, struct cp_config *cfg);
+
+/** Stops accepting, cancels every stream, waits for gRPC to hand back every
+ *  call, frees everything and shuts gRPC down. */
+void cp_ads_stop(struct cp_ads *ads);
+
+#endif
