@@ -622,7 +622,7 @@ static void send_request(struct dp_dyn *d, int type, const char *error)
         t->started = xds_now();
     LG_D("xds", "%s request: version \"%s\", nonce \"%s\", %zu name(s)%s", type_short[type],
          req.version_info, req.response_nonce, req.n_resource_names, error ? " (NACK)" : "");
-    xds_ads_send(d->ads, &req);
+    xds_ads_send(__atomic_load_n(&d->ads, __ATOMIC_ACQUIRE), &req);
 }
 
 /* Recomputes what RDS, EDS and SDS must subscribe to from the listeners and
@@ -772,7 +772,7 @@ static void on_response(void *ud, struct xds_ads *a,
                         const Envoy__Service__Discovery__V3__DiscoveryResponse *resp)
 {
     struct dp_dyn *d = ud;
-    (void)a;
+    __atomic_store_n(&d->ads, a, __ATOMIC_RELEASE);
     int type = type_of(resp->type_url);
     if (type < 0) {
         LG_W("xds", "ignoring a response of type %s, which legate does not subscribe to", resp->type_url);
@@ -940,7 +940,8 @@ static void on_response(void *ud, struct xds_ads *a,
 static void on_stream_up(void *ud, struct xds_ads *a)
 {
     struct dp_dyn *d = ud;
-    (void)a;
+    /* The thread may call us before xds_ads_start returned to dp_dyn_start. */
+    __atomic_store_n(&d->ads, a, __ATOMIC_RELEASE);
     pthread_mutex_lock(&d->lock);
     /* Envoy's order: clusters first, then listeners; then the named
      * subscriptions we already have, with the versions we hold, so that a
@@ -1160,9 +1161,10 @@ struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
         ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_VERSION;
     d->node.user_agent_version = LEGATE_VERSION;
     LG_I("xds", "ADS to %s (%s), node \"%s\"", cfg.target, cfg.root_pem ? "TLS" : "plaintext", d->node.id);
-    d->ads = xds_ads_start(&cfg, &ads_ops, d);
+    struct xds_ads *ads = xds_ads_start(&cfg, &ads_ops, d);
     free_cfg_secrets(&cfg);
-    if (d->ads == NULL) {
+    __atomic_store_n(&d->ads, ads, __ATOMIC_RELEASE);
+    if (ads == NULL) {
         snprintf(err, errlen, "cannot start the ADS client");
         pthread_mutex_destroy(&d->lock);
         free(d);
