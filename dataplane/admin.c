@@ -133,6 +133,10 @@ struct certs_walk {
     struct xds_sb *b;
     int n;
     const char *source;
+    /* What to do with each certificate DataSource found. */
+    void (*entry)(struct certs_walk *w, const char *kind, const Envoy__Config__Core__V3__DataSource *ds);
+    int warn_days;
+    int min_days;                /* expiry check: the soonest, in days */
 };
 
 static void cert_entry(struct certs_walk *w, const char *kind, const Envoy__Config__Core__V3__DataSource *ds)
@@ -154,15 +158,15 @@ static void certs_in(struct certs_walk *w, const ProtobufCMessage *m, int depth)
         return;
     const ProtobufCMessageDescriptor *d = m->descriptor;
     if (d == &envoy__extensions__transport_sockets__tls__v3__tls_certificate__descriptor) {
-        cert_entry(w, "cert_chain",
-                   ((const Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate *)m)->certificate_chain);
+        w->entry(w, "cert_chain",
+                 ((const Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate *)m)->certificate_chain);
         return;
     }
     if (d == &envoy__extensions__transport_sockets__tls__v3__certificate_validation_context__descriptor) {
         const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *v =
             (const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *)m;
         if (v->trusted_ca)
-            cert_entry(w, "ca_cert", v->trusted_ca);
+            w->entry(w, "ca_cert", v->trusted_ca);
         return;
     }
     if (d == &google__protobuf__any__descriptor) {
@@ -206,38 +210,82 @@ static void secret_cb(void *arg, const char *name, const char *version,
     certs_in(w, &s->base, 0);
 }
 
+/* Every certificate configured (static listeners, clusters, secrets,
+ * bootstrap extensions) or received over SDS. */
+static void walk_all(const struct dp_admin_source *src, struct certs_walk *w)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = src->bs->static_resources;
+    char name[512];
+    for (size_t i = 0; sr && i < sr->n_listeners; i++) {
+        snprintf(name, sizeof(name), "static listener %s", sr->listeners[i]->name);
+        w->source = name;
+        certs_in(w, &sr->listeners[i]->base, 0);
+    }
+    for (size_t i = 0; sr && i < sr->n_clusters; i++) {
+        snprintf(name, sizeof(name), "static cluster %s", sr->clusters[i]->name);
+        w->source = name;
+        certs_in(w, &sr->clusters[i]->base, 0);
+    }
+    for (size_t i = 0; sr && i < sr->n_secrets; i++) {
+        snprintf(name, sizeof(name), "static secret %s", sr->secrets[i]->name);
+        w->source = name;
+        certs_in(w, &sr->secrets[i]->base, 0);
+    }
+    for (size_t i = 0; i < src->bs->n_bootstrap_extensions; i++) {
+        snprintf(name, sizeof(name), "bootstrap extension %s", src->bs->bootstrap_extensions[i]->name);
+        w->source = name;
+        certs_in(w, &src->bs->bootstrap_extensions[i]->base, 0);
+    }
+    struct dp_dyn *d = src->dyn(src->ud);
+    if (d)
+        dp_dyn_each_secret(d, secret_cb, w);
+}
+
 static char *certs_json(struct dp_admin *a)
 {
     struct xds_sb b = {0};
-    struct certs_walk w = {&b, 0, NULL};
+    struct certs_walk w = {.b = &b, .entry = cert_entry};
     xds_sb_add(&b, "{\"certificates\":[", 17);
-    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = a->src.bs->static_resources;
-    char src[512];
-    for (size_t i = 0; sr && i < sr->n_listeners; i++) {
-        snprintf(src, sizeof(src), "static listener %s", sr->listeners[i]->name);
-        w.source = src;
-        certs_in(&w, &sr->listeners[i]->base, 0);
-    }
-    for (size_t i = 0; sr && i < sr->n_clusters; i++) {
-        snprintf(src, sizeof(src), "static cluster %s", sr->clusters[i]->name);
-        w.source = src;
-        certs_in(&w, &sr->clusters[i]->base, 0);
-    }
-    for (size_t i = 0; sr && i < sr->n_secrets; i++) {
-        snprintf(src, sizeof(src), "static secret %s", sr->secrets[i]->name);
-        w.source = src;
-        certs_in(&w, &sr->secrets[i]->base, 0);
-    }
-    for (size_t i = 0; i < a->src.bs->n_bootstrap_extensions; i++) {
-        snprintf(src, sizeof(src), "bootstrap extension %s", a->src.bs->bootstrap_extensions[i]->name);
-        w.source = src;
-        certs_in(&w, &a->src.bs->bootstrap_extensions[i]->base, 0);
-    }
-    struct dp_dyn *d = a->src.dyn(a->src.ud);
-    if (d)
-        dp_dyn_each_secret(d, secret_cb, &w);
+    walk_all(&a->src, &w);
     xds_sb_add(&b, "]}\n", 3);
     return b.p;
+}
+
+static void expiry_entry(struct certs_walk *w, const char *kind, const Envoy__Config__Core__V3__DataSource *ds)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    char err[256];
+    if (ds == NULL || xds_datasource_read(ds, &pem, &len, err, sizeof(err)) < 0)
+        return;
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    X509 *x;
+    while (bio && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        int days = 0, secs = 0;
+        ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x));
+        if (days < w->min_days)
+            w->min_days = days;
+        if (days < w->warn_days) {
+            char *subj = X509_NAME_oneline(X509_get_subject_name(x), NULL, 0);
+            if (days < 0 || (days == 0 && secs < 0))
+                LG_W("certs", "%s: %s %s EXPIRED %d day(s) ago", w->source,
+                     strcmp(kind, "ca_cert") == 0 ? "CA certificate" : "certificate", subj ? subj : "?", -days);
+            else
+                LG_W("certs", "%s: %s %s expires in %d day(s)", w->source,
+                     strcmp(kind, "ca_cert") == 0 ? "CA certificate" : "certificate", subj ? subj : "?", days);
+            OPENSSL_free(subj);
+        }
+        X509_free(x);
+    }
+    BIO_free(bio);
+    free(pem);
+}
+
+int dp_admin_check_expiry(const struct dp_admin_source *src, int warn_days)
+{
+    struct certs_walk w = {.entry = expiry_entry, .warn_days = warn_days, .min_days = 1 << 30};
+    walk_all(src, &w);
+    return w.min_days;
 }
 
 /* ---- requests ---------------------------------------------------------------- */

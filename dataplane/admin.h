@@ -40,4 +40,9 @@ struct dp_admin *dp_admin_start(struct ev_loop *loop, const struct dp_admin_sour
                                 size_t errlen);
 void dp_admin_stop(struct dp_admin *a);
 
+/** Logs a warning for each certificate in use (configured or received over
+ *  SDS) that expires within warn_days or has expired; returns the days
+ *  until the first one expires (a large number when there is none). */
+int dp_admin_check_expiry(const struct dp_admin_source *src, int warn_days);
+
 #endif

@@ -1,6 +1,9 @@
 #include "dynamic.h"
 
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +89,7 @@ struct dp_dyn {
     size_t n_bc;
     int ready;
     double fetch_timeout;        /* initial_fetch_timeout */
+    int allow_expired;           /* accept expired certificates over SDS */
     Envoy__Config__Core__V3__Node node;
 };
 
@@ -316,6 +320,36 @@ static const char *eds_name(const Envoy__Config__Cluster__V3__Cluster *c)
         return NULL;
     const Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig *ec = c->eds_cluster_config;
     return ec && ec->service_name[0] ? ec->service_name : c->name;
+}
+
+/* A secret whose certificate chain starts with an expired certificate:
+ * returns -1 with the reason. Serving it would fail every handshake. */
+static int secret_expired(const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s, char *err, size_t errlen)
+{
+    if (s->type_case != ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE ||
+        s->tls_certificate == NULL || s->tls_certificate->certificate_chain == NULL)
+        return 0;
+    char *pem = NULL;
+    size_t len = 0;
+    char e[256];
+    if (xds_datasource_read(s->tls_certificate->certificate_chain, &pem, &len, e, sizeof(e)) < 0)
+        return 0; /* the TLS context build reports it */
+    int rc = 0;
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    if (x && X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
+        char when[64] = "?";
+        struct tm tm;
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(err, errlen, "tls_certificate.certificate_chain: the certificate expired at %s "
+                              "(start legate with --allow-expired-certificates to accept it)", when);
+        rc = -1;
+    }
+    X509_free(x);
+    BIO_free(bio);
+    free(pem);
+    return rc;
 }
 
 /* ---- building ---------------------------------------------------------------- */
@@ -879,6 +913,12 @@ static void on_response(void *ud, struct xds_ads *a,
                 continue;
             }
             char eerr[300];
+            if (type == T_SDS && !d->allow_expired &&
+                secret_expired((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)msgs[i], eerr,
+                               sizeof(eerr)) < 0) {
+                err_add(&errs, "secret \"%s\": %s", name, eerr);
+                continue;
+            }
             if (type == T_EDS) {
                 struct dp_endpoint_set *eps = dp_endpoints_build(
                     (const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)msgs[i], eerr, sizeof(eerr));
@@ -1129,7 +1169,7 @@ static void free_cfg_secrets(struct xds_ads_config *cfg)
 
 struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
                             const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_tls,
-                            const struct dp_dyn_host *host, char *err, size_t errlen)
+                            int allow_expired, const struct dp_dyn_host *host, char *err, size_t errlen)
 {
     struct xds_ads_config cfg = {0};
     char target[300];
@@ -1145,6 +1185,7 @@ struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
     }
     d->bs = bs;
     d->default_tls = default_tls;
+    d->allow_expired = allow_expired;
     d->host = *host;
     pthread_mutex_init(&d->lock, NULL);
     /* Envoy's default, or what lds_config (else cds_config) says; 0 means

@@ -38,11 +38,12 @@ struct dp_dyn;
 /**
  * Starts the ADS client described by bs->dynamic_resources. default_tls is
  * the data-plane-wide default upstream client certificate (or NULL) and
- * must outlive the client. Returns NULL with a reason in err.
+ * must outlive the client. An SDS secret whose certificate has expired is
+ * NACKed unless allow_expired. Returns NULL with a reason in err.
  */
 struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
                             const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_tls,
-                            const struct dp_dyn_host *host, char *err, size_t errlen);
+                            int allow_expired, const struct dp_dyn_host *host, char *err, size_t errlen);
 void dp_dyn_stop(struct dp_dyn *d);
 
 /** 1 once the initial LDS and CDS responses and everything they reference

@@ -23,6 +23,9 @@ static void usage(FILE *out)
             "  -l, --log-level LEVEL      trace, debug, info, warning, error, critical, off\n"
             "      --concurrency N        worker threads (default: number of CPUs)\n"
             "      --drain-time-s N       graceful drain time on shutdown (default 600)\n"
+            "      --cert-warn-days N     warn about certificates expiring within N days (default 14)\n"
+            "      --allow-expired-certificates\n"
+            "                             accept an expired certificate pushed over SDS (default: NACK)\n"
             "      --version              print the version and exit\n"
             "  -h, --help                 this text\n");
 }
@@ -33,17 +36,20 @@ int main(int argc, char **argv)
         .log_level = LG_INFO,
         .concurrency = 0,
         .drain_time_s = 600,
+        .cert_warn_days = 14,
         .argc = argc,
         .argv = argv,
     };
     int validate = 0;
-    enum { OPT_MODE = 256, OPT_CONCURRENCY, OPT_VERSION, OPT_DRAIN_TIME };
+    enum { OPT_MODE = 256, OPT_CONCURRENCY, OPT_VERSION, OPT_DRAIN_TIME, OPT_WARN_DAYS, OPT_ALLOW_EXPIRED };
     static const struct option longopts[] = {
         {"config-path", required_argument, NULL, 'c'},
         {"log-level", required_argument, NULL, 'l'},
         {"mode", required_argument, NULL, OPT_MODE},
         {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
         {"drain-time-s", required_argument, NULL, OPT_DRAIN_TIME},
+        {"cert-warn-days", required_argument, NULL, OPT_WARN_DAYS},
+        {"allow-expired-certificates", no_argument, NULL, OPT_ALLOW_EXPIRED},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -83,6 +89,16 @@ int main(int argc, char **argv)
                 fprintf(stderr, "legate: --drain-time-s: expected seconds, got \"%s\"\n", optarg);
                 return 1;
             }
+            break;
+        case OPT_WARN_DAYS:
+            opt.cert_warn_days = (int)strtol(optarg, &end, 10);
+            if (*end != '\0' || opt.cert_warn_days < 0 || opt.cert_warn_days > 3650) {
+                fprintf(stderr, "legate: --cert-warn-days: expected 0..3650, got \"%s\"\n", optarg);
+                return 1;
+            }
+            break;
+        case OPT_ALLOW_EXPIRED:
+            opt.allow_expired_certificates = 1;
             break;
         case OPT_VERSION:
             printf("legate version %s\n", LEGATE_VERSION);

@@ -304,6 +304,9 @@ struct server {
     Legate__Config__V1__DefaultUpstreamTls *dut;
     struct dp_dyn *xds;
     struct dp_admin *admin;
+    struct dp_admin_source admin_src;
+    ev_timer expiry_timer;                /* certificate expiry warnings */
+    ev_async expiry_async;                /* ... also after each xDS install */
     uint64_t version;
     ev_signal sigterm, sigint, sighup;
     ev_timer dns_timer;
@@ -616,6 +619,7 @@ static void host_install(void *ud, struct dp_listener *const *ls, size_t nl, str
     lsets_gc(sv);
     pthread_mutex_unlock(&sv->cfg_lock);
     static_config_free(&old);
+    ev_async_send(sv->loop, &sv->expiry_async);
 }
 
 static void stop_now(struct server *sv)
@@ -698,6 +702,22 @@ static struct dp_dyn *admin_dyn(void *ud)
     return ((struct server *)ud)->xds;
 }
 
+static void check_expiry(struct server *sv)
+{
+    if (sv->opt->cert_warn_days > 0)
+        dp_admin_check_expiry(&sv->admin_src, sv->opt->cert_warn_days);
+}
+
+static void expiry_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    check_expiry(t->data);
+}
+
+static void expiry_async_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    check_expiry(a->data);
+}
+
 int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
 {
     struct server sv = {.opt = opt};
@@ -732,6 +752,17 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         sv.lsets[sv.n_lsets++].set = set;
     }
     sv.loop = ev_default_loop(EVFLAG_AUTO);
+    struct dp_admin_source src = {
+        .bs = bs, .state = admin_state, .dyn = admin_dyn, .ud = &sv, .argc = opt->argc, .argv = opt->argv,
+    };
+    sv.admin_src = src;
+    /* Certificate expiry: at start, hourly, and after each xDS update. */
+    ev_timer_init(&sv.expiry_timer, expiry_timer_cb, 0., 3600.);
+    sv.expiry_timer.data = &sv;
+    ev_timer_start(sv.loop, &sv.expiry_timer);
+    ev_async_init(&sv.expiry_async, expiry_async_cb);
+    sv.expiry_async.data = &sv;
+    ev_async_start(sv.loop, &sv.expiry_async);
     for (int i = 0; i < sv.n_workers; i++) {
         if (dp_worker_init(&sv.workers[i], i) < 0) {
             LG_E("server", "cannot create worker %d", i);
@@ -754,7 +785,8 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         };
         struct dp_dyn_host host = host_ops;
         host.ud = &sv;
-        sv.xds = dp_dyn_start(bs, sv.dut ? sv.dut->common_tls_context : NULL, &host, err, sizeof(err));
+        sv.xds = dp_dyn_start(bs, sv.dut ? sv.dut->common_tls_context : NULL, opt->allow_expired_certificates,
+                              &host, err, sizeof(err));
         if (sv.xds == NULL) {
             LG_E("server", "%s", err);
             for (int i = 0; i < sv.n_workers; i++)
@@ -765,10 +797,7 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         }
     }
     if (bs->admin && bs->admin->address) {
-        struct dp_admin_source src = {
-            .bs = bs, .state = admin_state, .dyn = admin_dyn, .ud = &sv, .argc = opt->argc, .argv = opt->argv,
-        };
-        sv.admin = dp_admin_start(sv.loop, &src, err, sizeof(err));
+        sv.admin = dp_admin_start(sv.loop, &sv.admin_src, err, sizeof(err));
         if (sv.admin == NULL) {
             LG_E("server", "%s", err);
             dp_dyn_stop(sv.xds);
@@ -853,6 +882,8 @@ out:
         ev_signal_stop(sv.loop, &sv.sighup);
         ev_timer_stop(sv.loop, &sv.dns_timer);
         ev_async_stop(sv.loop, &sv.dns_done);
+        ev_timer_stop(sv.loop, &sv.expiry_timer);
+        ev_async_stop(sv.loop, &sv.expiry_async);
         ev_timer_stop(sv.loop, &sv.drain_timer);
         ev_async_stop(sv.loop, &all_done);
     }

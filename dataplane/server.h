@@ -13,6 +13,8 @@ struct dp_options {
     int log_level;
     int concurrency;
     double drain_time_s;
+    int cert_warn_days;             /* warn about certificates expiring sooner */
+    int allow_expired_certificates; /* accept expired ones over SDS */
     int argc;
     char **argv;
 };

@@ -5,9 +5,11 @@
 # request fails, and /certs shows only the new ones.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/bad-clients.sh"
 CONTROL=$BIN/../control-sample/legate-control
 
 "$SRC/scripts/gen-certs.sh" "$WORK/certs"
+make_bad_clients "$WORK/certs"
 cd "$WORK"
 C=$WORK/certs
 P_CP=$(free_port); P_L=$(free_port); P_UP=$(free_port); P_ADMIN=$(free_port)
@@ -18,7 +20,7 @@ sed -e "s/port_value: 18000/port_value: $P_CP/; s/port_value: 9901/port_value: $
   "$SRC/docs/examples/ads.yaml" > legate.yaml
 start_bg control "$CONTROL" -c control.yaml --listen "127.0.0.1:$P_CP" -l debug
 wait_port "$P_CP"
-LEGATE_PORT=$P_L LEGATE_LOG_LEVEL=debug start_legate legate legate.yaml || { finish; exit 1; }
+LEGATE_PORT=$P_L LEGATE_LOG_LEVEL=debug start_legate legate legate.yaml --cert-warn-days 60 || { finish; exit 1; }
 
 serial() { # the serial of the certificate legate presents now, on a new handshake
   echo | timeout 5 openssl s_client -connect "127.0.0.1:$P_L" -servername localhost \
@@ -70,6 +72,16 @@ c=json.loads(sys.argv[1])["certificates"]
 print(" ".join(sorted(x["serial_number"] for e in c if e["source"].startswith("sds:server-cert") for x in e["cert_chain"])))' "$certs")
 expect_eq "/certs shows the new server certificate, and the old one is gone" "$want" "$serials"
 
+# An expired certificate pushed by mistake is refused, and the good one stays.
+cp "$C/server.pem" "$C/server.pem.good"; cp "$C/server.key" "$C/server.key.good"
+cp "$C/expired.pem" "$C/server.pem"; cp "$C/expired.key" "$C/server.key"
+kill -HUP "$PID_control"
+for _ in $(seq 1 50); do grep -q 'SDS version .* rejected' legate.log && break; sleep 0.1; done
+check "an expired certificate over SDS is NACKed, naming the secret and the date" \
+  grep -q 'rejected: secret "server-cert": tls_certificate.certificate_chain: the certificate expired at 2020-02-01T00:00:00Z' legate.log
+expect_eq "... and the good certificate keeps being served" "$want" "$(serial)"
+check "--cert-warn-days 60: a warning names each certificate in use that expires within 60 days" \
+  grep -qE '\[warning\]\[certs\] sds:server-cert \(version [0-9]+\): certificate /O=legate test/CN=localhost expires in (29|30) day' legate.log
 kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
 expect_eq "SIGTERM: exit code 0" "0" "$rc"
 check "no sanitizer report" bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error\|LeakSanitizer' '$WORK/legate.log'"
