@@ -26,7 +26,7 @@ probe() { "$PROBE" --server "127.0.0.1:$PORT" "$@"; }
 wait_lines() {
   local end=$((SECONDS + ${3:-10}))
   while [ $SECONDS -lt $end ]; do
-    [ "$(wc -l <"$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0
+    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
     sleep 0.05
   done
   return 1

@@ -196,7 +196,7 @@ expect_eq "still serving after all that" "a GET /fine bytes=0" "$(curl -s "$PL/f
 # --- load balancing and DNS ------------------------------------------------------------------
 seen=$(for i in $(seq 1 10); do curl -s "$PL/rr/$i" | cut -d' ' -f1; done | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')
 expect_eq "ROUND_ROBIN spreads requests evenly over two endpoints" "a=5 b=5 " "$seen"
-seen=$(for i in $(seq 1 10); do curl -s "$PL/lr/$i" | cut -d' ' -f1; done | sort -u | tr '\n' ' ')
+seen=$(for i in $(seq 1 30); do curl -s "$PL/lr/$i" | cut -d' ' -f1; done | sort -u | tr '\n' ' ')
 expect_eq "LEAST_REQUEST uses both endpoints" "a b " "$seen"
 expect_eq "STRICT_DNS: localhost resolved to the upstream" "b GET /dns/x bytes=0" "$(curl -s "$PL/dns/x")"
 

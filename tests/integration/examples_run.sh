@@ -32,7 +32,7 @@ sed -e "s/port_value: 8080/port_value: $P1/; s/port_value: 8081/port_value: $P3/
   "$SRC/docs/examples/plaintext.yaml" > plaintext.yaml
 LEGATE_PORT=$P1 start_legate legate plaintext.yaml || { finish; exit 1; }
 expect_eq "plaintext.yaml: direct response" "pong" "$(curl -s "http://127.0.0.1:$P1/ping")"
-seen=$(for i in 1 2 3 4 5 6; do curl -s "http://127.0.0.1:$P1/api/x"; done | cut -d' ' -f1,3 | sort -u | tr '\n' ' ')
+seen=$(for i in $(seq 1 30); do curl -s "http://127.0.0.1:$P1/api/x"; done | cut -d' ' -f1,3 | sort -u | tr '\n' ' ')
 expect_eq "plaintext.yaml: both DNS endpoints, prefix rewritten" "app-1 /x app-2 /x " "$seen"
 stop_legate
 
