@@ -16,6 +16,7 @@
 
 #include "dataplane/config_build.h"
 #include "dataplane/dynamic.h"
+#include "dataplane/stats.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "xds/datasource.h"
 #include "xds/json.h"
@@ -341,10 +342,69 @@ static void handle(struct aconn *c, const char *method, const char *path)
     snprintf(p, sizeof(p), "%s", path);
     char *q = strchr(p, '?');
     if (q)
-        *q = '\0';
+        *q = '\0'; /* q + 1: the query */
     LG_D("admin", "%s %s", method, path);
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        respond(c, 405, "text/plain", xstrdup_body("use GET\n"));
+    static const char *const posts[] = {"/logging", "/healthcheck/fail", "/healthcheck/ok", "/drain_listeners",
+                                        "/quitquitquit"};
+    int is_post = strcmp(method, "POST") == 0;
+    int mutating = 0;
+    for (size_t i = 0; i < sizeof(posts) / sizeof(posts[0]); i++)
+        mutating |= strcmp(p, posts[i]) == 0;
+    if (mutating != is_post || (!is_post && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) {
+        respond(c, 405, "text/plain",
+                xstrdup_body(mutating ? "this endpoint changes state: use POST\n" : "use GET\n"));
+        return;
+    }
+    if (strcmp(p, "/logging") == 0) {
+        const char *lv = q ? strstr(q + 1, "level=") : NULL;
+        int level = lv ? lg_level_parse(lv + 6) : -1;
+        if (level < 0) {
+            respond(c, 400, "text/plain",
+                    xstrdup_body("usage: POST /logging?level=trace|debug|info|warning|error|critical|off\n"));
+            return;
+        }
+        lg_set_level(level);
+        LG_I("admin", "log level set to %s", lg_level_name(level));
+        char body[64];
+        snprintf(body, sizeof(body), "level: %s\n", lg_level_name(level));
+        respond(c, 200, "text/plain", xstrdup_body(body));
+        return;
+    }
+    if (strcmp(p, "/healthcheck/fail") == 0 || strcmp(p, "/healthcheck/ok") == 0) {
+        int failed = strcmp(p, "/healthcheck/fail") == 0;
+        a->src.set_health_failed(a->src.ud, failed);
+        LG_I("admin", "health check %s", failed ? "failing: /ready answers 503" : "passing again");
+        respond(c, 200, "text/plain", xstrdup_body("OK\n"));
+        return;
+    }
+    if (strcmp(p, "/drain_listeners") == 0) {
+        a->src.drain_listeners(a->src.ud);
+        respond(c, 200, "text/plain", xstrdup_body("OK\n"));
+        return;
+    }
+    if (strcmp(p, "/quitquitquit") == 0) {
+        respond(c, 200, "text/plain", xstrdup_body("OK\n"));
+        a->src.quit(a->src.ud);
+        return;
+    }
+    if (strcmp(p, "/stats") == 0) {
+        const char *f = q ? strstr(q + 1, "filter=") : NULL;
+        char filt[256] = "";
+        if (f)
+            snprintf(filt, sizeof(filt), "%.*s", (int)strcspn(f + 7, "&"), f + 7);
+        respond(c, 200, "text/plain", dp_stats_text(filt));
+        return;
+    }
+    if (strcmp(p, "/stats/prometheus") == 0) {
+        respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", dp_stats_prometheus());
+        return;
+    }
+    if (strcmp(p, "/clusters") == 0) {
+        respond(c, 200, "application/json", a->src.clusters_json(a->src.ud));
+        return;
+    }
+    if (strcmp(p, "/listeners") == 0) {
+        respond(c, 200, "application/json", a->src.listeners_json(a->src.ud));
         return;
     }
     if (strcmp(p, "/ready") == 0) {
@@ -388,7 +448,9 @@ static void handle(struct aconn *c, const char *method, const char *path)
         respond(c, 200, "application/json", certs_json(a));
     } else {
         respond(c, 404, "text/plain",
-                xstrdup_body("not found; try /ready /server_info /config_dump /certs\n"));
+                xstrdup_body("not found; GET /ready /server_info /config_dump /certs /stats /stats/prometheus "
+                             "/clusters /listeners; POST /logging?level= /healthcheck/fail /healthcheck/ok "
+                             "/drain_listeners /quitquitquit\n"));
     }
 }
 

@@ -10,6 +10,9 @@
  *                      versions (JSON), private keys redacted
  *   GET /certs         every certificate configured or received: subject,
  *                      SANs, serial, validity, days until expiry (JSON)
+ *   GET /stats, /stats/prometheus, /clusters, /listeners
+ *   POST /logging?level=L, /healthcheck/fail, /healthcheck/ok,
+ *        /drain_listeners, /quitquitquit
  */
 #ifndef LEGATE_DP_ADMIN_H
 #define LEGATE_DP_ADMIN_H
@@ -28,6 +31,13 @@ struct dp_admin_source {
     const char *(*state)(void *ud);
     /** The dynamic config, or NULL without xDS. */
     struct dp_dyn *(*dyn)(void *ud);
+    /** JSON of the clusters / listeners in force (malloc'd). */
+    char *(*clusters_json)(void *ud);
+    char *(*listeners_json)(void *ud);
+    /** POST actions. */
+    void (*drain_listeners)(void *ud);
+    void (*quit)(void *ud);
+    void (*set_health_failed)(void *ud, int failed);
     void *ud;
     int argc;
     char **argv;

@@ -11,6 +11,8 @@
 #ifndef LEGATE_DP_CONFIG_H
 #define LEGATE_DP_CONFIG_H
 
+#include "dataplane/stats.h"
+
 #include <netinet/in.h>
 #include <regex.h>
 #include <stddef.h>
@@ -159,6 +161,9 @@ struct dp_http_filter {
 
 struct dp_hcm_cfg {
     char *stat_prefix;
+    struct {                        /* http.<stat_prefix>.* */
+        dp_stat_t rq_total, rq_xx[5], rq_time;
+    } st;
     enum dp_codec_type codec;
     char *rds_name;                 /* NULL with an inline route_config */
     struct dp_route_table *routes;  /* inline, or resolved RDS */
@@ -214,6 +219,10 @@ struct dp_listener {
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
     double listener_filters_timeout;      /* default 15 */
     uint64_t hash;              /* of the source proto; unchanged -> same object */
+    struct {                    /* listener.<address>.* */
+        dp_stat_t cx_total, cx_active, ssl_handshake, ssl_session_reused, ssl_no_cert, ssl_verify_error,
+            ssl_verify_san, ssl_connection_error;
+    } st;
 };
 
 /* ---- clusters --------------------------------------------------------- */
@@ -251,6 +260,12 @@ struct dp_dns_target {
     uint32_t weight;
 };
 
+/* cluster.<name>.* */
+struct dp_cluster_stats {
+    dp_stat_t cx_total, cx_active, cx_connect_fail, cx_connect_timeout, rq_total, rq_xx[5], rq_time, rq_timeout,
+        rq_pending_overflow;
+};
+
 struct dp_cluster {
     int refs; /* atomic */
     char *name;
@@ -273,6 +288,7 @@ struct dp_cluster {
     uint32_t max_requests_per_connection; /* 0: unlimited */
     double idle_timeout;            /* upstream connection idle; default 3600 */
     uint64_t hash;
+    struct dp_cluster_stats st;
 };
 
 /* ---- lifetime --------------------------------------------------------- */

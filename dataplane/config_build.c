@@ -229,6 +229,13 @@ static struct dp_hcm_cfg *build_hcm(const Google__Protobuf__Any *tc, const struc
         goto bad;
     }
     h->stat_prefix = xstrdup(pm->stat_prefix);
+    h->st.rq_total = dp_stat_register(DP_STAT_COUNTER, "http", h->stat_prefix, "downstream_rq_total");
+    for (int k = 0; k < 5; k++) {
+        char n[32];
+        snprintf(n, sizeof(n), "downstream_rq_%dxx", k + 1);
+        h->st.rq_xx[k] = dp_stat_register(DP_STAT_COUNTER, "http", h->stat_prefix, n);
+    }
+    h->st.rq_time = dp_stat_register(DP_STAT_HISTOGRAM, "http", h->stat_prefix, "downstream_rq_time");
     switch (pm->codec_type) {
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO:
         h->codec = DP_CODEC_AUTO;
@@ -515,6 +522,22 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
         goto bad;
     }
     l->addr_str = format_addr(sa->address, sa->port_value);
+    {
+        /* Envoy's stat name for an address: ':' becomes '_' */
+        char tag[80];
+        snprintf(tag, sizeof(tag), "%s", l->addr_str);
+        for (char *q = tag; *q; q++)
+            if (*q == ':')
+                *q = '_';
+        l->st.cx_total = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "downstream_cx_total");
+        l->st.cx_active = dp_stat_register(DP_STAT_GAUGE, "listener", tag, "downstream_cx_active");
+        l->st.ssl_handshake = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.handshake");
+        l->st.ssl_session_reused = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.session_reused");
+        l->st.ssl_no_cert = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.fail_verify_no_cert");
+        l->st.ssl_verify_error = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.fail_verify_error");
+        l->st.ssl_verify_san = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.fail_verify_san");
+        l->st.ssl_connection_error = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.connection_error");
+    }
     l->per_connection_buffer_limit = u32v(pl->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     if (l->per_connection_buffer_limit < 1024) {
         fail(&e, "per_connection_buffer_limit_bytes: must be at least 1024");
@@ -819,6 +842,19 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     }
     c->refs = 1;
     c->name = xstrdup(pc->name);
+    c->st.cx_total = dp_stat_register(DP_STAT_COUNTER, "cluster", c->name, "upstream_cx_total");
+    c->st.cx_active = dp_stat_register(DP_STAT_GAUGE, "cluster", c->name, "upstream_cx_active");
+    c->st.cx_connect_fail = dp_stat_register(DP_STAT_COUNTER, "cluster", c->name, "upstream_cx_connect_fail");
+    c->st.cx_connect_timeout = dp_stat_register(DP_STAT_COUNTER, "cluster", c->name, "upstream_cx_connect_timeout");
+    c->st.rq_total = dp_stat_register(DP_STAT_COUNTER, "cluster", c->name, "upstream_rq_total");
+    for (int k = 0; k < 5; k++) {
+        char n[32];
+        snprintf(n, sizeof(n), "upstream_rq_%dxx", k + 1);
+        c->st.rq_xx[k] = dp_stat_register(DP_STAT_COUNTER, "cluster", c->name, n);
+    }
+    c->st.rq_time = dp_stat_register(DP_STAT_HISTOGRAM, "cluster", c->name, "upstream_rq_time");
+    c->st.rq_timeout = dp_stat_register(DP_STAT_COUNTER, "cluster", c->name, "upstream_rq_timeout");
+    c->st.rq_pending_overflow = dp_stat_register(DP_STAT_COUNTER, "cluster", c->name, "upstream_rq_pending_overflow");
     c->connect_timeout = dur(pc->connect_timeout, 5);
     if (c->connect_timeout <= 0) {
         fail(&e, "connect_timeout: must be positive");

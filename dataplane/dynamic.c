@@ -41,6 +41,25 @@ static const char *const type_urls[T_N] = {
 static const char *const type_names[T_N] = {"cluster", "endpoints", "listener", "route configuration",
                                             "secret"};
 static const char *const type_short[T_N] = {"CDS", "EDS", "LDS", "RDS", "SDS"};
+/* Stat scopes, Envoy's where Envoy has one per type. */
+static const char *const type_stat_scope[T_N] = {"cluster_manager.cds", "cluster_manager.eds",
+                                                 "listener_manager.lds", "rds", "sds"};
+
+/* The version as a number for the version gauge: its value when it is one,
+ * else a hash (as Envoy does). */
+static int64_t version_number(const char *v)
+{
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (*v && *end == '\0' && n >= 0)
+        return n;
+    uint64_t h = 14695981039346656037ull;
+    for (; *v; v++) {
+        h ^= (uint8_t)*v;
+        h *= 1099511628211ull;
+    }
+    return (int64_t)(h & ((1ull << 53) - 1));
+}
 
 /* One accepted resource. */
 struct res {
@@ -90,6 +109,9 @@ struct dp_dyn {
     int ready;
     double fetch_timeout;        /* initial_fetch_timeout */
     int allow_expired;           /* accept expired certificates over SDS */
+    struct {
+        dp_stat_t connected, update_success[T_N], update_rejected[T_N], version[T_N];
+    } st;
     Envoy__Config__Core__V3__Node node;
 };
 
@@ -807,6 +829,7 @@ static void on_response(void *ud, struct xds_ads *a,
 {
     struct dp_dyn *d = ud;
     __atomic_store_n(&d->ads, a, __ATOMIC_RELEASE);
+    dp_stat_set(d->st.connected, 1);
     int type = type_of(resp->type_url);
     if (type < 0) {
         LG_W("xds", "ignoring a response of type %s, which legate does not subscribe to", resp->type_url);
@@ -965,9 +988,24 @@ static void on_response(void *ud, struct xds_ads *a,
     }
     pthread_mutex_unlock(&d->lock);
     if (errs.n) {
+        dp_stat_add(d->st.update_rejected[type], 1);
         LG_W("xds", "%s version %s rejected: %s", type_short[type], resp->version_info, errs.buf);
         send_request(d, type, errs.buf);
     } else {
+        dp_stat_add(d->st.update_success[type], 1);
+        dp_stat_set(d->st.version[type], version_number(resp->version_info));
+        if (type == T_SDS)
+            for (size_t i = 0; i < resp->n_resources; i++) {
+                /* per secret: sds.<name>.update_success */
+                const Google__Protobuf__Any *any = resp->resources[i];
+                Envoy__Extensions__TransportSockets__Tls__V3__Secret *sec =
+                    envoy__extensions__transport_sockets__tls__v3__secret__unpack(NULL, any->value.len,
+                                                                                  any->value.data);
+                if (sec) {
+                    dp_stat_add(dp_stat_register(DP_STAT_COUNTER, "sds", sec->name, "update_success"), 1);
+                    envoy__extensions__transport_sockets__tls__v3__secret__free_unpacked(sec, NULL);
+                }
+            }
         LG_I("xds", "%s version %s applied (%zu resource(s))", type_short[type], resp->version_info, n);
         send_request(d, type, NULL);
     }
@@ -1002,9 +1040,10 @@ static void on_stream_up(void *ud, struct xds_ads *a)
 
 static void on_stream_down(void *ud, struct xds_ads *a, const char *why)
 {
-    (void)ud;
+    struct dp_dyn *d = ud;
     (void)a;
     (void)why;
+    dp_stat_set(d->st.connected, 0);
     /* Keep serving everything we have. */
 }
 
@@ -1185,6 +1224,12 @@ struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
     }
     d->bs = bs;
     d->default_tls = default_tls;
+    d->st.connected = dp_stat_register(DP_STAT_GAUGE, "control_plane", NULL, "connected_state");
+    for (int type = 0; type < T_N; type++) {
+        d->st.update_success[type] = dp_stat_register(DP_STAT_COUNTER, type_stat_scope[type], NULL, "update_success");
+        d->st.update_rejected[type] = dp_stat_register(DP_STAT_COUNTER, type_stat_scope[type], NULL, "update_rejected");
+        d->st.version[type] = dp_stat_register(DP_STAT_GAUGE, type_stat_scope[type], NULL, "version");
+    }
     d->allow_expired = allow_expired;
     d->host = *host;
     pthread_mutex_init(&d->lock, NULL);

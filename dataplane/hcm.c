@@ -112,6 +112,8 @@ void dp_hcm_accept(struct dp_worker *w, struct dp_worker_snap *snap, const struc
         w->conns->prev_in_worker = h;
     w->conns = h;
     w->n_conns++;
+    dp_stat_add(l->st.cx_total, 1);
+    dp_stat_add(l->st.cx_active, 1);
 
     if (fc == NULL && ssl == NULL) {
         ssl = dp_tls_server_new_ssl(dp_listener_first_tls(l), select_chain, h);
@@ -142,6 +144,7 @@ static void hcm_reap(struct dp_defer *d)
 
 static void free_hcm(struct dp_hcm *h)
 {
+    dp_stat_add(h->listener->st.cx_active, -1);
     dp_worker_conn_closed(h->w, h);
     ev_timer_stop(h->w->loop, &h->drain_timer);
     if (h->ngh2)
@@ -178,6 +181,12 @@ static void hcm_on_close(struct dp_conn *c, enum dp_conn_close_reason why)
     struct dp_hcm *h = c->owner;
     if (why == DP_CONN_CLOSE_TLS_ERROR && !(c->flags & DP_CONN_F_ESTABLISHED)) {
         const char *reason = c->ssl ? dp_tls_failure_reason(c->ssl, c->tls_error) : "?";
+        enum dp_tls_fail kind = c->ssl ? dp_tls_failure_kind(c->ssl, c->tls_error) : DP_TLS_FAIL_OTHER;
+        dp_stat_add(kind == DP_TLS_FAIL_NO_CERT  ? h->listener->st.ssl_no_cert
+                    : kind == DP_TLS_FAIL_SAN    ? h->listener->st.ssl_verify_san
+                    : kind == DP_TLS_FAIL_VERIFY ? h->listener->st.ssl_verify_error
+                                                 : h->listener->st.ssl_connection_error,
+                    1);
         LG_D("hcm", "C%llu: TLS handshake with %s failed: %s", (unsigned long long)h->id,
              h->remote, reason);
     } else {
@@ -268,6 +277,9 @@ static void hcm_on_connected(struct dp_conn *c)
             return;
         }
         dp_tls_peer_identity(c->ssl, &h->peer, &h->peer_arena);
+        dp_stat_add(h->listener->st.ssl_handshake, 1);
+        if (SSL_session_reused(c->ssl))
+            dp_stat_add(h->listener->st.ssl_session_reused, 1);
         alpn = dp_tls_alpn(c->ssl, alpn_buf, sizeof(alpn_buf));
         LG_T("hcm", "C%llu: TLS established (%s, alpn %s, client cert %s)",
              (unsigned long long)h->id, h->peer.tls_version ? h->peer.tls_version : "?",
@@ -1052,6 +1064,8 @@ static int h2_submit_response(struct dp_stream *s, int end_stream)
 void dp_hcm_send_headers(struct dp_stream *s, int end_stream)
 {
     struct dp_hcm *h = s->hcm;
+    if (s->cfg && s->resp.status >= 100 && s->resp.status < 600)
+        dp_stat_add(s->cfg->st.rq_xx[s->resp.status / 100 - 1], 1);
     s->flags |= DP_STREAM_F_RESP_HEADERS_SENT;
     if (end_stream || (s->flags & DP_STREAM_F_HEAD))
         s->flags |= DP_STREAM_F_RESP_COMPLETE;

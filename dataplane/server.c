@@ -23,9 +23,11 @@
 #include "dataplane/config_build.h"
 #include "dataplane/admin.h"
 #include "dataplane/dynamic.h"
+#include "dataplane/stats.h"
 #include "dataplane/tls.h"
 #include "dataplane/worker.h"
 #include "legate/config/v1/upstream_tls.pb-c.h"
+#include "xds/json.h"
 #include "xds/log.h"
 #include "xds/registry.h"
 
@@ -305,6 +307,8 @@ struct server {
     struct dp_dyn *xds;
     struct dp_admin *admin;
     struct dp_admin_source admin_src;
+    int health_failed;                    /* atomic: POST /healthcheck/fail */
+    dp_stat_t st_days_to_expiry;
     ev_timer expiry_timer;                /* certificate expiry warnings */
     ev_async expiry_async;                /* ... also after each xDS install */
     uint64_t version;
@@ -636,23 +640,29 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     stop_now(sv);
 }
 
-static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
+/* Stop accepting, drain every connection, exit when none is left (or after
+ * the drain time). */
+static void begin_shutdown(struct server *sv, const char *why)
 {
-    struct server *sv = w->data;
     if (sv->draining) {
-        LG_I("server", "second signal: stopping now");
+        LG_I("server", "%s again: stopping now", why);
         stop_now(sv);
         return;
     }
     pthread_mutex_lock(&sv->cfg_lock);
     sv->draining = 1;
     pthread_mutex_unlock(&sv->cfg_lock);
-    LG_I("server", "signal %d: draining (up to %.0f s)", w->signum, sv->opt->drain_time_s);
+    LG_I("server", "%s: draining (up to %.0f s)", why, sv->opt->drain_time_s);
     for (int i = 0; i < sv->n_workers; i++)
         dp_worker_request_stop(&sv->workers[i], 1);
     ev_timer_set(&sv->drain_timer, sv->opt->drain_time_s, 0.);
-    ev_timer_start(loop, &sv->drain_timer);
-    ev_timer_stop(loop, &sv->dns_timer);
+    ev_timer_start(sv->loop, &sv->drain_timer);
+    ev_timer_stop(sv->loop, &sv->dns_timer);
+}
+
+static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    begin_shutdown(w->data, w->signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -692,6 +702,8 @@ static const char *admin_state(void *ud)
     pthread_mutex_unlock(&sv->cfg_lock);
     if (draining)
         return "DRAINING";
+    if (__atomic_load_n(&sv->health_failed, __ATOMIC_RELAXED))
+        return "HEALTH_CHECK_FAILED";
     if (sv->xds && !dp_dyn_ready(sv->xds))
         return "PRE_INITIALIZING";
     return "LIVE";
@@ -702,10 +714,89 @@ static struct dp_dyn *admin_dyn(void *ud)
     return ((struct server *)ud)->xds;
 }
 
+static void admin_quit(void *ud)
+{
+    begin_shutdown(ud, "POST /quitquitquit");
+}
+
+static void admin_drain_listeners(void *ud)
+{
+    struct server *sv = ud;
+    LG_I("server", "POST /drain_listeners: listeners stop accepting, connections drain");
+    for (int i = 0; i < sv->n_workers; i++)
+        dp_worker_request_drain_listeners(&sv->workers[i]);
+}
+
+static void admin_health(void *ud, int failed)
+{
+    struct server *sv = ud;
+    __atomic_store_n(&sv->health_failed, failed, __ATOMIC_RELAXED);
+}
+
+static void cluster_json(struct xds_sb *b, const struct dp_cluster *c, int dynamic)
+{
+    static const char *const types[] = {"STATIC", "STRICT_DNS", "EDS"};
+    static const char *const lbs[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"};
+    xds_sb_add(b, "{\"name\":", 8);
+    xds_sb_str(b, c->name);
+    xds_sb_addf(b, ",\"added_via_api\":%s,\"type\":\"%s\",\"lb_policy\":\"%s\",\"tls\":%s,\"http2\":%s",
+                dynamic ? "true" : "false", types[c->type], lbs[c->lb], c->tls ? "true" : "false",
+                c->http2 ? "true" : "false");
+    xds_sb_addf(b, ",\"upstream_cx_active\":%lld,\"upstream_rq_total\":%lld,\"endpoints\":[",
+                (long long)dp_stat_value(c->st.cx_active), (long long)dp_stat_value(c->st.rq_total));
+    for (size_t i = 0; c->endpoints && i < c->endpoints->n; i++) {
+        const struct dp_endpoint *e = &c->endpoints->v[i];
+        xds_sb_addf(b, "%s{\"address\":", i ? "," : "");
+        xds_sb_str(b, e->addr_str);
+        xds_sb_addf(b, ",\"weight\":%u,\"health\":\"%s\"}", e->weight, e->healthy ? "HEALTHY" : "UNHEALTHY");
+    }
+    xds_sb_add(b, "]}", 2);
+}
+
+static char *admin_clusters(void *ud)
+{
+    struct server *sv = ud;
+    struct xds_sb b = {0};
+    xds_sb_add(&b, "{\"clusters\":[", 13);
+    pthread_mutex_lock(&sv->cfg_lock);
+    for (size_t i = 0; i < sv->sc.n_clusters + sv->dyn.n_clusters; i++) {
+        int dyn = i >= sv->sc.n_clusters;
+        if (i)
+            xds_sb_add(&b, ",", 1);
+        cluster_json(&b, dyn ? sv->dyn.clusters[i - sv->sc.n_clusters] : sv->sc.clusters[i], dyn);
+    }
+    pthread_mutex_unlock(&sv->cfg_lock);
+    xds_sb_add(&b, "]}\n", 3);
+    return b.p;
+}
+
+static char *admin_listeners(void *ud)
+{
+    struct server *sv = ud;
+    struct xds_sb b = {0};
+    xds_sb_add(&b, "{\"listeners\":[", 14);
+    pthread_mutex_lock(&sv->cfg_lock);
+    for (size_t i = 0; i < sv->sc.n_listeners + sv->dyn.n_listeners; i++) {
+        int dyn = i >= sv->sc.n_listeners;
+        const struct dp_listener *l = dyn ? sv->dyn.listeners[i - sv->sc.n_listeners] : sv->sc.listeners[i];
+        xds_sb_add(&b, i ? ",{\"name\":" : "{\"name\":", i ? 9 : 8);
+        xds_sb_str(&b, l->name);
+        xds_sb_add(&b, ",\"address\":", 11);
+        xds_sb_str(&b, l->addr_str);
+        xds_sb_addf(&b, ",\"added_via_api\":%s,\"filter_chains\":%zu,\"downstream_cx_active\":%lld}",
+                    dyn ? "true" : "false", l->n_chains + (l->default_chain ? 1 : 0),
+                    (long long)dp_stat_value(l->st.cx_active));
+    }
+    pthread_mutex_unlock(&sv->cfg_lock);
+    xds_sb_add(&b, "]}\n", 3);
+    return b.p;
+}
+
 static void check_expiry(struct server *sv)
 {
-    if (sv->opt->cert_warn_days > 0)
-        dp_admin_check_expiry(&sv->admin_src, sv->opt->cert_warn_days);
+    int days = dp_admin_check_expiry(&sv->admin_src, sv->opt->cert_warn_days);
+    if (days < (1 << 30))
+        dp_stat_set(sv->st_days_to_expiry, days);
 }
 
 static void expiry_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -753,9 +844,20 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
     }
     sv.loop = ev_default_loop(EVFLAG_AUTO);
     struct dp_admin_source src = {
-        .bs = bs, .state = admin_state, .dyn = admin_dyn, .ud = &sv, .argc = opt->argc, .argv = opt->argv,
+        .bs = bs,
+        .state = admin_state,
+        .dyn = admin_dyn,
+        .clusters_json = admin_clusters,
+        .listeners_json = admin_listeners,
+        .drain_listeners = admin_drain_listeners,
+        .quit = admin_quit,
+        .set_health_failed = admin_health,
+        .ud = &sv,
+        .argc = opt->argc,
+        .argv = opt->argv,
     };
     sv.admin_src = src;
+    sv.st_days_to_expiry = dp_stat_register(DP_STAT_GAUGE, "server", NULL, "days_until_first_cert_expiring");
     /* Certificate expiry: at start, hourly, and after each xDS update. */
     ev_timer_init(&sv.expiry_timer, expiry_timer_cb, 0., 3600.);
     sv.expiry_timer.data = &sv;

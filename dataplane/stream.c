@@ -88,6 +88,10 @@ static void run_destroy_filters(struct dp_stream *s)
 void dp_stream_free(struct dp_stream *s)
 {
     struct dp_hcm *h = s->hcm;
+    if (s->cfg && (s->flags & DP_STREAM_F_RESP_HEADERS_SENT)) {
+        dp_stat_add(s->cfg->st.rq_total, 1);
+        dp_stat_observe_ms(s->cfg->st.rq_time, (ev_now(h->w->loop) - s->start) * 1000.0);
+    }
     if (s->up)
         dp_upstream_cancel(s->up);
     run_destroy_filters(s);
@@ -458,6 +462,10 @@ void dp_stream_upstream_headers(struct dp_stream *s, int end_stream)
 {
     if (s->flags & (DP_STREAM_F_DONE | DP_STREAM_F_RESP_HEADERS_SENT))
         return;
+    if (s->resp.status >= 100 && s->resp.status < 600)
+        dp_stat_add(s->up_st.rq_xx[s->resp.status / 100 - 1], 1);
+    if (end_stream)
+        dp_stat_observe_ms(s->up_st.rq_time, (ev_now(s->hcm->w->loop) - s->start) * 1000.0);
     strip_response_hop_by_hop(&s->resp);
     prepare_response(s);
     if (end_stream)
@@ -470,8 +478,10 @@ void dp_stream_upstream_data(struct dp_stream *s, const uint8_t *p, size_t n, in
     if (s->flags & DP_STREAM_F_DONE)
         return;
     s->bytes_sent += n;
-    if (end_stream)
+    if (end_stream) {
         ev_timer_stop(s->hcm->w->loop, &s->timer);
+        dp_stat_observe_ms(s->up_st.rq_time, (ev_now(s->hcm->w->loop) - s->start) * 1000.0);
+    }
     dp_hcm_send_data(s, p, n, end_stream);
     if (!end_stream && !(s->flags & DP_STREAM_F_DONE) && s->up &&
         dp_hcm_pending_out(s) >= s->hcm->listener->per_connection_buffer_limit) {
@@ -505,5 +515,6 @@ static void route_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
         struct dp_upstream_req *u = s->up;
         dp_upstream_cancel(u);
     }
+    dp_stat_add(s->up_st.rq_timeout, 1);
     dp_stream_upstream_failed(s, 504, "UT", "upstream request timeout");
 }

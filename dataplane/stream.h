@@ -73,6 +73,7 @@ struct dp_stream {
     char response_flags[32];
     const char *upstream_host;
     char request_id[40];
+    struct dp_cluster_stats up_st;  /* the cluster's stats, once routed (handles only) */
 };
 
 /* The downstream HTTP connection. */

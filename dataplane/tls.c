@@ -1492,6 +1492,18 @@ const char *dp_tls_failure_reason(SSL *ssl, unsigned long err)
     return r && r[1] ? r + 1 : buf;
 }
 
+enum dp_tls_fail dp_tls_failure_kind(SSL *ssl, unsigned long err)
+{
+    struct ssl_state *st = ssl ? state_of(ssl) : NULL;
+    if (st && st->verify_error == X509_V_ERR_APPLICATION_VERIFICATION)
+        return DP_TLS_FAIL_SAN;
+    if (st && st->verify_error)
+        return DP_TLS_FAIL_VERIFY;
+    if (err && ERR_GET_REASON(err) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+        return DP_TLS_FAIL_NO_CERT;
+    return DP_TLS_FAIL_OTHER;
+}
+
 const char *dp_tls_alpn(SSL *ssl, char *buf, size_t buflen)
 {
     const unsigned char *p;

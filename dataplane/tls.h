@@ -97,6 +97,16 @@ void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena
  *  issuer certificate", "no client certificate", "SAN not allowed"). */
 const char *dp_tls_failure_reason(SSL *ssl, unsigned long err);
 
+enum dp_tls_fail {
+    DP_TLS_FAIL_OTHER = 0,   /* protocol error, no shared cipher, ... */
+    DP_TLS_FAIL_NO_CERT,     /* a client certificate was required and none sent */
+    DP_TLS_FAIL_VERIFY,      /* the peer's chain did not verify */
+    DP_TLS_FAIL_SAN,         /* it verified but its SAN is not allowed */
+};
+
+/** Why a handshake on ssl failed, for the ssl.fail_* stats. */
+enum dp_tls_fail dp_tls_failure_kind(SSL *ssl, unsigned long err);
+
 /** The negotiated ALPN protocol ("h2", "http/1.1") or NULL. */
 const char *dp_tls_alpn(SSL *ssl, char *buf, size_t buflen);
 

@@ -44,6 +44,7 @@ enum { UH1_EV_NONE = 0, UH1_EV_HEADERS, UH1_EV_BODY, UH1_EV_COMPLETE };
 
 struct dp_uconn {
     struct dp_conn conn;
+    dp_stat_t st_active;          /* the cluster gauge it counts in, until unlinked */
     struct dp_defer defer;
     struct dp_worker *w;
     struct dp_pool *pool;
@@ -401,10 +402,13 @@ int dp_upstream_start(struct dp_stream *s, struct dp_cluster_rt *rt)
     u->s = s;
     u->pool = p;
     s->up = u;
+    s->up_st = cfg->st;
+    dp_stat_add(cfg->st.rq_total, 1);
     s->upstream_host = p->addr_str;
     p->active++;
     rt->active_requests++;
     if (rt->pending_requests >= cfg->max_pending_requests && p->n_conns >= cfg->max_connections) {
+        dp_stat_add(cfg->st.rq_pending_overflow, 1);
         req_free(u);
         dp_stream_upstream_failed(s, 503, "UO", UPSTREAM_RESET_BODY "overflow");
         return -1;
@@ -446,6 +450,9 @@ static struct dp_uconn *uc_new(struct dp_pool *p)
     p->n_conns++;
     p->n_connecting++;
     p->rt->active_connections++;
+    uc->st_active = cfg->st.cx_active;
+    dp_stat_add(cfg->st.cx_total, 1);
+    dp_stat_add(cfg->st.cx_active, 1);
     dp_conn_connect(&uc->conn, w->loop, (struct sockaddr *)&p->addr, p->addrlen, ssl, &uc_handler, uc);
     uc->conn.read_limit = cfg->per_connection_buffer_limit;
     dp_conn_set_timeout(&uc->conn, cfg->connect_timeout);
@@ -469,6 +476,8 @@ static void uc_unlink(struct dp_uconn *uc)
         p->n_connecting--;
     p->n_conns--;
     p->rt->active_connections--;
+    dp_stat_add(uc->st_active, -1);
+    uc->st_active = 0;
 }
 
 static void uc_reap(struct dp_defer *d)
@@ -642,8 +651,10 @@ static void uc_fail_all(struct dp_uconn *uc, enum dp_conn_close_reason why)
     const char *reason = reset_reason(uc, why, rbuf, sizeof(rbuf));
     snprintf(body, sizeof(body), UPSTREAM_RESET_BODY "%s", reason);
     const char *flag = before_connect ? "UF" : "UC";
-    if (before_connect)
+    if (before_connect) {
         LG_D("upstream", "cluster %s: %s: %s", p->rt->name, p->addr_str, reason);
+        dp_stat_add(why == DP_CONN_CLOSE_TIMEOUT ? p->rt->cfg->st.cx_connect_timeout : p->rt->cfg->st.cx_connect_fail, 1);
+    }
 
     if (uc->cur) {
         struct dp_upstream_req *u = uc->cur;

@@ -10,6 +10,7 @@
 #include "dataplane/arena.h"
 #include "dataplane/buf.h"
 #include "dataplane/listener.h"
+#include "dataplane/stats.h"
 #include "dataplane/stream.h"
 #include "dataplane/upstream.h"
 #include "xds/log.h"
@@ -98,7 +99,8 @@ static void adopt_listeners(struct dp_worker *w, struct dp_snapshot *snap)
         }
         ev_io_init(&nl[i].io, accept_cb, nl[i].fd, EV_READ);
         nl[i].io.data = &nl[i];
-        ev_io_start(w->loop, &nl[i].io);
+        if (!w->listeners_closed)
+            ev_io_start(w->loop, &nl[i].io);
     }
     for (size_t i = 0; i < w->n_listeners; i++)
         if (w->listeners[i].set)
@@ -197,6 +199,19 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     struct dp_snapshot *snap = __atomic_exchange_n(&w->pending, NULL, __ATOMIC_ACQ_REL);
     if (snap)
         adopt(w, snap);
+    if (__atomic_load_n(&w->drain_listeners, __ATOMIC_ACQUIRE) && !w->listeners_closed) {
+        w->listeners_closed = 1;
+        /* shutdown() takes a listening socket out of LISTEN: new
+         * connections are refused instead of queueing unanswered. */
+        for (size_t i = 0; i < w->n_listeners; i++) {
+            ev_io_stop(loop, &w->listeners[i].io);
+            shutdown(w->listeners[i].fd, SHUT_RD);
+        }
+        for (struct dp_hcm *h = w->conns, *next; h; h = next) {
+            next = h->next_in_worker;
+            dp_hcm_drain(h);
+        }
+    }
     int stop = __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE);
     if (stop == 2) {
         ev_break(loop, EVBREAK_ALL);
@@ -255,6 +270,7 @@ int dp_worker_init(struct dp_worker *w, int index)
 static void *worker_main(void *arg)
 {
     struct dp_worker *w = arg;
+    dp_stats_thread_attach(w->index);
     ev_run(w->loop, 0);
     dp_buf_cache_free();
     dp_arena_cache_free();
@@ -280,6 +296,12 @@ void dp_worker_request_stop(struct dp_worker *w, int graceful)
     int cur = __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE);
     if (cur < v)
         __atomic_store_n(&w->stop, v, __ATOMIC_RELEASE);
+    ev_async_send(w->loop, &w->wake);
+}
+
+void dp_worker_request_drain_listeners(struct dp_worker *w)
+{
+    __atomic_store_n(&w->drain_listeners, 1, __ATOMIC_RELEASE);
     ev_async_send(w->loop, &w->wake);
 }
 

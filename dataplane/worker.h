@@ -92,6 +92,8 @@ struct dp_worker {
     ev_async wake;
     struct dp_snapshot *pending;        /* atomic exchange slot */
     int stop;                           /* atomic: 1 drain, 2 stop now */
+    int drain_listeners;                /* atomic: stop accepting, drain, keep running */
+    int listeners_closed;               /* worker-local: drain_listeners done */
     struct dp_worker_snap *cur;
     struct dp_worker_snap *retired;     /* older snapshots still in use */
     struct dp_worker_listener *listeners;
@@ -119,6 +121,9 @@ int dp_worker_start(struct dp_worker *w);
 void dp_worker_post_snapshot(struct dp_worker *w, struct dp_snapshot *snap);
 /** Asks the worker to stop: graceful (drain) or now. Any thread. */
 void dp_worker_request_stop(struct dp_worker *w, int graceful);
+/** Stops accepting on every listener and drains the connections, but keeps
+ *  the worker running (POST /drain_listeners). Any thread. */
+void dp_worker_request_drain_listeners(struct dp_worker *w);
 void dp_worker_join(struct dp_worker *w);
 void dp_worker_destroy(struct dp_worker *w);
 
