@@ -164,6 +164,8 @@ struct dp_hcm_cfg {
     struct {                        /* http.<stat_prefix>.* */
         dp_stat_t rq_total, rq_xx[5], rq_time;
     } st;
+    struct dp_access_log **access_logs;
+    size_t n_access_logs;
     enum dp_codec_type codec;
     char *rds_name;                 /* NULL with an inline route_config */
     struct dp_route_table *routes;  /* inline, or resolved RDS */

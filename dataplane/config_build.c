@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dataplane/accesslog.h"
 #include "dataplane/route.h"
 #include "envoy/config/core/v3/protocol.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
@@ -132,6 +133,9 @@ static void hcm_free(struct dp_hcm_cfg *h)
     if (h == NULL)
         return;
     free(h->stat_prefix);
+    for (size_t i = 0; i < h->n_access_logs; i++)
+        dp_access_log_free(h->access_logs[i]);
+    free(h->access_logs);
     free(h->rds_name);
     free(h->server_name);
     if (h->routes)
@@ -306,8 +310,20 @@ static struct dp_hcm_cfg *build_hcm(const Google__Protobuf__Any *tc, const struc
         }
     }
     if (pm->n_access_log) {
-        fail(e, "%s.access_log: not supported yet", sub);
-        goto bad;
+        h->access_logs = calloc(pm->n_access_log, sizeof(*h->access_logs));
+        if (h->access_logs == NULL) {
+            fail(e, "out of memory");
+            goto bad;
+        }
+        for (size_t i = 0; i < pm->n_access_log; i++) {
+            char aerr[512];
+            h->access_logs[i] = dp_access_log_new(pm->access_log[i], aerr, sizeof(aerr));
+            if (h->access_logs[i] == NULL) {
+                fail(e, "%s.access_log[%zu].%s", sub, i, aerr);
+                goto bad;
+            }
+            h->n_access_logs = i + 1;
+        }
     }
     if (pm->n_upgrade_configs) {
         fail(e, "%s.upgrade_configs: protocol upgrades (WebSocket) are not supported", sub);

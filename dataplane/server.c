@@ -21,6 +21,7 @@
 #include "dataplane/arena.h"
 #include "dataplane/buf.h"
 #include "dataplane/config_build.h"
+#include "dataplane/accesslog.h"
 #include "dataplane/admin.h"
 #include "dataplane/dynamic.h"
 #include "dataplane/stats.h"
@@ -224,9 +225,11 @@ int dp_server_check(const xds_bootstrap_t *bs, char *err, size_t errlen)
         snprintf(err, errlen, "cannot initialise TLS");
         return -1;
     }
-    if (build_static(bs, &sc, NULL, err, errlen) < 0)
-        return -1;
-    static_config_free(&sc);
+    int rc = build_static(bs, &sc, NULL, err, errlen);
+    if (rc == 0)
+        static_config_free(&sc);
+    dp_access_log_shutdown();
+    return rc;
     return 0;
 }
 
@@ -971,6 +974,7 @@ out:
     free(sv.lsets);
     static_config_free(&sv.sc);
     static_config_free(&sv.dyn);
+    dp_access_log_shutdown(); /* after the workers flushed theirs */
     if (sv.dut)
         legate__config__v1__default_upstream_tls__free_unpacked(sv.dut, NULL);
     pthread_mutex_destroy(&sv.cfg_lock);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dataplane/accesslog.h"
 #include "dataplane/route.h"
 #include "dataplane/stream.h"
 #include "dataplane/upstream.h"
@@ -88,6 +89,9 @@ static void run_destroy_filters(struct dp_stream *s)
 void dp_stream_free(struct dp_stream *s)
 {
     struct dp_hcm *h = s->hcm;
+    if (s->cfg && s->req.method.n > 0)
+        for (size_t i = 0; i < s->cfg->n_access_logs; i++)
+            dp_access_log_write(s->cfg->access_logs[i], s);
     if (s->cfg && (s->flags & DP_STREAM_F_RESP_HEADERS_SENT)) {
         dp_stat_add(s->cfg->st.rq_total, 1);
         dp_stat_observe_ms(s->cfg->st.rq_time, (ev_now(h->w->loop) - s->start) * 1000.0);

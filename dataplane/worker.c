@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dataplane/accesslog.h"
 #include "dataplane/arena.h"
 #include "dataplane/buf.h"
 #include "dataplane/listener.h"
@@ -341,6 +342,8 @@ void dp_worker_destroy(struct dp_worker *w)
     struct dp_snapshot *p = __atomic_exchange_n(&w->pending, NULL, __ATOMIC_ACQ_REL);
     if (p)
         dp_snapshot_unref(p);
+    ev_timer_stop(w->loop, &w->alog_timer);
+    dp_access_log_flush(w);
     ev_async_stop(w->loop, &w->wake);
     ev_timer_stop(w->loop, &w->drain_timer);
     ev_prepare_stop(w->loop, &w->reaper);

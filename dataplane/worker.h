@@ -19,6 +19,8 @@
 
 #include <ev.h>
 
+#include "dataplane/buf.h"
+
 #include "dataplane/config.h"
 
 struct dp_hcm;
@@ -85,6 +87,9 @@ struct dp_cluster_rt {
     uint32_t active_connections;
 };
 
+#define DP_WORKER_MAX_ALOG 8
+struct alog_file;
+
 struct dp_worker {
     int index;
     pthread_t thread;
@@ -93,6 +98,13 @@ struct dp_worker {
     struct dp_snapshot *pending;        /* atomic exchange slot */
     int stop;                           /* atomic: 1 drain, 2 stop now */
     int drain_listeners;                /* atomic: stop accepting, drain, keep running */
+    /* Access log lines waiting for the writer thread, per log file. */
+    struct {
+        struct alog_file *file;
+        struct dp_buf buf;
+    } alog[DP_WORKER_MAX_ALOG];
+    size_t n_alog;
+    ev_timer alog_timer;
     int listeners_closed;               /* worker-local: drain_listeners done */
     struct dp_worker_snap *cur;
     struct dp_worker_snap *retired;     /* older snapshots still in use */

@@ -10,7 +10,22 @@ C=$WORK/certs
 P1=$(free_port); P_ADMIN=$(free_port); P_UP=$(free_port)
 start_nginx_mtls up "$P_UP"
 sed -e "s/port_value: 8443/port_value: $P1/; s/port_value: 9901/port_value: $P_ADMIN/; s/port_value: 9443/port_value: $P_UP/" \
-  "$SRC/docs/examples/static-mtls.yaml" > legate.yaml
+  -e "s|path: /dev/stdout|path: $WORK/access.log|" "$SRC/docs/examples/static-mtls.yaml" > legate.yaml
+# and a second, JSON, access log
+python3 - legate.yaml "$WORK/access.json" <<'PY'
+import sys
+p, path = sys.argv[1], sys.argv[2]
+s = open(p).read()
+i = s.index("          access_log:\n") + len("          access_log:\n")
+s = s[:i] + """          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format:
+                json_format: { code: "%%RESPONSE_CODE%%", path: "%%REQ(:PATH)%%", flags: "%%RESPONSE_FLAGS%%", peer: "%%DOWNSTREAM_PEER_URI_SAN%%", ua: "%%REQ(USER-AGENT)%%", missing: "%%REQ(X-NOPE)%%", line: "%%REQ(:METHOD)%% %%RESPONSE_CODE%%" }
+""" % path + s[i:]
+open(p, "w").write(s)
+PY
 LEGATE_PORT=$P1 start_legate legate legate.yaml || { finish; exit 1; }
 A=http://127.0.0.1:$P_ADMIN
 U=https://localhost:$P1
@@ -75,6 +90,20 @@ import json,sys
 l=json.load(sys.stdin)["listeners"][0]
 print(l["name"], l["address"], l["added_via_api"])')
 expect_eq "/listeners" "https 0.0.0.0:$P1 False" "$out"
+
+# Access logs: written off the request path, within ~100 ms.
+sleep 0.3
+line=$(grep -m1 '"GET /ok/1 HTTP/2"' access.log)
+check "text access log: one line per request with Envoy's operators" \
+  grep -qE '^\[20[0-9-]+T[0-9:.]+Z\] "GET /ok/1 HTTP/2" 200 - 0 [0-9]+ [0-9]+ "127.0.0.1:'"$P_UP"'" "CN=client,O=legate test" "spiffe://example.org/ns/default/sa/client" TLSv1.3 127.0.0.1:[0-9]+$' <<<"$line"
+expect_eq "text access log: every request, including local replies" "11" "$(grep -c 'HTTP/2" 200' access.log)"
+out=$(python3 -c '
+import json,sys
+rows=[json.loads(l) for l in open(sys.argv[1])]
+r=[x for x in rows if x["path"]=="/healthz"][0]
+print(len(rows), r["code"], r["flags"], r["peer"], r["missing"], r["line"], r["ua"].startswith("curl/"))' access.json)
+expect_eq "JSON access log: typed values, null for missing ones" \
+  "11 200 None spiffe://example.org/ns/default/sa/client None GET 200 True" "$out"
 
 # State-changing endpoints take POST only.
 for p in /healthcheck/fail /healthcheck/ok /drain_listeners /quitquitquit "/logging?level=debug"; do
