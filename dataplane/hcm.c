@@ -187,8 +187,10 @@ static void hcm_on_close(struct dp_conn *c, enum dp_conn_close_reason why)
                     : kind == DP_TLS_FAIL_VERIFY ? h->listener->st.ssl_verify_error
                                                  : h->listener->st.ssl_connection_error,
                     1);
-        LG_D("hcm", "C%llu: TLS handshake with %s failed: %s", (unsigned long long)h->id,
-             h->remote, reason);
+        /* The peer's subject helps find the client; never key material. */
+        const char *subject = c->ssl ? dp_tls_peer_subject_seen(c->ssl) : NULL;
+        LG_I("hcm", "C%llu: TLS handshake with %s on %s failed: %s; client certificate: %s",
+             (unsigned long long)h->id, h->remote, h->listener->name, reason, subject ? subject : "none");
     } else {
         LG_T("hcm", "C%llu: closed (%s)", (unsigned long long)h->id, dp_conn_close_reason_str(why));
     }

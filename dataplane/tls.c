@@ -86,6 +86,7 @@ struct ssl_state {
     long verify_error;         /* first failure */
     const char *verify_reason;
     int san_checked;
+    char peer_subject[256];    /* the leaf's subject, seen during verification */
 };
 
 static int ssl_idx = -1;
@@ -625,6 +626,11 @@ static int verify_cb(int preverify, X509_STORE_CTX *xs)
         return preverify;
     const struct verify_cfg *v = st->v;
     int depth = X509_STORE_CTX_get_error_depth(xs);
+    if (st->peer_subject[0] == '\0') {
+        X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+        if (leaf)
+            X509_NAME_oneline(X509_get_subject_name(leaf), st->peer_subject, sizeof(st->peer_subject));
+    }
     if (!preverify) {
         long err = X509_STORE_CTX_get_error(xs);
         if (v->allow_expired && (err == X509_V_ERR_CERT_HAS_EXPIRED)) {
@@ -1490,6 +1496,12 @@ const char *dp_tls_failure_reason(SSL *ssl, unsigned long err)
     ERR_error_string_n(err, buf, sizeof(buf));
     const char *r = strrchr(buf, ':');
     return r && r[1] ? r + 1 : buf;
+}
+
+const char *dp_tls_peer_subject_seen(SSL *ssl)
+{
+    struct ssl_state *st = ssl ? state_of(ssl) : NULL;
+    return st && st->peer_subject[0] ? st->peer_subject : NULL;
 }
 
 enum dp_tls_fail dp_tls_failure_kind(SSL *ssl, unsigned long err)

@@ -104,6 +104,10 @@ enum dp_tls_fail {
     DP_TLS_FAIL_SAN,         /* it verified but its SAN is not allowed */
 };
 
+/** The subject of the certificate the peer presented, as seen while
+ *  verifying it (also after a failed handshake), or NULL. */
+const char *dp_tls_peer_subject_seen(SSL *ssl);
+
 /** Why a handshake on ssl failed, for the ssl.fail_* stats. */
 enum dp_tls_fail dp_tls_failure_kind(SSL *ssl, unsigned long err);
 

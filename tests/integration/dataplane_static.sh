@@ -250,7 +250,8 @@ for pair in other-client:"unknown ca" expired:"certificate expired" revoked:"cer
   check "client certificate '$bad' refused at the handshake: alert $alert" \
     bash -c "! grep -q 'HTTP/1.1 200' <<<\"\$1\" && grep -q 'alert $alert' <<<\"\$1\"" _ "$out"
 done
-check "the log says why a handshake failed" grep -q "TLS handshake with 127.0.0.1:[0-9]* failed: certificate verify failed: certificate revoked" "$WORK/legate.log"
+check "the log says why a handshake failed, and whose certificate it was" \
+  grep -q "\[info\]\[hcm\] C[0-9]*: TLS handshake with 127.0.0.1:[0-9]* on mtls failed: certificate verify failed: certificate revoked (revoked); client certificate: /CN=revoked/O=legate test" "$WORK/legate.log"
 out=$(probe -cert "$C/client2.pem" -key "$C/client2.key")
 check "another SAN under spiffe://example.org/ is accepted" grep -q 'HTTP/1.1 200' <<<"$out"
 
