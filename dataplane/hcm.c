@@ -317,6 +317,8 @@ static void hcm_on_read(struct dp_conn *c)
         if (n > 0) {
             ssize_t r = nghttp2_session_mem_recv(h->ngh2, dp_buf_head(&c->in), n);
             if (r < 0) {
+                /* NGHTTP2_ERR_FLOODED: PING/SETTINGS floods, bounded by
+                 * nghttp2's outbound-ack limit set in h2_start. */
                 LG_D("hcm", "C%llu: HTTP/2 protocol error: %s", (unsigned long long)h->id,
                      nghttp2_strerror((int)r));
                 dp_buf_consume(&c->in, n);
@@ -327,7 +329,7 @@ static void hcm_on_read(struct dp_conn *c)
             dp_buf_consume(&c->in, n);
         }
         h2_flush(h);
-        if (!dp_conn_closed(c) && (c->flags & DP_CONN_F_EOF)) {
+        if (!dp_conn_closed(c) && ((c->flags & DP_CONN_F_EOF) || h->h2_abusive)) {
             reset_all_streams(h);
             close_graceful(h);
         }
@@ -398,6 +400,24 @@ static int h1_hdr_commit(struct dp_hcm *h)
     const char *p = (const char *)dp_buf_head(&h->h1_hdr);
     struct dp_str name = {p, h->h1_name_len};
     struct dp_str value = {p + h->h1_name_len, total - h->h1_name_len};
+    /* RFC 9110: a field name is a token, a value has no control
+     * characters but HTAB. http-parser is lenient about both, and a proxy
+     * that forwards what its upstream may read differently invites request
+     * smuggling. */
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+    if (name.n == 0)
+        return -1;
+    for (size_t i = 0; i < name.n; i++) {
+        unsigned char c = (unsigned char)name.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (c && strchr(tchar, c))))
+            return -1;
+    }
+    for (size_t i = 0; i < value.n; i++) {
+        unsigned char c = (unsigned char)value.p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return -1;
+    }
     /* Optional whitespace is already trimmed by http-parser. */
     int rc = dp_headers_add(&s->req.headers, &s->arena, name, value);
     dp_buf_release(&h->h1_hdr);
@@ -609,6 +629,31 @@ static void h1_protocol_error(struct dp_hcm *h, int status, const char *body)
     dp_stream_send_local_reply(s, status, "text/plain", body, strlen(body));
 }
 
+/* Obsolete line folding (a header line starting with SP or HTAB) is
+ * rejected (RFC 9112 5.2): http-parser would join the lines, an upstream
+ * might not. Scans the request head once, across reads, up to its end. */
+static int h1_obs_fold(struct dp_hcm *h, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n && h->h1_fold != H1_FOLD_DONE; i++) {
+        char c = p[i];
+        switch (h->h1_fold) {
+        case H1_FOLD_LF:
+            if (c == ' ' || c == '\t')
+                return 1;
+            h->h1_fold = c == '\r' ? H1_FOLD_LF_CR : c == '\n' ? H1_FOLD_DONE : H1_FOLD_IN;
+            break;
+        case H1_FOLD_LF_CR:
+            h->h1_fold = c == '\n' ? H1_FOLD_DONE : H1_FOLD_IN;
+            break;
+        default:
+            if (c == '\n')
+                h->h1_fold = H1_FOLD_LF;
+            break;
+        }
+    }
+    return 0;
+}
+
 static void h1_process(struct dp_hcm *h)
 {
     struct dp_conn *c = &h->conn;
@@ -624,6 +669,11 @@ static void h1_process(struct dp_hcm *h)
         const char *data = (const char *)dp_buf_head(&c->in);
         size_t len = dp_buf_size(&c->in);
         h->h1_event = H1_EV_NONE;
+        if (h1_obs_fold(h, data, len)) {
+            dp_buf_consume(&c->in, dp_buf_size(&c->in));
+            h1_protocol_error(h, 400, "malformed HTTP request\n");
+            return;
+        }
         size_t n = http_parser_execute(&h->parser, &h1_settings, data, len);
         enum http_errno err = HTTP_PARSER_ERRNO(&h->parser);
         if (err == HPE_PAUSED) {
@@ -788,6 +838,7 @@ static void h1_response_done(struct dp_hcm *h, struct dp_stream *s)
     }
     http_parser_init(&h->parser, HTTP_REQUEST);
     h->parser.data = h;
+    h->h1_fold = H1_FOLD_IN;
     dp_conn_set_timeout(&h->conn, h->cfg->idle_timeout);
     if (dp_buf_size(&h->conn.in) > 0)
         dp_conn_set_timeout(&h->conn, h->cfg->request_headers_timeout);
@@ -832,6 +883,7 @@ static int h2_on_begin_headers(nghttp2_session *session, const nghttp2_frame *fr
     struct dp_stream *s = dp_stream_new(h, frame->hd.stream_id);
     if (s == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    h->h2_streams_total++;
     s->req.version = DP_HTTP_2;
     s->req.content_length = -1;
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
@@ -890,8 +942,36 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
     return 0;
 }
 
+/* HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and
+ * resets them at once makes us do work for nothing. As Envoy does, after
+ * PREMATURE_RESET_MIN streams a connection where more than half of them
+ * were reset before their response ended is closed. */
+#define PREMATURE_RESET_MIN 100
+
+static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data);
+
+static void h2_count_reset(struct dp_hcm *h, int32_t stream_id)
+{
+    struct dp_stream *s = nghttp2_session_get_stream_user_data(h->ngh2, stream_id);
+    if (s == NULL || (s->flags & DP_STREAM_F_RESP_COMPLETE))
+        return;
+    h->h2_premature_resets++;
+    if (h->h2_streams_total >= PREMATURE_RESET_MIN && h->h2_premature_resets * 2 > h->h2_streams_total &&
+        !h->goaway_final) {
+        LG_W("hcm", "C%llu: %u of %u streams reset by %s before their response: closing (rapid reset)",
+             (unsigned long long)h->id, h->h2_premature_resets, h->h2_streams_total, h->remote);
+        h->goaway_final = 1;
+        h->draining = 1;
+        h->h2_abusive = 1; /* closed once this read is handled */
+        nghttp2_submit_goaway(h->ngh2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ngh2),
+                              NGHTTP2_ENHANCE_YOUR_CALM, NULL, 0);
+    }
+}
+
 static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
+    if (frame->hd.type == NGHTTP2_RST_STREAM)
+        h2_count_reset(user_data, frame->hd.stream_id);
     if (frame->hd.stream_id == 0)
         return 0;
     struct dp_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);

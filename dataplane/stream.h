@@ -89,6 +89,9 @@ struct dp_hcm {
     int h2;                               /* codec chosen */
     int draining;
     int goaway_final;                     /* HTTP/2: the last GOAWAY is out */
+    uint32_t h2_streams_total;            /* HTTP/2: streams opened by the client */
+    uint32_t h2_premature_resets;         /* ... and reset by it before their response ended */
+    int h2_abusive;                       /* rapid reset detected: close */
     ev_timer drain_timer;                 /* HTTP/2: notice -> final GOAWAY */
     struct dp_stream *streams;            /* active streams */
     size_t n_streams;
@@ -103,6 +106,7 @@ struct dp_hcm {
     size_t h1_name_len;
     int h1_last_was_value;
     size_t h1_header_bytes;
+    enum { H1_FOLD_IN = 0, H1_FOLD_LF, H1_FOLD_LF_CR, H1_FOLD_DONE } h1_fold; /* head scan */
     /* HTTP/2 */
     nghttp2_session *ngh2;
     /* TLS peer */

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Hostile clients: HTTP/2 rapid reset and oversized SETTINGS, connection-
+# specific headers in HTTP/2, and HTTP/1.1 request smuggling shapes. Each is
+# refused the way it should be, and the proxy keeps serving everyone else.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/env.sh"
+P=$(free_port); P_HOLE=$(free_port)
+start_blackhole "$P_HOLE"
+cat > "$WORK/legate.yaml" <<YAML
+static_resources:
+  listeners:
+  - name: plain
+    address: { socket_address: { address: 127.0.0.1, port_value: $P } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: plain
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: /healthz }
+                direct_response: { status: 200, body: { inline_string: "ok\n" } }
+              - match: { prefix: /hole }
+                route: { cluster: hole, timeout: 30s }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: hole
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: hole
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_HOLE } } } }] }]
+YAML
+LEGATE_PORT=$P start_legate legate "$WORK/legate.yaml" || { finish; exit 1; }
+H2=$SRC/tests/integration/h2raw.py
+
+out=$(python3 "$H2" "$P" rapid-reset)
+check "HTTP/2 rapid reset: GOAWAY ENHANCE_YOUR_CALM (11), then the connection closes" \
+  bash -c "grep -q '^goaway 11$' <<<\"\$1\" && grep -q '^closed$' <<<\"\$1\"" _ "$out"
+check "... and legate says why" grep -q "streams reset by 127.0.0.1:[0-9]* before their response: closing (rapid reset)" "$WORK/legate.log"
+out=$(python3 "$H2" "$P" big-settings)
+check "HTTP/2 SETTINGS with 40 entries: connection error ENHANCE_YOUR_CALM" grep -q "^goaway 11$" <<<"$out"
+out=$(python3 "$H2" "$P" conn-header)
+check "HTTP/2 request with a connection-specific header: stream reset PROTOCOL_ERROR (1)" grep -q "^rst 1 1$" <<<"$out"
+expect_eq "HTTP/2 clients that behave are served meanwhile" "status 200" "$(python3 "$H2" "$P" ok)"
+
+raw() { # raw BYTES: the status line of the reply
+  printf "$1" | timeout 5 python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(sys.stdin.buffer.read())
+s.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d: break
+    data += d
+print(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+' "$P"
+}
+B400="HTTP/1.1 400 Bad Request"
+expect_eq "HTTP/1.1: Content-Length and Transfer-Encoding together: 400" "$B400" \
+  "$(raw 'POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n')"
+expect_eq "HTTP/1.1: two different Content-Length: 400" "$B400" \
+  "$(raw 'POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde')"
+expect_eq "HTTP/1.1: obs-fold (a header continued on the next line): 400" "$B400" \
+  "$(raw 'GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n')"
+expect_eq "HTTP/1.1: a space in a header name: 400" "$B400" \
+  "$(raw 'GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: a\r\n\r\n')"
+expect_eq "HTTP/1.1: a NUL in a header value: 400" "$B400" \
+  "$(raw 'GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n')"
+expect_eq "HTTP/1.1: Transfer-Encoding other than chunked: 501 or 400" "ok" \
+  "$(r=$(raw 'POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n'); [[ "$r" == "HTTP/1.1 501 Not Implemented" || "$r" == "$B400" ]] && echo ok || echo "$r")"
+expect_eq "HTTP/1.1: still serving" "200" "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P/healthz")"
+
+kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
+expect_eq "SIGTERM: exit code 0" "0" "$rc"
+check "no sanitizer report" bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error\|LeakSanitizer' '$WORK/legate.log'"
+finish
