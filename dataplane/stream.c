@@ -17,6 +17,39 @@
 #define SERVER_NAME "legate"
 
 static void route_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void guard_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+/* When the guard must look again: the sooner of the idle deadline and the
+ * request deadline (while the request is incomplete); 0 for never. */
+static double guard_next(struct dp_stream *s, ev_tstamp now)
+{
+    double next = 0;
+    if (s->cfg && s->cfg->stream_idle_timeout > 0)
+        next = s->last_activity + s->cfg->stream_idle_timeout - now;
+    if (s->cfg && s->cfg->request_timeout > 0 && !(s->flags & DP_STREAM_F_REQ_COMPLETE)) {
+        double r = s->start + s->cfg->request_timeout - now;
+        if (next <= 0 || r < next)
+            next = r;
+    }
+    return next;
+}
+
+static void guard_arm(struct dp_stream *s, ev_tstamp now)
+{
+    double next = guard_next(s, now);
+    if (next == 0 && !(s->cfg && (s->cfg->stream_idle_timeout > 0 || s->cfg->request_timeout > 0)))
+        return;
+    ev_timer_stop(s->hcm->w->loop, &s->guard);
+    ev_timer_set(&s->guard, next > 0.001 ? next : 0.001, 0.);
+    ev_timer_start(s->hcm->w->loop, &s->guard);
+}
+
+/* Activity on the stream pushes the idle deadline; the timer itself is only
+ * moved when it fires (no timer work per event). */
+static inline void touch(struct dp_stream *s)
+{
+    s->last_activity = ev_now(s->hcm->w->loop);
+}
 
 /* ---- the filter API ------------------------------------------------------ */
 
@@ -66,6 +99,10 @@ struct dp_stream *dp_stream_new(struct dp_hcm *h, int32_t h2_id)
     s->start = ev_now(h->w->loop);
     ev_init(&s->timer, route_timeout_cb);
     s->timer.data = s;
+    s->last_activity = s->start;
+    ev_init(&s->guard, guard_cb);
+    s->guard.data = s;
+    guard_arm(s, s->start);
     s->next = h->streams;
     if (h->streams)
         h->streams->prev = s;
@@ -100,6 +137,7 @@ void dp_stream_free(struct dp_stream *s)
         dp_upstream_cancel(s->up);
     run_destroy_filters(s);
     ev_timer_stop(h->w->loop, &s->timer);
+    ev_timer_stop(h->w->loop, &s->guard);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -120,6 +158,7 @@ void dp_stream_downstream_reset(struct dp_stream *s)
     if (s->up)
         dp_upstream_cancel(s->up);
     ev_timer_stop(s->hcm->w->loop, &s->timer);
+    ev_timer_stop(s->hcm->w->loop, &s->guard);
 }
 
 /* ---- responses -------------------------------------------------------------- */
@@ -415,6 +454,7 @@ void dp_stream_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int
 {
     if (s->flags & DP_STREAM_F_DONE)
         return;
+    touch(s);
     s->bytes_received += n;
     if (end_stream)
         s->flags |= DP_STREAM_F_REQ_COMPLETE;
@@ -466,6 +506,7 @@ void dp_stream_upstream_headers(struct dp_stream *s, int end_stream)
 {
     if (s->flags & (DP_STREAM_F_DONE | DP_STREAM_F_RESP_HEADERS_SENT))
         return;
+    touch(s);
     if (s->resp.status >= 100 && s->resp.status < 600)
         dp_stat_add(s->up_st.rq_xx[s->resp.status / 100 - 1], 1);
     if (end_stream)
@@ -481,6 +522,7 @@ void dp_stream_upstream_data(struct dp_stream *s, const uint8_t *p, size_t n, in
 {
     if (s->flags & DP_STREAM_F_DONE)
         return;
+    touch(s);
     s->bytes_sent += n;
     if (end_stream) {
         ev_timer_stop(s->hcm->w->loop, &s->timer);
@@ -508,6 +550,38 @@ void dp_stream_upstream_failed(struct dp_stream *s, int status, const char *flag
     }
     s->resp.headers.n = 0; /* whatever a failed upstream response left */
     dp_stream_send_local_reply(s, status, "text/plain", body, strlen(body));
+}
+
+static void guard_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct dp_stream *s = t->data;
+    if (s->flags & DP_STREAM_F_DONE)
+        return;
+    ev_tstamp now = ev_now(loop);
+    int idle = s->cfg->stream_idle_timeout > 0 && now - s->last_activity >= s->cfg->stream_idle_timeout;
+    int req = s->cfg->request_timeout > 0 && !(s->flags & DP_STREAM_F_REQ_COMPLETE) &&
+              now - s->start >= s->cfg->request_timeout;
+    if (!idle && !req) {
+        guard_arm(s, now);
+        return;
+    }
+    LG_D("stream", "C%llu S%llu: %s", (unsigned long long)s->hcm->id, (unsigned long long)s->id,
+         req ? "request timeout" : "stream idle timeout");
+    if (s->up) {
+        dp_upstream_cancel(s->up);
+        s->up = NULL;
+    }
+    ev_timer_stop(loop, &s->timer);
+    if (s->flags & DP_STREAM_F_RESP_HEADERS_SENT) {
+        dp_hcm_reset_stream(s);
+        return;
+    }
+    s->flags |= DP_STREAM_F_CLOSE_AFTER;
+    s->resp.headers.n = 0;
+    if (req)
+        dp_stream_send_local_reply(s, 408, "text/plain", "request timeout\n", 16);
+    else
+        dp_stream_send_local_reply(s, 408, "text/plain", "stream timeout\n", 15);
 }
 
 static void route_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)

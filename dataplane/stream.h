@@ -67,6 +67,8 @@ struct dp_stream {
     void **filter_ctx;           /* per filter, ctx_size bytes */
     size_t filters_started;      /* how many filters saw on_request_headers */
     ev_timer timer;              /* route timeout */
+    ev_timer guard;              /* request_timeout and stream_idle_timeout */
+    ev_tstamp last_activity;
     ev_tstamp start;
     uint64_t bytes_received;
     uint64_t bytes_sent;

@@ -12,6 +12,9 @@ static int needs_quotes(const char *v)
     return strpbrk(v, ",;=\"") != NULL;
 }
 
+/* Envoy's rule: a value with ',', ';' or '=' is double-quoted, and a '"' in
+ * it becomes '\"'. Nothing else is escaped: a backslash stays one backslash,
+ * so an RFC 2253 subject's own escapes ("O=Acme\, Inc.") arrive as written. */
 static int append_quoted(struct dp_buf *out, const char *v, int always)
 {
     if (!always && !needs_quotes(v))
@@ -19,9 +22,8 @@ static int append_quoted(struct dp_buf *out, const char *v, int always)
     if (dp_buf_append(out, "\"", 1) < 0)
         return -1;
     for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            if (dp_buf_append(out, "\\", 1) < 0)
-                return -1;
+        if (*p == '"' && dp_buf_append(out, "\\", 1) < 0)
+            return -1;
         if (dp_buf_append(out, p, 1) < 0)
             return -1;
     }
@@ -56,12 +58,14 @@ static int kv(struct dp_buf *out, int *first, const char *key)
     return dp_buf_appendf(out, "%s=", key);
 }
 
-int dp_xfcc_format(struct dp_buf *out, const struct dp_peer_identity *id, const char *by,
-                   unsigned fields)
+/* One element; by: every URI SAN of our own certificate, each its own By=. */
+static int format_element(struct dp_buf *out, const struct dp_peer_identity *id,
+                          const char **by, size_t n_by, unsigned fields)
 {
     int first = 1;
-    if (by && (kv(out, &first, "By") < 0 || append_quoted(out, by, 0) < 0))
-        return -1;
+    for (size_t i = 0; i < n_by; i++)
+        if (kv(out, &first, "By") < 0 || append_quoted(out, by[i], 0) < 0)
+            return -1;
     if (id->fingerprint && (kv(out, &first, "Hash") < 0 ||
                             dp_buf_append(out, id->fingerprint, strlen(id->fingerprint)) < 0))
         return -1;
@@ -85,24 +89,37 @@ int dp_xfcc_format(struct dp_buf *out, const struct dp_peer_identity *id, const 
     return 0;
 }
 
-/* The URI SAN of our own certificate on the connection (Envoy's By=). */
-static const char *local_uri(struct dp_stream *s)
+int dp_xfcc_format(struct dp_buf *out, const struct dp_peer_identity *id, const char *by,
+                   unsigned fields)
+{
+    return format_element(out, id, by ? &by : NULL, by ? 1 : 0, fields);
+}
+
+/* The URI SANs of our own certificate on the connection (Envoy's By=, one
+ * per SAN), in the stream's arena. Returns how many. */
+static size_t local_uris(struct dp_stream *s, const char ***out)
 {
     SSL *ssl = s->hcm->conn.ssl;
     X509 *x = ssl ? SSL_get_certificate(ssl) : NULL;
+    *out = NULL;
     if (x == NULL)
-        return NULL;
+        return 0;
     GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    const char *res = NULL;
-    for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !res; i++) {
+    int total = names ? sk_GENERAL_NAME_num(names) : 0;
+    const char **v = total > 0 ? dp_arena_alloc(&s->arena, (size_t)total * sizeof(*v)) : NULL;
+    size_t n = 0;
+    for (int i = 0; v && i < total; i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
         if (gn->type == GEN_URI) {
             const ASN1_IA5STRING *u = gn->d.uniformResourceIdentifier;
-            res = dp_arena_strndup(&s->arena, (const char *)u->data, (size_t)u->length);
+            v[n] = dp_arena_strndup(&s->arena, (const char *)u->data, (size_t)u->length);
+            if (v[n])
+                n++;
         }
     }
     GENERAL_NAMES_free(names);
-    return res;
+    *out = v;
+    return n;
 }
 
 int dp_xfcc_apply(struct dp_stream *s, enum dp_xfcc_mode mode, unsigned fields)
@@ -129,7 +146,9 @@ int dp_xfcc_apply(struct dp_stream *s, enum dp_xfcc_mode mode, unsigned fields)
             dp_buf_append(&b, ",", 1);
         }
     }
-    int rc = dp_xfcc_format(&b, id, local_uri(s), fields);
+    const char **by;
+    size_t n_by = local_uris(s, &by);
+    int rc = format_element(&b, id, by, n_by, fields);
     if (rc == 0) {
         char *v = dp_arena_strndup(&s->arena, (const char *)dp_buf_head(&b), dp_buf_size(&b));
         size_t n = dp_buf_size(&b);

@@ -2,8 +2,11 @@
 
 #include <string.h>
 
+#include "filters/mtls/mtls.h"
+
 static const struct dp_filter_ops *const filters[] = {
     &dp_router_filter,
+    &dp_mtls_filter,
 };
 
 const struct dp_filter_ops *dp_filter_lookup(const char *name)

@@ -4,7 +4,7 @@
 # refused the way it should be, and the proxy keeps serving everyone else.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
-P=$(free_port); P_HOLE=$(free_port)
+P=$(free_port); P_HOLE=$(free_port); P_T=$(free_port)
 start_blackhole "$P_HOLE"
 cat > "$WORK/legate.yaml" <<YAML
 static_resources:
@@ -25,6 +25,26 @@ static_resources:
               - match: { prefix: /healthz }
                 direct_response: { status: 200, body: { inline_string: "ok\n" } }
               - match: { prefix: /hole }
+                route: { cluster: hole, timeout: 30s }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  - name: timeouts
+    address: { socket_address: { address: 127.0.0.1, port_value: $P_T } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: timeouts
+          request_timeout: 1s
+          stream_idle_timeout: 1.5s
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
                 route: { cluster: hole, timeout: 30s }
           http_filters:
           - name: envoy.filters.http.router
@@ -78,6 +98,22 @@ expect_eq "HTTP/1.1: a NUL in a header value: 400" "$B400" \
 expect_eq "HTTP/1.1: Transfer-Encoding other than chunked: 501 or 400" "ok" \
   "$(r=$(raw 'POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n'); [[ "$r" == "HTTP/1.1 501 Not Implemented" || "$r" == "$B400" ]] && echo ok || echo "$r")"
 expect_eq "HTTP/1.1: still serving" "200" "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P/healthz")"
+
+# Timeouts: a request body that stalls, and a stream on which nothing happens.
+slow() { # slow BYTES: sends them, waits for the answer; prints its status line and how long it took
+  printf "$1" | timeout 10 python3 -c '
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(sys.stdin.buffer.read())
+t = time.time()
+d = s.recv(4096)
+print("%s %.0f" % (d.split(b"\r\n", 1)[0].decode(), time.time() - t))
+' "$P_T"
+}
+expect_eq "request_timeout: a body that never finishes gets 408 after 1 s" "HTTP/1.1 408 Request Timeout 1" \
+  "$(slow 'POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789')"
+expect_eq "stream_idle_timeout: an upstream that never answers, 408 after 1.5 s (route timeout 30 s)" \
+  "HTTP/1.1 408 Request Timeout 2" "$(slow 'GET /idle HTTP/1.1\r\nHost: x\r\n\r\n')"
 
 kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
 expect_eq "SIGTERM: exit code 0" "0" "$rc"
