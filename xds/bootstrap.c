@@ -162,6 +162,85 @@ int xds_bootstrap_check(const xds_bootstrap_t *bs, char *err, size_t errlen)
     return check_dynamic(bs, err, errlen);
 }
 
+/* ${NAME} and ${NAME:-default} from the environment, so that one ConfigMap
+ * serves every pod (POD_NAME, POD_NAMESPACE, ... from the downward API).
+ * Returns the expanded text (malloc'd) or NULL with the line at fault. */
+static char *expand_env(const char *in, size_t len, size_t *outlen, char *err, size_t errlen)
+{
+    size_t cap = len + 64, n = 0, line = 1;
+    char *out = malloc(cap);
+    if (out == NULL) {
+        verr(err, errlen, "out of memory");
+        return NULL;
+    }
+    int comment = 0; /* this line is a YAML comment: nothing to expand */
+    size_t line_start = 0;
+    for (size_t i = 0; i < len;) {
+        if (in[i] == '\n') {
+            line++;
+            line_start = i + 1;
+            comment = 0;
+        } else if (in[i] == '#' && !comment) {
+            /* a comment when only blanks come before it on the line */
+            size_t k = line_start;
+            while (k < i && (in[k] == ' ' || in[k] == '\t'))
+                k++;
+            comment = k == i;
+        }
+        if (comment || !(in[i] == '$' && i + 1 < len && in[i + 1] == '{')) {
+            if (n + 1 >= cap && (out = realloc(out, cap *= 2)) == NULL)
+                return NULL;
+            out[n++] = in[i++];
+            continue;
+        }
+        size_t j = i + 2, name_start = j;
+        while (j < len && (in[j] == '_' || (in[j] >= 'A' && in[j] <= 'Z') || (in[j] >= 'a' && in[j] <= 'z') ||
+                           (j > name_start && in[j] >= '0' && in[j] <= '9')))
+            j++;
+        size_t name_len = j - name_start;
+        const char *dflt = NULL;
+        size_t dflt_len = 0;
+        if (j + 1 < len && in[j] == ':' && in[j + 1] == '-') {
+            dflt = in + j + 2;
+            j += 2;
+            while (j < len && in[j] != '}' && in[j] != '\n')
+                j++;
+            dflt_len = (size_t)(in + j - dflt);
+        }
+        if (name_len == 0 || j >= len || in[j] != '}') {
+            free(out);
+            verr(err, errlen, "line %zu: malformed ${...}: expected ${NAME} or ${NAME:-default}", line);
+            return NULL;
+        }
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)(name_len < sizeof(name) - 1 ? name_len : sizeof(name) - 1),
+                 in + name_start);
+        const char *v = getenv(name);
+        size_t vlen;
+        if (v == NULL && dflt == NULL) {
+            free(out);
+            verr(err, errlen, "line %zu: environment variable %s is not set (use ${%s:-default} for a default)",
+                 line, name, name);
+            return NULL;
+        }
+        if (v == NULL) {
+            v = dflt;
+            vlen = dflt_len;
+        } else {
+            vlen = strlen(v);
+        }
+        while (n + vlen + 1 >= cap)
+            if ((out = realloc(out, cap *= 2)) == NULL)
+                return NULL;
+        memcpy(out + n, v, vlen);
+        n += vlen;
+        i = j + 1;
+    }
+    out[n] = '\0';
+    *outlen = n;
+    return out;
+}
+
 int xds_bootstrap_load(const char *path, xds_bootstrap_t **out, char *err, size_t errlen)
 {
     ProtobufCMessage *msg = NULL;
@@ -179,12 +258,20 @@ int xds_bootstrap_load(const char *path, xds_bootstrap_t **out, char *err, size_
         if (msg == NULL)
             return verr(err, errlen, "%s: not a valid binary envoy.config.bootstrap.v3.Bootstrap",
                         path);
-    } else if (xds_convert_file(path, &envoy__config__bootstrap__v3__bootstrap__descriptor, &msg,
-                                msgbuf, sizeof(msgbuf)) < 0) {
-        /* File-level errors already carry the path. */
-        if (strncmp(msgbuf, path, strlen(path)) == 0)
-            return verr(err, errlen, "%s", msgbuf);
-        return verr(err, errlen, "%s: %s", path, msgbuf);
+    } else {
+        size_t len, xlen;
+        char *text = xds_read_file(path, &len);
+        if (text == NULL)
+            return verr(err, errlen, "%s: %s", path, strerror(errno));
+        char *expanded = expand_env(text, len, &xlen, msgbuf, sizeof(msgbuf));
+        free(text);
+        if (expanded == NULL)
+            return verr(err, errlen, "%s: %s", path, msgbuf);
+        int rc = xds_convert_text(expanded, xlen, &envoy__config__bootstrap__v3__bootstrap__descriptor, &msg,
+                                  msgbuf, sizeof(msgbuf));
+        free(expanded);
+        if (rc < 0)
+            return verr(err, errlen, "%s: %s", path, msgbuf);
     }
     xds_bootstrap_t *bs = (xds_bootstrap_t *)msg;
     if (xds_bootstrap_check(bs, msgbuf, sizeof(msgbuf)) < 0) {

@@ -21,6 +21,14 @@ for f in "$SRC"/tests/fixtures/bootstrap-bad/*.yaml; do
   expect_eq "invalid: $(basename "$f") message" "legate: error: $f: $want" "$out"
 done
 
+# Environment variables in the bootstrap: one ConfigMap for every pod.
+cat > "$WORK/env.yaml" <<'YAML'
+node: { id: "${POD_NAME}.${POD_NAMESPACE:-default}", cluster: "${APP:-web}" }
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } }
+YAML
+out=$(POD_NAME=pod-7 POD_NAMESPACE=shop "$BIN/legate" --mode validate -c "$WORK/env.yaml" 2>&1); rc=$?
+expect_eq "\${VAR} and \${VAR:-default} in the bootstrap are expanded" "0 configuration '$WORK/env.yaml' OK" "$rc $out"
+
 out=$("$BIN/legate" --mode validate -c "$WORK/missing.yaml" 2>&1); rc=$?
 expect_eq "missing file exits 1" "1" "$rc"
 expect_eq "missing file message" "legate: error: $WORK/missing.yaml: No such file or directory" "$out"
