@@ -221,6 +221,8 @@ struct dp_listener {
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
     double listener_filters_timeout;      /* default 15 */
     uint64_t hash;              /* of the source proto; unchanged -> same object */
+    int original_dst;           /* envoy.filters.listener.original_dst */
+    int use_original_dst;       /* hand connections to the listener of their original destination */
     struct {                    /* listener.<address>.* */
         dp_stat_t cx_total, cx_active, ssl_handshake, ssl_session_reused, ssl_no_cert, ssl_verify_error,
             ssl_verify_san, ssl_connection_error;
@@ -239,6 +241,7 @@ enum dp_cluster_type {
     DP_CLUSTER_STATIC = 0,
     DP_CLUSTER_STRICT_DNS,
     DP_CLUSTER_EDS,
+    DP_CLUSTER_ORIGINAL_DST,    /* the downstream connection's original destination */
 };
 
 struct dp_endpoint {

@@ -560,10 +560,8 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
         goto bad;
     }
     l->listener_filters_timeout = dur(pl->listener_filters_timeout, 15);
-    if (pl->use_original_dst && pl->use_original_dst->value) {
-        fail(&e, "use_original_dst: not supported yet");
-        goto bad;
-    }
+    if (pl->use_original_dst && pl->use_original_dst->value)
+        l->use_original_dst = 1;
     if (pl->n_additional_addresses) {
         fail(&e, "additional_addresses: not supported");
         goto bad;
@@ -580,6 +578,10 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
         const char *n = pl->listener_filters[i]->name;
         if (strcmp(n, "envoy.filters.listener.tls_inspector") == 0)
             continue; /* TLS is always detected from the first byte */
+        if (strcmp(n, "envoy.filters.listener.original_dst") == 0) {
+            l->original_dst = 1; /* SO_ORIGINAL_DST: where an iptables REDIRECT was headed */
+            continue;
+        }
         fail(&e, "listener_filters[%zu].name: unsupported listener filter \"%s\"", i, n);
         goto bad;
     }
@@ -901,8 +903,19 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS:
         c->type = DP_CLUSTER_EDS;
         break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST:
+        c->type = DP_CLUSTER_ORIGINAL_DST;
+        if (pc->lb_policy != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED) {
+            fail(&e, "lb_policy: an ORIGINAL_DST cluster needs CLUSTER_PROVIDED");
+            goto bad;
+        }
+        if (pc->load_assignment) {
+            fail(&e, "load_assignment: an ORIGINAL_DST cluster takes its endpoint from each connection");
+            goto bad;
+        }
+        break;
     default:
-        fail(&e, "type: only STATIC, STRICT_DNS and EDS are supported");
+        fail(&e, "type: only STATIC, STRICT_DNS, EDS and ORIGINAL_DST are supported");
         goto bad;
     }
     switch (pc->lb_policy) {
@@ -921,6 +934,11 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RANDOM:
         c->lb = DP_LB_RANDOM;
         break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED:
+        if (c->type == DP_CLUSTER_ORIGINAL_DST)
+            break;
+        fail(&e, "lb_policy: CLUSTER_PROVIDED is for ORIGINAL_DST clusters");
+        goto bad;
     default:
         fail(&e, "lb_policy: only ROUND_ROBIN, LEAST_REQUEST and RANDOM are supported");
         goto bad;
@@ -974,6 +992,8 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
         c->endpoints = acc.set;
         if (each_endpoint(pc->load_assignment, add_ip_endpoint, &acc, "load_assignment.", &e) < 0)
             goto bad;
+    } else if (c->type == DP_CLUSTER_ORIGINAL_DST) {
+        /* no endpoints: each request goes where its connection was headed */
     } else {
         if (pc->load_assignment == NULL) {
             fail(&e, "load_assignment: required for a STRICT_DNS cluster");

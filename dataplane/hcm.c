@@ -83,6 +83,12 @@ static struct dp_tls_server *select_chain(void *arg, const char *sni, const char
 void dp_hcm_accept(struct dp_worker *w, struct dp_worker_snap *snap, const struct dp_listener *l,
                    const struct dp_filter_chain *fc, int fd, SSL *ssl)
 {
+    dp_hcm_accept_redirected(w, snap, l, fc, fd, ssl, NULL);
+}
+
+void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, const struct dp_listener *l,
+                              const struct dp_filter_chain *fc, int fd, SSL *ssl, const struct dp_orig_dst *od)
+{
     struct dp_hcm *h = calloc(1, sizeof(*h));
     if (h == NULL) {
         close(fd);
@@ -104,8 +110,12 @@ void dp_hcm_accept(struct dp_worker *w, struct dp_worker_snap *snap, const struc
     if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
         addr_str(&ss, h->remote, sizeof(h->remote));
     len = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+    if (od) {
+        h->orig_dst = *od;
+        addr_str(&od->addr, h->local, sizeof(h->local));
+    } else if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
         addr_str(&ss, h->local, sizeof(h->local));
+    }
 
     h->next_in_worker = w->conns;
     if (w->conns)

@@ -1,5 +1,6 @@
 #include "listener.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -170,24 +171,34 @@ struct dp_tls_server *dp_listener_first_tls(const struct dp_listener *l)
     return l->default_chain ? l->default_chain->tls : NULL;
 }
 
-static void start_plain(struct dp_worker *w, struct dp_worker_snap *ws, const struct dp_listener *l,
-                        int fd)
+static uint16_t port_of(const struct sockaddr_storage *ss)
 {
-    const struct dp_filter_chain *fc = dp_listener_match(l, dp_sock_local_port(fd), NULL, "raw_buffer", NULL, 0);
+    if (ss->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return 0;
+}
+
+static void start_plain(struct dp_worker *w, struct dp_worker_snap *ws, const struct dp_listener *l,
+                        int fd, const struct dp_orig_dst *od)
+{
+    uint16_t port = od ? port_of(&od->addr) : dp_sock_local_port(fd);
+    const struct dp_filter_chain *fc = dp_listener_match(l, port, NULL, "raw_buffer", NULL, 0);
     if (fc == NULL || fc->tls) {
         LG_D("listener", "%s: no filter chain for a plaintext connection; closing", l->name);
         close(fd);
         return;
     }
-    dp_hcm_accept(w, ws, l, fc, fd, NULL);
+    dp_hcm_accept_redirected(w, ws, l, fc, fd, NULL, od);
 }
 
 /* The chain is chosen during the ClientHello (the connection manager's
  * select callback), so the connection starts without one. */
 static void start_tls(struct dp_worker *w, struct dp_worker_snap *ws, const struct dp_listener *l,
-                      int fd)
+                      int fd, const struct dp_orig_dst *od)
 {
-    dp_hcm_accept(w, ws, l, NULL, fd, NULL);
+    dp_hcm_accept_redirected(w, ws, l, NULL, fd, NULL, od);
 }
 
 /* Waiting for the first byte to tell TLS from plaintext. */
@@ -196,6 +207,8 @@ struct pending {
     struct dp_worker_snap *ws;
     const struct dp_listener *l;
     int fd;
+    int has_od;
+    struct dp_orig_dst od;
     ev_io io;
     ev_timer timer;
 };
@@ -225,13 +238,15 @@ static void pending_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     struct dp_worker_snap *ws = p->ws;
     const struct dp_listener *l = p->l;
     int fd = p->fd;
+    struct dp_orig_dst od = p->od;
+    int has_od = p->has_od;
     dp_worker_snap_pin(ws);
     pending_done(p, 0);
     /* 0x16: a TLS handshake record, as Envoy's tls_inspector decides. */
     if (b == 0x16)
-        start_tls(w, ws, l, fd);
+        start_tls(w, ws, l, fd, has_od ? &od : NULL);
     else
-        start_plain(w, ws, l, fd);
+        start_plain(w, ws, l, fd, has_od ? &od : NULL);
     dp_worker_snap_unpin(w, ws);
 }
 
@@ -242,15 +257,76 @@ static void pending_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     pending_done(p, 1);
 }
 
+/* Where an iptables REDIRECT (or TPROXY) sent the connection: 0, or -1
+ * when it was not redirected. */
+static int original_dst(int fd, struct dp_orig_dst *od)
+{
+    struct sockaddr_storage local;
+    socklen_t ll = sizeof(local);
+    if (getsockname(fd, (struct sockaddr *)&local, &ll) < 0)
+        return -1;
+    od->len = sizeof(od->addr);
+    if (local.ss_family == AF_INET6) {
+        if (getsockopt(fd, SOL_IPV6, 80 /* IP6T_SO_ORIGINAL_DST */, &od->addr, &od->len) < 0)
+            return -1;
+    } else if (getsockopt(fd, SOL_IP, 80 /* SO_ORIGINAL_DST */, &od->addr, &od->len) < 0) {
+        return -1;
+    }
+    /* Not redirected: the "original" destination is ourselves. */
+    if (od->len == ll && memcmp(&od->addr, &local, ll) == 0)
+        return -1;
+    return 0;
+}
+
+static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b, int any_ip)
+{
+    if (a->ss_family != b->ss_family || port_of(a) != port_of(b))
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct in_addr *x = &((const struct sockaddr_in *)a)->sin_addr;
+        const struct in_addr *y = &((const struct sockaddr_in *)b)->sin_addr;
+        return any_ip ? x->s_addr == htonl(INADDR_ANY) : x->s_addr == y->s_addr;
+    }
+    const struct in6_addr *x = &((const struct sockaddr_in6 *)a)->sin6_addr;
+    const struct in6_addr *y = &((const struct sockaddr_in6 *)b)->sin6_addr;
+    return any_ip ? IN6_IS_ADDR_UNSPECIFIED(x) : memcmp(x, y, sizeof(*x)) == 0;
+}
+
+/* use_original_dst: the listener bound to the original destination (exact
+ * address first, then 0.0.0.0/:: with its port), if another one has it. */
+static const struct dp_listener *listener_for(const struct dp_snapshot *snap, const struct dp_listener *self,
+                                              const struct dp_orig_dst *od)
+{
+    for (int any = 0; any < 2; any++)
+        for (size_t i = 0; i < snap->n_listeners; i++) {
+            const struct dp_listener *c = snap->listeners[i];
+            if (c != self && same_addr(&c->addr, &od->addr, any))
+                return c;
+        }
+    return NULL;
+}
+
 void dp_listener_accept(struct dp_worker *w, struct dp_worker_snap *ws, const struct dp_listener *l,
                         int fd)
 {
+    struct dp_orig_dst odv, *od = NULL;
+    if ((l->original_dst || l->use_original_dst) && original_dst(fd, &odv) == 0) {
+        od = &odv;
+        if (l->use_original_dst) {
+            const struct dp_listener *t = listener_for(ws->snap, l, od);
+            if (t) {
+                LG_T("listener", "%s: handing the connection to listener %s (its original destination)",
+                     l->name, t->name);
+                l = t;
+            }
+        }
+    }
     if (!any_tls(l) && !l->needs_inspection) {
-        start_plain(w, ws, l, fd);
+        start_plain(w, ws, l, fd, od);
         return;
     }
     if (all_tls(l)) {
-        start_tls(w, ws, l, fd);
+        start_tls(w, ws, l, fd, od);
         return;
     }
     struct pending *p = calloc(1, sizeof(*p));
@@ -262,6 +338,10 @@ void dp_listener_accept(struct dp_worker *w, struct dp_worker_snap *ws, const st
     p->ws = ws;
     p->l = l;
     p->fd = fd;
+    if (od) {
+        p->od = *od;
+        p->has_od = 1;
+    }
     dp_worker_snap_pin(ws);
     ev_io_init(&p->io, pending_io_cb, fd, EV_READ);
     p->io.data = p;

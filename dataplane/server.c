@@ -738,7 +738,7 @@ static void admin_health(void *ud, int failed)
 
 static void cluster_json(struct xds_sb *b, const struct dp_cluster *c, int dynamic)
 {
-    static const char *const types[] = {"STATIC", "STRICT_DNS", "EDS"};
+    static const char *const types[] = {"STATIC", "STRICT_DNS", "EDS", "ORIGINAL_DST"};
     static const char *const lbs[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"};
     xds_sb_add(b, "{\"name\":", 8);
     xds_sb_str(b, c->name);

@@ -14,6 +14,7 @@
 #define LEGATE_DP_STREAM_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <ev.h>
 #include <http_parser.h>
@@ -78,6 +79,12 @@ struct dp_stream {
     struct dp_cluster_stats up_st;  /* the cluster's stats, once routed (handles only) */
 };
 
+/* Where a redirected connection was headed. */
+struct dp_orig_dst {
+    struct sockaddr_storage addr;
+    socklen_t len;
+};
+
 /* The downstream HTTP connection. */
 struct dp_hcm {
     struct dp_conn conn;
@@ -114,6 +121,7 @@ struct dp_hcm {
     /* TLS peer */
     struct dp_peer_identity peer;
     struct dp_arena peer_arena;
+    struct dp_orig_dst orig_dst;          /* len 0: not redirected */
     char remote[64];                      /* "ip:port" */
     char local[64];
     struct dp_hcm *next_in_worker;
@@ -170,6 +178,11 @@ void dp_hcm_stream_done(struct dp_stream *s);
  *  connection pins snap for its life. */
 void dp_hcm_accept(struct dp_worker *w, struct dp_worker_snap *snap, const struct dp_listener *l,
                    const struct dp_filter_chain *fc, int fd, SSL *ssl);
+/** The same for a connection an iptables REDIRECT sent here: od is where
+ *  it was headed (the downstream local address, and the destination of
+ *  ORIGINAL_DST clusters). */
+void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, const struct dp_listener *l,
+                              const struct dp_filter_chain *fc, int fd, SSL *ssl, const struct dp_orig_dst *od);
 
 /** Closes the connection now, resetting its streams (shutdown). */
 void dp_hcm_destroy(struct dp_hcm *h);

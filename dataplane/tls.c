@@ -805,11 +805,94 @@ static size_t collect_certs(const Envoy__Extensions__TransportSockets__Tls__V3__
     return n;
 }
 
+/* Envoy's combined_validation_context: the SDS validation context merged
+ * over default_validation_context as protobuf's MergeFrom does -- repeated
+ * fields concatenated (the SAN matchers of both apply), a field the SDS one
+ * sets wins. A shallow merge into *out; the arrays it allocates are listed
+ * in merge->arrays for merge_free. */
+struct vc_merge {
+    Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext vc;
+    void *arrays[16];
+    size_t n_arrays;
+};
+
+static void merge_free(struct vc_merge *m)
+{
+    for (size_t i = 0; i < m->n_arrays; i++)
+        free(m->arrays[i]);
+    m->n_arrays = 0;
+}
+
+static int merge_vc(struct vc_merge *m,
+                    const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *dflt,
+                    const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *sds)
+{
+    const ProtobufCMessageDescriptor *d = sds->base.descriptor;
+    m->vc = *sds;
+    char *out = (char *)&m->vc;
+    const char *a = (const char *)dflt, *b = (const char *)sds;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t na = *(const size_t *)(a + f->quantifier_offset), nb = *(const size_t *)(b + f->quantifier_offset);
+            if (na == 0)
+                continue;
+            size_t sz = f->type == PROTOBUF_C_TYPE_MESSAGE || f->type == PROTOBUF_C_TYPE_STRING ? sizeof(void *) : 0;
+            if (sz == 0 || m->n_arrays == sizeof(m->arrays) / sizeof(m->arrays[0]))
+                return -1; /* no repeated scalars in this message */
+            void **v = malloc((na + nb) * sizeof(void *));
+            if (v == NULL)
+                return -1;
+            memcpy(v, *(void *const *)(a + f->offset), na * sizeof(void *));
+            if (nb)
+                memcpy(v + na, *(void *const *)(b + f->offset), nb * sizeof(void *));
+            m->arrays[m->n_arrays++] = v;
+            *(size_t *)(out + f->quantifier_offset) = na + nb;
+            *(void **)(out + f->offset) = v;
+            continue;
+        }
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+            continue; /* none in this message */
+        const char *pb = b + f->offset;
+        int unset;
+        switch (f->type) {
+        case PROTOBUF_C_TYPE_MESSAGE:
+            unset = *(void *const *)pb == NULL;
+            break;
+        case PROTOBUF_C_TYPE_STRING:
+            unset = *(char *const *)pb == NULL || **(char *const *)pb == '\0';
+            break;
+        case PROTOBUF_C_TYPE_BOOL:
+            unset = *(const protobuf_c_boolean *)pb == 0;
+            break;
+        case PROTOBUF_C_TYPE_BYTES:
+            unset = ((const ProtobufCBinaryData *)pb)->len == 0;
+            break;
+        default:
+            unset = *(const uint32_t *)pb == 0;
+            break;
+        }
+        if (unset) {
+            size_t sz = f->type == PROTOBUF_C_TYPE_MESSAGE || f->type == PROTOBUF_C_TYPE_STRING ? sizeof(void *)
+                        : f->type == PROTOBUF_C_TYPE_BYTES ? sizeof(ProtobufCBinaryData)
+                        : f->type == PROTOBUF_C_TYPE_BOOL  ? sizeof(protobuf_c_boolean)
+                        : (f->type == PROTOBUF_C_TYPE_INT64 || f->type == PROTOBUF_C_TYPE_UINT64 ||
+                           f->type == PROTOBUF_C_TYPE_DOUBLE || f->type == PROTOBUF_C_TYPE_SINT64 ||
+                           f->type == PROTOBUF_C_TYPE_FIXED64 || f->type == PROTOBUF_C_TYPE_SFIXED64)
+                            ? 8
+                            : 4;
+            memcpy(out + f->offset, a + f->offset, sz);
+        }
+    }
+    return 0;
+}
+
 static const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *
 validation_of(const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *c,
               const struct dp_secret_lookup *secrets, char *path, size_t pathlen, const char *prefix,
-              struct terr *e, int *err)
+              struct terr *e, int *err, struct vc_merge *merge)
 {
+    const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *dflt = NULL;
     const Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig *sds = NULL;
     *err = 0;
     switch (c->validation_context_type_case) {
@@ -822,15 +905,9 @@ validation_of(const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsConte
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT: {
         const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext__CombinedCertificateValidationContext
             *cv = c->combined_validation_context;
-        if (cv->default_validation_context && cv->validation_context_sds_secret_config) {
-            /* Envoy merges the two; legate takes the SDS one and requires the
-             * default one to be empty, rather than guess the merge. */
-            *err = fail(e, "%scommon_tls_context.combined_validation_context: merging "
-                           "default_validation_context into an SDS one is not supported",
-                        prefix);
-            return NULL;
-        }
-        if (cv->default_validation_context) {
+        if (cv->default_validation_context && cv->validation_context_sds_secret_config)
+            dflt = cv->default_validation_context; /* merged below, with the SDS one */
+        else if (cv->default_validation_context) {
             snprintf(path, pathlen, "%scommon_tls_context.combined_validation_context.default_validation_context", prefix);
             return cv->default_validation_context;
         }
@@ -854,6 +931,16 @@ validation_of(const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsConte
         return NULL;
     }
     snprintf(path, pathlen, "secret \"%s\".validation_context", sds->name);
+    if (dflt) {
+        if (merge_vc(merge, dflt, s->validation_context) < 0) {
+            merge_free(merge);
+            *err = fail(e, "%scommon_tls_context.combined_validation_context: cannot merge", prefix);
+            return NULL;
+        }
+        snprintf(path, pathlen, "%scommon_tls_context.combined_validation_context (default + secret \"%s\")",
+                 prefix, sds->name);
+        return &merge->vc;
+    }
     return s->validation_context;
 }
 
@@ -1085,11 +1172,14 @@ struct dp_tls_server *dp_tls_server_new(
         goto fail;
     }
     char vpath[200];
+    struct vc_merge merge = {.n_arrays = 0};
     const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *vc =
-        validation_of(c, secrets, vpath, sizeof(vpath), "", &e, &bad);
+        validation_of(c, secrets, vpath, sizeof(vpath), "", &e, &bad, &merge);
     if (bad)
         goto fail;
-    if (vc && build_verify(&s->v, vc, vpath, &e) < 0)
+    int vrc = vc ? build_verify(&s->v, vc, vpath, &e) : 0;
+    merge_free(&merge);
+    if (vrc < 0)
         goto fail;
     s->require_client_cert = cfg->require_client_certificate && cfg->require_client_certificate->value;
     if (s->require_client_cert && vc == NULL) {
@@ -1315,12 +1405,15 @@ struct dp_tls_client *dp_tls_client_new(
         goto fail;
     if (c) {
         char vpath[200];
+        struct vc_merge merge = {.n_arrays = 0};
         const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *vc =
-            validation_of(c, secrets, vpath, sizeof(vpath), "", &e, &bad);
+            validation_of(c, secrets, vpath, sizeof(vpath), "", &e, &bad, &merge);
         if (bad)
             goto fail;
         if (vc) {
-            if (build_verify(&cl->v, vc, vpath, &e) < 0)
+            int vrc = build_verify(&cl->v, vc, vpath, &e);
+            merge_free(&merge);
+            if (vrc < 0)
                 goto fail;
             if (cl->v.store == NULL && !cl->v.accept_untrusted) {
                 fail(&e, "%s.trusted_ca: required to verify the upstream", vpath);

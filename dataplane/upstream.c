@@ -5,6 +5,8 @@
  */
 #include "upstream.h"
 
+#include <arpa/inet.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -164,6 +166,13 @@ static void pool_maybe_free(struct dp_pool *p)
 
 static void set_endpoints(struct dp_cluster_rt *rt, struct dp_endpoint_set *eps)
 {
+    if (eps == NULL) {
+        for (size_t i = 0; i < rt->n_od_pools; i++)
+            pool_retire(rt, rt->od_pools[i]);
+        free(rt->od_pools);
+        rt->od_pools = NULL;
+        rt->n_od_pools = 0;
+    }
     struct dp_pool **np = NULL;
     size_t n = eps ? eps->n : 0;
     if (n) {
@@ -289,6 +298,44 @@ static struct dp_pool *pick(struct dp_worker *w, struct dp_cluster_rt *rt)
     return rt->pools[idx];
 }
 
+/* ORIGINAL_DST: the pool of the address the downstream connection was
+ * headed to (created on first use; at most MAX_OD_POOLS per worker). */
+#define MAX_OD_POOLS 1024
+
+static struct dp_pool *pick_original_dst(struct dp_cluster_rt *rt, const struct dp_orig_dst *od)
+{
+    if (od->len == 0)
+        return NULL;
+    for (size_t i = 0; i < rt->n_od_pools; i++)
+        if (rt->od_pools[i]->addrlen == od->len && memcmp(&rt->od_pools[i]->addr, &od->addr, od->len) == 0)
+            return rt->od_pools[i];
+    if (rt->n_od_pools >= MAX_OD_POOLS)
+        return NULL;
+    struct dp_pool **nv = realloc(rt->od_pools, (rt->n_od_pools + 1) * sizeof(*nv));
+    if (nv == NULL)
+        return NULL;
+    rt->od_pools = nv;
+    char host[INET6_ADDRSTRLEN] = "?", str[INET6_ADDRSTRLEN + 16];
+    unsigned port = 0;
+    if (od->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&od->addr;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        port = ntohs(a->sin_port);
+        snprintf(str, sizeof(str), "%s:%u", host, port);
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&od->addr;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        port = ntohs(a->sin6_port);
+        snprintf(str, sizeof(str), "[%s]:%u", host, port);
+    }
+    struct dp_endpoint ep = {.addrlen = od->len, .addr_str = str, .weight = 1, .healthy = 1};
+    memcpy(&ep.addr, &od->addr, od->len);
+    struct dp_pool *p = pool_new(rt, &ep);
+    if (p)
+        rt->od_pools[rt->n_od_pools++] = p;
+    return p;
+}
+
 /* ---- requests ------------------------------------------------------------------ */
 
 static void wait_remove(struct dp_pool *p, struct dp_upstream_req *u)
@@ -389,7 +436,8 @@ int dp_upstream_start(struct dp_stream *s, struct dp_cluster_rt *rt)
         dp_stream_upstream_failed(s, 503, "UO", UPSTREAM_RESET_BODY "overflow");
         return -1;
     }
-    struct dp_pool *p = pick(w, rt);
+    struct dp_pool *p = cfg->type == DP_CLUSTER_ORIGINAL_DST ? pick_original_dst(rt, &s->hcm->orig_dst)
+                                                             : pick(w, rt);
     if (p == NULL) {
         dp_stream_upstream_failed(s, 503, "UH", "no healthy upstream");
         return -1;

@@ -82,6 +82,8 @@ struct dp_cluster_rt {
     uint32_t rr_next;
     struct dp_pool **pools;             /* per endpoint, parallel to endpoints->v */
     size_t n_pools;
+    struct dp_pool **od_pools;          /* ORIGINAL_DST: one per destination seen */
+    size_t n_od_pools;
     uint32_t active_requests;
     uint32_t pending_requests;
     uint32_t active_connections;
