@@ -751,7 +751,11 @@ static void cluster_json(struct xds_sb *b, const struct dp_cluster *c, int dynam
         const struct dp_endpoint *e = &c->endpoints->v[i];
         xds_sb_addf(b, "%s{\"address\":", i ? "," : "");
         xds_sb_str(b, e->addr_str);
-        xds_sb_addf(b, ",\"weight\":%u,\"health\":\"%s\"}", e->weight, e->healthy ? "HEALTHY" : "UNHEALTHY");
+        char st[128];
+        snprintf(st, sizeof(st), "endpoint.%s.rq_active", e->addr_str);
+        dp_stat_t h = dp_stat_register(DP_STAT_GAUGE, "cluster", c->name, st);
+        xds_sb_addf(b, ",\"weight\":%u,\"health\":\"%s\",\"rq_active\":%lld}", e->weight,
+                    e->healthy ? "HEALTHY" : "UNHEALTHY", (long long)dp_stat_value(h));
     }
     xds_sb_add(b, "]}", 2);
 }

@@ -38,6 +38,7 @@ struct dp_pool {
     unsigned n_conns;
     unsigned n_connecting;
     unsigned active;           /* requests in flight, for least-request */
+    dp_stat_t st_rq_active;    /* cluster.<name>.<endpoint>.rq_active, for /clusters */
     int retired;
     struct dp_pool *next_retired;
 };
@@ -127,6 +128,11 @@ static struct dp_pool *pool_new(struct dp_cluster_rt *rt, const struct dp_endpoi
         free(p);
         return NULL;
     }
+    /* Registered once per endpoint name (a lock, but only when a worker
+     * first talks to an endpoint). */
+    char name[96];
+    snprintf(name, sizeof(name), "endpoint.%s.rq_active", ep->addr_str);
+    p->st_rq_active = dp_stat_register(DP_STAT_GAUGE, "cluster", rt->name, name);
     return p;
 }
 
@@ -412,6 +418,7 @@ static void req_free(struct dp_upstream_req *u)
     if (u->s && u->s->up == u)
         u->s->up = NULL;
     p->active--;
+    dp_stat_add(p->st_rq_active, -1);
     p->rt->active_requests--;
     free(u);
     pool_maybe_free(p);
@@ -454,6 +461,7 @@ int dp_upstream_start(struct dp_stream *s, struct dp_cluster_rt *rt)
     dp_stat_add(cfg->st.rq_total, 1);
     s->upstream_host = p->addr_str;
     p->active++;
+    dp_stat_add(p->st_rq_active, 1);
     rt->active_requests++;
     if (rt->pending_requests >= cfg->max_pending_requests && p->n_conns >= cfg->max_connections) {
         dp_stat_add(cfg->st.rq_pending_overflow, 1);

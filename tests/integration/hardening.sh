@@ -4,9 +4,10 @@
 # refused the way it should be, and the proxy keeps serving everyone else.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
-P=$(free_port); P_HOLE=$(free_port); P_T=$(free_port)
+P=$(free_port); P_HOLE=$(free_port); P_T=$(free_port); P_ADMIN=$(free_port)
 start_blackhole "$P_HOLE"
 cat > "$WORK/legate.yaml" <<YAML
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: $P_ADMIN } } }
 static_resources:
   listeners:
   - name: plain
@@ -98,6 +99,20 @@ expect_eq "HTTP/1.1: a NUL in a header value: 400" "$B400" \
 expect_eq "HTTP/1.1: Transfer-Encoding other than chunked: 501 or 400" "ok" \
   "$(r=$(raw 'POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n'); [[ "$r" == "HTTP/1.1 501 Not Implemented" || "$r" == "$B400" ]] && echo ok || echo "$r")"
 expect_eq "HTTP/1.1: still serving" "200" "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P/healthz")"
+
+# /clusters shows requests in flight per endpoint.
+rq_active() {
+  curl -s "http://127.0.0.1:$P_ADMIN/clusters" | python3 -c '
+import json,sys
+print([e["rq_active"] for c in json.load(sys.stdin)["clusters"] if c["name"]=="hole" for e in c["endpoints"]][0])'
+}
+curl -s -m 10 -o /dev/null "http://127.0.0.1:$P/hole/a" & c1=$!
+curl -s -m 10 -o /dev/null "http://127.0.0.1:$P/hole/b" & c2=$!
+for _ in $(seq 1 50); do [ "$(rq_active)" = 2 ] && break; sleep 0.1; done
+expect_eq "/clusters: two requests in flight to the black-hole endpoint" "2" "$(rq_active)"
+kill $c1 $c2; wait $c1 $c2 2>/dev/null
+for _ in $(seq 1 50); do [ "$(rq_active)" = 0 ] && break; sleep 0.1; done
+expect_eq "/clusters: back to 0 when the clients give up" "0" "$(rq_active)"
 
 # Timeouts: a request body that stalls, and a stream on which nothing happens.
 slow() { # slow BYTES: sends them, waits for the answer; prints its status line and how long it took
