@@ -199,8 +199,11 @@ static void hcm_on_close(struct dp_conn *c, enum dp_conn_close_reason why)
                     1);
         /* The peer's subject helps find the client; never key material. */
         const char *subject = c->ssl ? dp_tls_peer_subject_seen(c->ssl) : NULL;
-        LG_I("hcm", "C%llu: TLS handshake with %s on %s failed: %s; client certificate: %s",
-             (unsigned long long)h->id, h->remote, h->listener->name, reason, subject ? subject : "none");
+        /* Refused certificates are worth an info line; a peer that went
+         * away (a TCP health check, a scanner) is not. */
+        LG(kind == DP_TLS_FAIL_OTHER ? LG_DEBUG : LG_INFO, "hcm",
+           "C%llu: TLS handshake with %s on %s failed: %s; client certificate: %s",
+                 (unsigned long long)h->id, h->remote, h->listener->name, reason, subject ? subject : "none");
     } else {
         LG_T("hcm", "C%llu: closed (%s)", (unsigned long long)h->id, dp_conn_close_reason_str(why));
     }

@@ -527,11 +527,20 @@ static const char *reason_for(long err)
 {
     switch (err) {
     case X509_V_ERR_CERT_HAS_EXPIRED:
-    case X509_V_ERR_CRL_HAS_EXPIRED:
         return "expired";
     case X509_V_ERR_CERT_NOT_YET_VALID:
-    case X509_V_ERR_CRL_NOT_YET_VALID:
         return "not yet valid";
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+        return "CRL missing or out of date";
+    case X509_V_ERR_PATH_LENGTH_EXCEEDED:
+        return "path length exceeded";
+    case X509_V_ERR_INVALID_PURPOSE:
+        return "wrong key usage";
+    case X509_V_ERR_PERMITTED_VIOLATION:
+    case X509_V_ERR_EXCLUDED_VIOLATION:
+        return "name constraints violated";
     case X509_V_ERR_CERT_REVOKED:
         return "revoked";
     case X509_V_ERR_SUBJECT_ISSUER_MISMATCH:
