@@ -1,8 +1,11 @@
 #include "ads.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -14,8 +17,14 @@
 
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "pem.h"
 #include "reqlog.h"
+#include "watch.h"
+#include "xds/convert.h"
 #include "xds/log.h"
+
+/* Appends a string literal. */
+#define SB_LIT(b, lit) xds_sb_add((b), (lit), sizeof(lit) - 1)
 
 #define ADS_METHOD "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
@@ -43,8 +52,13 @@ struct sub {
     char **names;          /* subscribed names, sorted, unique */
     size_t n_names;
     uint64_t sent_version; /* config version the stream is current with; 0: none */
+    uint64_t last_response; /* config version of the last response actually sent */
     uint64_t sent_hash;    /* hash of the resources last sent */
     char nonce[24];        /* nonce of the last response; "" before any */
+    char acked[24];        /* version_info of the last ACK of our latest response */
+    uint64_t nack_version; /* the version last NACKed; 0: none */
+    char *nack_detail;     /* its error_detail message */
+    time_t nack_at;
 };
 
 /* A response waiting for the stream's one SEND_MESSAGE slot. */
@@ -60,8 +74,10 @@ struct stream {
     grpc_call *call;
     uint64_t id;
     char *peer;
+    char *peer_cn;      /* the client certificate's CN (mTLS), else NULL */
     char *node_id;      /* from the first request that has a node */
     char *node_cluster;
+    time_t opened;
     struct tag t_meta, t_recv, t_send, t_close, t_status;
     int pending;        /* batches started and not yet completed */
     grpc_byte_buffer *recv_bb;
@@ -79,8 +95,18 @@ struct stream {
 #define S_F_BROKEN 0x2    /* the call is dead: nothing more can be sent */
 #define S_F_STATUS 0x4    /* status sent (or skipped): the stream is ending */
 
+/* The xDS port's certificate, re-read by gRPC's certificate config fetcher,
+ * which gRPC calls on its own threads at each new connection. */
+struct tls_source {
+    pthread_mutex_t lock;
+    char *paths[3];  /* cert, key, client CA (NULL: no mTLS) */
+    struct cp_watch watch;
+    int loaded;      /* a config was handed to gRPC */
+};
+
 struct cp_ads {
     grpc_server *server;
+    struct tls_source *tls;
     grpc_completion_queue *cq;
     struct cp_config *cfg;
     FILE *reqlog;
@@ -100,6 +126,11 @@ struct cp_ads {
 static const char *node_of(const struct stream *s)
 {
     return s->node_id ? s->node_id : "";
+}
+
+static const char *cluster_of(const struct stream *s)
+{
+    return s->node_cluster ? s->node_cluster : "";
 }
 
 /* ---- batches ------------------------------------------------------------ */
@@ -172,11 +203,13 @@ static void free_stream(struct stream *s)
         for (size_t i = 0; i < s->subs[t].n_names; i++)
             free(s->subs[t].names[i]);
         free(s->subs[t].names);
+        free(s->subs[t].nack_detail);
     }
     if (s->peer)
         gpr_free(s->peer);
     free(s->node_id);
     free(s->node_cluster);
+    free(s->peer_cn);
     free(s);
 }
 
@@ -204,27 +237,16 @@ static void maybe_finish(struct stream *s)
 
 /* ---- responses ---------------------------------------------------------- */
 
-/* The resources of type t that s subscribes to: all of them for wildcard
- * types, else the subscribed names that exist. *sel is malloc'd. */
-static size_t select_resources(const struct cp_config *cfg, const struct sub *sub, enum cp_type t,
+/* The resources of type t that s subscribes to, as its node sees them:
+ * all of them for wildcard types, else the subscribed names that exist.
+ * *sel is malloc'd (NULL when out of memory). */
+static size_t select_resources(const struct cp_config *cfg, const struct stream *s,
+                               const struct sub *sub, enum cp_type t,
                                const struct cp_resource ***sel)
 {
-    size_t n = 0, cap = cp_types[t].wildcard ? cfg->n[t] : sub->n_names;
-
-    *sel = calloc(cap ? cap : 1, sizeof(**sel));
-    if (*sel == NULL)
-        return 0;
-    if (cp_types[t].wildcard) {
-        for (size_t i = 0; i < cfg->n[t]; i++)
-            (*sel)[n++] = &cfg->res[t][i];
-    } else {
-        for (size_t i = 0; i < sub->n_names; i++) {
-            const struct cp_resource *r = cp_config_find(cfg, t, sub->names[i]);
-            if (r)
-                (*sel)[n++] = r;
-        }
-    }
-    return n;
+    if (cp_types[t].wildcard)
+        return cp_config_select(cfg, node_of(s), cluster_of(s), t, NULL, 0, sel);
+    return cp_config_select(cfg, node_of(s), cluster_of(s), t, sub->names, sub->n_names, sel);
 }
 
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
@@ -286,7 +308,7 @@ static void respond(struct stream *s, enum cp_type t)
 
     if (s->flags & (S_F_RECV_DONE | S_F_BROKEN | S_F_STATUS))
         return;
-    size_t n = select_resources(cfg, sub, t, &sel);
+    size_t n = select_resources(cfg, s, sub, t, &sel);
     if (sel == NULL || (anys = calloc(n ? n : 1, sizeof(*anys))) == NULL ||
         (ptrs = calloc(n ? n : 1, sizeof(*ptrs))) == NULL) {
         LG_E("control", "stream %" PRIu64 ": out of memory", s->id);
@@ -319,6 +341,7 @@ static void respond(struct stream *s, enum cp_type t)
 
     memcpy(sub->nonce, nonce, sizeof(nonce));
     sub->sent_version = cfg->version;
+    sub->last_response = cfg->version;
     sub->sent_hash = selection_hash(sel, n);
     LG_D("control", "stream %" PRIu64 ": sent %s version %s nonce %s resources %zu to node \"%s\"",
          s->id, cp_types[t].short_name, version, nonce, n, node_of(s));
@@ -393,8 +416,9 @@ static void handle_request(struct stream *s, const uint8_t *data, size_t len)
     if (s->node_id == NULL && req->node && req->node->id[0]) {
         s->node_id = strdup(req->node->id);
         s->node_cluster = strdup(req->node->cluster);
-        LG_I("control", "stream %" PRIu64 " opened by node \"%s\" (cluster \"%s\", peer %s)",
-             s->id, node_of(s), s->node_cluster ? s->node_cluster : "", s->peer ? s->peer : "?");
+        LG_I("control", "stream %" PRIu64 " opened by node \"%s\" (cluster \"%s\", peer %s%s%s)",
+             s->id, node_of(s), s->node_cluster ? s->node_cluster : "", s->peer ? s->peer : "?",
+             s->peer_cn ? ", client certificate CN=" : "", s->peer_cn ? s->peer_cn : "");
     }
     if (a->reqlog)
         cp_reqlog_write(a->reqlog, node_of(s), req);
@@ -410,12 +434,20 @@ static void handle_request(struct stream *s, const uint8_t *data, size_t len)
 
     if (req->error_detail) {
         char v[24] = "?";
-        if (latest)
+        if (latest) {
             snprintf(v, sizeof(v), "%" PRIu64, sub->sent_version);
+            free(sub->nack_detail);
+            /* Kept for GET /nodes; a data plane's message, so bounded. */
+            sub->nack_detail = strndup(req->error_detail->message, 4096);
+            sub->nack_version = sub->sent_version;
+            sub->nack_at = time(NULL);
+        }
         LG_W("control", "NACK from node %s for %s version %s: %s", node_of(s),
              cp_types[t].short_name, v, req->error_detail->message);
         goto done;
     }
+    if (latest)
+        snprintf(sub->acked, sizeof(sub->acked), "%s", req->version_info);
     /* A nonce on a type never answered here cannot be ours (a client back
      * from another server): treat it as the first request. */
     if (req->response_nonce[0] && !latest && sub->active) {
@@ -453,6 +485,22 @@ static void request_call(struct cp_ads *a)
     a->new_pending = 1;
 }
 
+/* The CN of the verified client certificate, or NULL (not mTLS). */
+static char *peer_common_name(grpc_call *call)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(call);
+    char *cn = NULL;
+    if (ctx == NULL)
+        return NULL;
+    grpc_auth_property_iterator it =
+        grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_CN_PROPERTY_NAME);
+    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+    if (p && p->value)
+        cn = strndup(p->value, p->value_length);
+    grpc_auth_context_release(ctx);
+    return cn;
+}
+
 static void on_new_call(struct cp_ads *a, int ok)
 {
     grpc_call *call = a->new_call;
@@ -480,6 +528,8 @@ static void on_new_call(struct cp_ads *a, int ok)
     s->call = call;
     s->id = ++a->next_id;
     s->peer = grpc_call_get_peer(call);
+    s->opened = time(NULL);
+    s->peer_cn = peer_common_name(call);
     s->status = GRPC_STATUS_OK;
     s->status_msg = "";
     s->t_meta = (struct tag){TAG_META, s};
@@ -568,11 +618,120 @@ static void on_event(struct cp_ads *a, struct tag *t, int ok)
     maybe_finish(s);
 }
 
+/* ---- the xDS port's certificate ------------------------------------------ */
+
+static void free_pem(char *p, size_t len)
+{
+    if (p)
+        explicit_bzero(p, len);
+    free(p);
+}
+
+/* Reads and checks the files; a new gRPC config, or NULL with err. */
+static grpc_ssl_server_certificate_config *tls_read(const struct tls_source *t, char *err,
+                                                    size_t errlen)
+{
+    static const char *const what[3] = {"--tls-cert", "--tls-key", "--tls-client-ca"};
+    char *pem[3] = {NULL, NULL, NULL}, msg[256];
+    size_t len[3] = {0, 0, 0};
+    grpc_ssl_server_certificate_config *cfg = NULL;
+
+    for (int i = 0; i < 3; i++) {
+        if (t->paths[i] && (pem[i] = xds_read_file(t->paths[i], &len[i])) == NULL) {
+            snprintf(err, errlen, "%s: %s: %s", what[i], t->paths[i], strerror(errno));
+            goto out;
+        }
+    }
+    if (cp_pem_check_certs(pem[0], len[0], msg, sizeof(msg)) < 0) {
+        snprintf(err, errlen, "--tls-cert: %s: %s", t->paths[0], msg);
+        goto out;
+    }
+    if (pem[2] && cp_pem_check_certs(pem[2], len[2], msg, sizeof(msg)) < 0) {
+        snprintf(err, errlen, "--tls-client-ca: %s: %s", t->paths[2], msg);
+        goto out;
+    }
+    if (cp_pem_check_key(pem[1], len[1], pem[0], len[0], "--tls-cert", msg, sizeof(msg)) < 0) {
+        snprintf(err, errlen, "--tls-key: %s: %s", t->paths[1], msg);
+        goto out;
+    }
+    grpc_ssl_pem_key_cert_pair pair = {pem[1], pem[0]};
+    cfg = grpc_ssl_server_certificate_config_create(pem[2], &pair, 1);
+out:
+    for (int i = 0; i < 3; i++)
+        free_pem(pem[i], len[i]);
+    return cfg;
+}
+
+static grpc_ssl_certificate_config_reload_status tls_fetch(void *user_data,
+                                                           grpc_ssl_server_certificate_config **config)
+{
+    struct tls_source *t = user_data;
+    grpc_ssl_certificate_config_reload_status rc = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+    char err[512];
+
+    pthread_mutex_lock(&t->lock);
+    const char *changed = cp_watch_poll(&t->watch);
+    if (!t->loaded || changed) {
+        grpc_ssl_server_certificate_config *cfg = tls_read(t, err, sizeof(err));
+        if (cfg) {
+            if (t->loaded)
+                LG_I("control", "xDS port: %s changed: new connections get the new certificate",
+                     changed);
+            *config = cfg;
+            t->loaded = 1;
+            rc = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+        } else if (t->loaded) {
+            LG_E("control", "xDS port: %s changed but does not load, keeping the certificate "
+                            "in use: %s", changed, err);
+        } else {
+            LG_E("control", "xDS port: %s", err);
+            rc = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+static void tls_free(struct tls_source *t)
+{
+    if (t == NULL)
+        return;
+    pthread_mutex_destroy(&t->lock);
+    for (int i = 0; i < 3; i++)
+        free(t->paths[i]);
+    cp_watch_free(&t->watch);
+    free(t);
+}
+
+static struct tls_source *tls_new(const struct cp_ads_listen *l)
+{
+    struct tls_source *t = calloc(1, sizeof(*t));
+    const char *src[3] = {l->cert_path, l->key_path, l->client_ca_path};
+    size_t n = 0;
+
+    if (t == NULL)
+        return NULL;
+    pthread_mutex_init(&t->lock, NULL);
+    for (int i = 0; i < 3; i++) {
+        if (src[i] && (t->paths[n++] = strdup(src[i])) == NULL) {
+            tls_free(t);
+            return NULL;
+        }
+    }
+    /* cert and key always, the client CA last: paths[0..n) are set. */
+    if (cp_watch_set(&t->watch, t->paths, n) < 0) {
+        tls_free(t);
+        return NULL;
+    }
+    return t;
+}
+
 /* ---- the server --------------------------------------------------------- */
 
-int cp_ads_start(const char *listen, struct cp_config *cfg, FILE *reqlog, struct cp_ads **out,
-                 char *err, size_t errlen)
+int cp_ads_start(const struct cp_ads_listen *l, struct cp_config *cfg, FILE *reqlog,
+                 struct cp_ads **out, char *err, size_t errlen)
 {
+    const char *listen = l->address;
     struct cp_ads *a = calloc(1, sizeof(*a));
 
     *out = NULL;
@@ -587,9 +746,33 @@ int cp_ads_start(const char *listen, struct cp_config *cfg, FILE *reqlog, struct
     a->t_new = (struct tag){TAG_NEW_CALL, NULL};
     a->t_shutdown = (struct tag){TAG_SHUTDOWN, NULL};
     a->cq = grpc_completion_queue_create_for_next(NULL);
-    a->server = grpc_server_create(NULL, NULL);
+    /* No SO_REUSEPORT: a second control plane on the same port must fail
+     * to start rather than share the data planes with the first. */
+    grpc_arg no_reuse = {.type = GRPC_ARG_INTEGER,
+                         .key = (char *)GRPC_ARG_ALLOW_REUSEPORT,
+                         .value.integer = 0};
+    grpc_channel_args sargs = {.num_args = 1, .args = &no_reuse};
+    a->server = grpc_server_create(&sargs, NULL);
     grpc_server_register_completion_queue(a->server, a->cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds;
+    if (l->cert_path) {
+        /* Like grpc_ssl_server_credentials_create_ex, with the files read
+         * through a fetcher so that renewed ones are picked up. */
+        if ((a->tls = tls_new(l)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            grpc_server_start(a->server);
+            cp_ads_stop(a);
+            return -1;
+        }
+        grpc_ssl_server_credentials_options *opts =
+            grpc_ssl_server_credentials_create_options_using_config_fetcher(
+                l->client_ca_path ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                  : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+                tls_fetch, a->tls);
+        creds = grpc_ssl_server_credentials_create_with_options(opts);
+    } else {
+        creds = grpc_insecure_server_credentials_create();
+    }
     int port = grpc_server_add_http2_port(a->server, listen, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
@@ -601,7 +784,8 @@ int cp_ads_start(const char *listen, struct cp_config *cfg, FILE *reqlog, struct
     }
     grpc_server_start(a->server);
     request_call(a);
-    LG_I("control", "serving ADS on %s, version %" PRIu64, listen, cfg->version);
+    LG_I("control", "serving ADS on %s (%s), version %" PRIu64, listen,
+         l->cert_path ? (l->client_ca_path ? "mTLS" : "TLS") : "plaintext", cfg->version);
     *out = a;
     return 0;
 }
@@ -636,7 +820,7 @@ void cp_ads_update(struct cp_ads *a, struct cp_config *cfg)
             if (!sub->active || sub->sent_version == cfg->version)
                 continue;
             const struct cp_resource **sel;
-            size_t n = select_resources(cfg, sub, (enum cp_type)t, &sel);
+            size_t n = select_resources(cfg, s, sub, (enum cp_type)t, &sel);
             int same = sel && sub->sent_version != 0 && selection_hash(sel, n) == sub->sent_hash;
             free(sel);
             if (same)
@@ -646,6 +830,90 @@ void cp_ads_update(struct cp_ads *a, struct cp_config *cfg)
         }
     }
     cp_config_free(old);
+}
+
+static void json_time(struct xds_sb *b, time_t t)
+{
+    struct tm tm;
+    char buf[32];
+    gmtime_r(&t, &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    xds_sb_str(b, buf);
+}
+
+void cp_ads_nodes_json(const struct cp_ads *a, struct xds_sb *b)
+{
+    static const char *const keys[CP_NTYPES] = {
+        [CP_LDS] = "listeners", [CP_RDS] = "routes", [CP_CDS] = "clusters",
+        [CP_EDS] = "endpoints", [CP_SDS] = "secrets",
+    };
+    int first = 1;
+
+    SB_LIT(b, "[");
+    /* Oldest first: streams are pushed at the head. */
+    const struct stream *last = a->streams;
+    while (last && last->next)
+        last = last->next;
+    for (const struct stream *s = last; s; s = s->prev) {
+        int any = 0;
+        for (int t = 0; t < CP_NTYPES; t++)
+            any |= s->subs[t].active;
+        /* Ending, or not a data plane yet (no request seen). */
+        if ((s->flags & S_F_STATUS) || !any)
+            continue;
+        if (!first)
+            SB_LIT(b, ",");
+        first = 0;
+        SB_LIT(b, "{\"node_id\":");
+        xds_sb_str(b, node_of(s));
+        SB_LIT(b, ",\"node_cluster\":");
+        xds_sb_str(b, cluster_of(s));
+        SB_LIT(b, ",\"peer\":");
+        xds_sb_str(b, s->peer ? s->peer : "");
+        if (s->peer_cn) {
+            SB_LIT(b, ",\"client_certificate_cn\":");
+            xds_sb_str(b, s->peer_cn);
+        }
+        xds_sb_addf(b, ",\"stream\":%" PRIu64 ",\"connected_at\":", s->id);
+        json_time(b, s->opened);
+        SB_LIT(b, ",\"types\":{");
+        int tfirst = 1;
+        for (int t = 0; t < CP_NTYPES; t++) {
+            const struct sub *sub = &s->subs[t];
+            if (!sub->active)
+                continue;
+            xds_sb_addf(b, "%s\"%s\":{\"type_url\":", tfirst ? "" : ",", keys[t]);
+            tfirst = 0;
+            xds_sb_str(b, cp_types[t].url);
+            if (!cp_types[t].wildcard) {
+                SB_LIT(b, ",\"names\":[");
+                for (size_t i = 0; i < sub->n_names; i++) {
+                    if (i)
+                        SB_LIT(b, ",");
+                    xds_sb_str(b, sub->names[i]);
+                }
+                SB_LIT(b, "]");
+            }
+            xds_sb_addf(b,
+                        ",\"current_version\":\"%" PRIu64 "\",\"sent_version\":\"%" PRIu64
+                        "\",\"acked_version\":",
+                        sub->sent_version, sub->last_response);
+            xds_sb_str(b, sub->acked);
+            SB_LIT(b, ",\"last_nack\":");
+            if (sub->nack_detail) {
+                xds_sb_addf(b, "{\"version\":\"%" PRIu64 "\",\"error_detail\":", sub->nack_version);
+                xds_sb_str(b, sub->nack_detail);
+                SB_LIT(b, ",\"at\":");
+                json_time(b, sub->nack_at);
+                SB_LIT(b, "}");
+            } else {
+                SB_LIT(b, "null");
+            }
+            SB_LIT(b, "}");
+        }
+        SB_LIT(b, "}}");
+    }
+    SB_LIT(b, "]");
 }
 
 void cp_ads_stop(struct cp_ads *a)
@@ -674,6 +942,8 @@ void cp_ads_stop(struct cp_ads *a)
     }
     grpc_completion_queue_destroy(a->cq);
     cp_config_free(a->cfg);
-    free(a);
     grpc_shutdown();
+    /* Only now can no handshake call tls_fetch any more. */
+    tls_free(a->tls);
+    free(a);
 }

@@ -6,30 +6,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/core/v3/base.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
-#include "legate/control/v1/control.pb-c.h"
+#include "pem.h"
 #include "xds/convert.h"
+#include "xds/datasource.h"
 
 #define TYPE_PREFIX "type.googleapis.com/"
 
 const struct cp_type_info cp_types[CP_NTYPES] = {
-    [CP_LDS] = {TYPE_PREFIX "envoy.config.listener.v3.Listener", "Listener", 1},
-    [CP_RDS] = {TYPE_PREFIX "envoy.config.route.v3.RouteConfiguration", "RouteConfiguration", 0},
-    [CP_CDS] = {TYPE_PREFIX "envoy.config.cluster.v3.Cluster", "Cluster", 1},
+    [CP_LDS] = {TYPE_PREFIX "envoy.config.listener.v3.Listener", "Listener", 1, "listeners",
+                "name", &envoy__config__listener__v3__listener__descriptor},
+    [CP_RDS] = {TYPE_PREFIX "envoy.config.route.v3.RouteConfiguration", "RouteConfiguration", 0,
+                "routes", "name", &envoy__config__route__v3__route_configuration__descriptor},
+    [CP_CDS] = {TYPE_PREFIX "envoy.config.cluster.v3.Cluster", "Cluster", 1, "clusters", "name",
+                &envoy__config__cluster__v3__cluster__descriptor},
     [CP_EDS] = {TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment",
-                "ClusterLoadAssignment", 0},
-    [CP_SDS] = {TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret", "Secret", 0},
-};
-
-/* Where each type lives in ControlConfig, and which field names it. */
-static const struct {
-    const char *field; /* ControlConfig field */
-    const char *key;   /* the resource's name field */
-} type_source[CP_NTYPES] = {
-    [CP_LDS] = {"listeners", "name"},     [CP_RDS] = {"routes", "name"},
-    [CP_CDS] = {"clusters", "name"},      [CP_EDS] = {"endpoints", "cluster_name"},
-    [CP_SDS] = {"secrets", "name"},
+                "ClusterLoadAssignment", 0, "endpoints", "cluster_name",
+                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor},
+    [CP_SDS] = {TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret", "Secret", 0,
+                "secrets", "name", &envoy__extensions__transport_sockets__tls__v3__secret__descriptor},
 };
 
 int cp_type_from_url(const char *url)
@@ -51,6 +52,15 @@ static int verr(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
+/* The repeated message field named field of m: its count and array. */
+static size_t list_of(const ProtobufCMessage *m, const char *field, ProtobufCMessage *const **arr)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, field);
+    *arr = *(ProtobufCMessage *const **)((const char *)m + f->offset);
+    return *(const size_t *)((const char *)m + f->quantifier_offset);
+}
+
 /* ---- secrets: file DataSources become inline_bytes ---------------------- */
 
 struct walk {
@@ -58,6 +68,9 @@ struct walk {
     size_t len;
     char *err;
     size_t errlen;
+    int collect;  /* only list the files (the message is not changed) */
+    char **files; /* collect: what was found, unique */
+    size_t n_files;
 };
 
 static size_t path_push(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -80,10 +93,27 @@ static void path_pop(struct walk *w, size_t mark)
     w->path[mark] = '\0';
 }
 
+static int collect_file(struct walk *w, const char *name)
+{
+    for (size_t i = 0; i < w->n_files; i++)
+        if (strcmp(w->files[i], name) == 0)
+            return 0;
+    char **v = realloc(w->files, (w->n_files + 1) * sizeof(*v));
+    if (v == NULL)
+        return -1;
+    w->files = v;
+    if ((v[w->n_files] = strdup(name)) == NULL)
+        return -1;
+    w->n_files++;
+    return 0;
+}
+
 static int inline_file(struct walk *w, Envoy__Config__Core__V3__DataSource *ds)
 {
     if (ds->specifier_case != ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME)
         return 0;
+    if (w->collect)
+        return collect_file(w, ds->filename);
     size_t len;
     char *data = xds_read_file(ds->filename, &len);
     if (data == NULL)
@@ -143,6 +173,67 @@ static int walk_message(struct walk *w, ProtobufCMessage *m)
     return 0;
 }
 
+/* ---- secrets: checks ------------------------------------------------------ */
+
+/* The bytes of an inline DataSource (files are inlined by now), or NULL
+ * with the reason in err. *buf is what to free. */
+static int ds_bytes(const Envoy__Config__Core__V3__DataSource *ds, char **buf, size_t *len,
+                    char *err, size_t errlen)
+{
+    *buf = NULL;
+    return xds_datasource_read(ds, buf, len, err, errlen);
+}
+
+static void free_key(char *p, size_t len)
+{
+    if (p)
+        explicit_bzero(p, len);
+    free(p);
+}
+
+/* Certificates and keys of one secret must load: a bad one is refused here,
+ * naming the field, rather than NACKed by every data plane. Expiry is left
+ * to the data plane (it may be told to accept expired certificates). */
+static int check_secret(const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s,
+                        const char *path, char *err, size_t errlen)
+{
+    char msg[256];
+    char *chain = NULL, *key = NULL, *ca = NULL;
+    size_t clen = 0, klen = 0, calen = 0;
+    int rc = 0;
+
+    if (s->type_case == ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE) {
+        const Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate *tc = s->tls_certificate;
+        if (tc->certificate_chain) {
+            if (ds_bytes(tc->certificate_chain, &chain, &clen, msg, sizeof(msg)) < 0 ||
+                cp_pem_check_certs(chain, clen, msg, sizeof(msg)) < 0) {
+                rc = verr(err, errlen, "%s.tls_certificate.certificate_chain: %s", path, msg);
+                goto out;
+            }
+        }
+        /* A password-protected key is the data plane's to open. */
+        if (tc->private_key && tc->certificate_chain && tc->password == NULL) {
+            if (ds_bytes(tc->private_key, &key, &klen, msg, sizeof(msg)) < 0 ||
+                cp_pem_check_key(key, klen, chain, clen, "certificate_chain", msg, sizeof(msg)) <
+                    0) {
+                rc = verr(err, errlen, "%s.tls_certificate.private_key: %s", path, msg);
+                goto out;
+            }
+        }
+    } else if (s->type_case ==
+                   ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT &&
+               s->validation_context->trusted_ca) {
+        if (ds_bytes(s->validation_context->trusted_ca, &ca, &calen, msg, sizeof(msg)) < 0 ||
+            cp_pem_check_certs(ca, calen, msg, sizeof(msg)) < 0)
+            rc = verr(err, errlen, "%s.validation_context.trusted_ca: %s", path, msg);
+    }
+out:
+    free(chain);
+    free_key(key, klen);
+    free(ca);
+    return rc;
+}
+
 /* ---- packing ------------------------------------------------------------- */
 
 static const char *resource_name(const ProtobufCMessage *m, const char *key)
@@ -154,44 +245,120 @@ static const char *resource_name(const ProtobufCMessage *m, const char *key)
     return *(char *const *)((const char *)m + f->offset);
 }
 
-static int pack_type(struct cp_config *cfg, enum cp_type t, const ProtobufCMessage *cc, char *err,
-                     size_t errlen)
+static int pack_one(struct cp_resource *r, const ProtobufCMessage *m)
 {
-    const char *field = type_source[t].field, *key = type_source[t].key;
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(cc->descriptor, field);
-    size_t n = *(const size_t *)((const char *)cc + f->quantifier_offset);
-    ProtobufCMessage *const *arr = *(ProtobufCMessage *const **)((const char *)cc + f->offset);
+    size_t len = protobuf_c_message_get_packed_size(m);
+    if ((r->data = malloc(len ? len : 1)) == NULL)
+        return -1;
+    r->len = protobuf_c_message_pack(m, r->data);
+    return 0;
+}
+
+/* A secret with its files read, checked, then packed. */
+static int pack_secret(struct cp_resource *r, const ProtobufCMessage *m, const char *path,
+                       char *err, size_t errlen)
+{
+    struct cp_resource tmp = {0};
+    if (pack_one(&tmp, m) < 0)
+        return verr(err, errlen, "out of memory");
+    ProtobufCMessage *copy = protobuf_c_message_unpack(m->descriptor, NULL, tmp.len, tmp.data);
+    free(tmp.data);
+    if (copy == NULL)
+        return verr(err, errlen, "out of memory");
+    struct walk w = {.err = err, .errlen = errlen};
+    path_push(&w, "%s", path);
+    int rc = walk_message(&w, copy);
+    if (rc == 0)
+        rc = check_secret((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)copy,
+                          path, err, errlen);
+    if (rc == 0 && pack_one(r, copy) < 0)
+        rc = verr(err, errlen, "out of memory");
+    protobuf_c_message_free_unpacked(copy, NULL);
+    return rc;
+}
+
+/* Packs the list of type t of m (a ControlConfig or a NodeScope) into rs;
+ * prefix ("" or "nodes[1].") starts each path in a message. */
+static int pack_type(struct cp_rset *rs, enum cp_type t, const ProtobufCMessage *m,
+                     const char *prefix, char *err, size_t errlen)
+{
+    const char *field = cp_types[t].field, *key = cp_types[t].key;
+    ProtobufCMessage *const *arr;
+    size_t n = list_of(m, field, &arr);
 
     if (n == 0)
         return 0;
-    if ((cfg->res[t] = calloc(n, sizeof(*cfg->res[t]))) == NULL)
+    if ((rs->res[t] = calloc(n, sizeof(*rs->res[t]))) == NULL)
         return verr(err, errlen, "out of memory");
     for (size_t i = 0; i < n; i++) {
         const char *name = resource_name(arr[i], key);
         if (name == NULL || name[0] == '\0')
-            return verr(err, errlen, "%s[%zu].%s: a name is required", field, i, key);
+            return verr(err, errlen, "%s%s[%zu].%s: a name is required", prefix, field, i, key);
         for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->res[t][j].name, name) == 0)
-                return verr(err, errlen, "%s[%zu].%s: \"%s\" is already used by %s[%zu]", field,
-                            i, key, name, field, j);
-        struct cp_resource *r = &cfg->res[t][i];
-        size_t len = protobuf_c_message_get_packed_size(arr[i]);
-        r->name = strdup(name);
-        r->data = malloc(len ? len : 1);
-        cfg->n[t] = i + 1;
-        if (r->name == NULL || r->data == NULL)
+            if (strcmp(rs->res[t][j].name, name) == 0)
+                return verr(err, errlen, "%s%s[%zu].%s: \"%s\" is already used by %s[%zu]",
+                            prefix, field, i, key, name, field, j);
+        struct cp_resource *r = &rs->res[t][i];
+        rs->n[t] = i + 1;
+        if ((r->name = strdup(name)) == NULL)
             return verr(err, errlen, "out of memory");
-        r->len = protobuf_c_message_pack(arr[i], r->data);
+        if (t == CP_SDS) {
+            char path[128];
+            snprintf(path, sizeof(path), "%s%s[%zu]", prefix, field, i);
+            if (pack_secret(r, arr[i], path, err, errlen) < 0)
+                return -1;
+        } else if (pack_one(r, arr[i]) < 0) {
+            return verr(err, errlen, "out of memory");
+        }
     }
     return 0;
+}
+
+int cp_config_build(const Legate__Control__V1__ControlConfig *cc, struct cp_config **out,
+                    char *err, size_t errlen)
+{
+    struct cp_config *cfg = calloc(1, sizeof(*cfg));
+
+    *out = NULL;
+    if (cfg == NULL)
+        return verr(err, errlen, "out of memory");
+    for (int t = 0; t < CP_NTYPES; t++)
+        if (pack_type(&cfg->global, (enum cp_type)t, &cc->base, "", err, errlen) < 0)
+            goto fail;
+    if (cc->n_nodes && (cfg->scopes = calloc(cc->n_nodes, sizeof(*cfg->scopes))) == NULL) {
+        verr(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cc->n_nodes; i++) {
+        const Legate__Control__V1__NodeScope *ns = cc->nodes[i];
+        struct cp_scope *sc = &cfg->scopes[i];
+        char prefix[32];
+        cfg->n_scopes = i + 1;
+        if (ns->node_id[0] == '\0' && ns->node_cluster[0] == '\0') {
+            verr(err, errlen, "nodes[%zu]: node_id or node_cluster is required", i);
+            goto fail;
+        }
+        if ((sc->node_id = strdup(ns->node_id)) == NULL ||
+            (sc->node_cluster = strdup(ns->node_cluster)) == NULL) {
+            verr(err, errlen, "out of memory");
+            goto fail;
+        }
+        snprintf(prefix, sizeof(prefix), "nodes[%zu].", i);
+        for (int t = 0; t < CP_NTYPES; t++)
+            if (pack_type(&sc->rs, (enum cp_type)t, &ns->base, prefix, err, errlen) < 0)
+                goto fail;
+    }
+    *out = cfg;
+    return 0;
+fail:
+    cp_config_free(cfg);
+    return -1;
 }
 
 int cp_config_load(const char *path, struct cp_config **out, char *err, size_t errlen)
 {
     char msg[1024];
     ProtobufCMessage *m;
-    struct cp_config *cfg = NULL;
 
     *out = NULL;
     if (xds_convert_file(path, &legate__control__v1__control_config__descriptor, &m, msg,
@@ -201,53 +368,170 @@ int cp_config_load(const char *path, struct cp_config **out, char *err, size_t e
             return verr(err, errlen, "%s", msg);
         return verr(err, errlen, "%s: %s", path, msg);
     }
-    Legate__Control__V1__ControlConfig *cc = (Legate__Control__V1__ControlConfig *)m;
-
-    for (size_t i = 0; i < cc->n_secrets; i++) {
-        struct walk w = {.err = msg, .errlen = sizeof(msg)};
-        path_push(&w, "secrets[%zu]", i);
-        if (walk_message(&w, &cc->secrets[i]->base) < 0)
-            goto fail;
-    }
-    if ((cfg = calloc(1, sizeof(*cfg))) == NULL) {
-        snprintf(msg, sizeof(msg), "out of memory");
-        goto fail;
-    }
-    for (int t = 0; t < CP_NTYPES; t++)
-        if (pack_type(cfg, (enum cp_type)t, m, msg, sizeof(msg)) < 0)
-            goto fail;
+    int rc = cp_config_build((Legate__Control__V1__ControlConfig *)m, out, msg, sizeof(msg));
     protobuf_c_message_free_unpacked(m, NULL);
-    *out = cfg;
+    if (rc < 0)
+        return verr(err, errlen, "%s: %s", path, msg);
     return 0;
+}
 
-fail:
-    cp_config_free(cfg);
-    protobuf_c_message_free_unpacked(m, NULL);
-    return verr(err, errlen, "%s: %s", path, msg);
+static void free_rset(struct cp_rset *rs)
+{
+    for (int t = 0; t < CP_NTYPES; t++) {
+        for (size_t i = 0; i < rs->n[t]; i++) {
+            free(rs->res[t][i].name);
+            /* Secrets' packed bytes hold key material. */
+            if (t == CP_SDS && rs->res[t][i].data)
+                explicit_bzero(rs->res[t][i].data, rs->res[t][i].len);
+            free(rs->res[t][i].data);
+        }
+        free(rs->res[t]);
+    }
 }
 
 void cp_config_free(struct cp_config *cfg)
 {
     if (cfg == NULL)
         return;
-    for (int t = 0; t < CP_NTYPES; t++) {
-        for (size_t i = 0; i < cfg->n[t]; i++) {
-            free(cfg->res[t][i].name);
-            /* Secrets' packed bytes hold key material. */
-            if (t == CP_SDS && cfg->res[t][i].data)
-                explicit_bzero(cfg->res[t][i].data, cfg->res[t][i].len);
-            free(cfg->res[t][i].data);
-        }
-        free(cfg->res[t]);
+    free_rset(&cfg->global);
+    for (size_t i = 0; i < cfg->n_scopes; i++) {
+        free(cfg->scopes[i].node_id);
+        free(cfg->scopes[i].node_cluster);
+        free_rset(&cfg->scopes[i].rs);
     }
+    free(cfg->scopes);
     free(cfg);
+}
+
+static int rset_equal(const struct cp_rset *a, const struct cp_rset *b)
+{
+    for (int t = 0; t < CP_NTYPES; t++) {
+        if (a->n[t] != b->n[t])
+            return 0;
+        for (size_t i = 0; i < a->n[t]; i++) {
+            const struct cp_resource *x = &a->res[t][i], *y = &b->res[t][i];
+            if (strcmp(x->name, y->name) != 0 || x->len != y->len ||
+                memcmp(x->data, y->data, x->len) != 0)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+int cp_config_equal(const struct cp_config *a, const struct cp_config *b)
+{
+    if (!rset_equal(&a->global, &b->global) || a->n_scopes != b->n_scopes)
+        return 0;
+    for (size_t i = 0; i < a->n_scopes; i++) {
+        const struct cp_scope *x = &a->scopes[i], *y = &b->scopes[i];
+        if (strcmp(x->node_id, y->node_id) != 0 || strcmp(x->node_cluster, y->node_cluster) != 0 ||
+            !rset_equal(&x->rs, &y->rs))
+            return 0;
+    }
+    return 1;
+}
+
+static int scope_matches(const struct cp_scope *sc, const char *id, const char *cluster)
+{
+    return (sc->node_id[0] == '\0' || strcmp(sc->node_id, id) == 0) &&
+           (sc->node_cluster[0] == '\0' || strcmp(sc->node_cluster, cluster) == 0);
+}
+
+size_t cp_config_select(const struct cp_config *cfg, const char *node_id, const char *node_cluster,
+                        enum cp_type t, char *const *names, size_t n_names,
+                        const struct cp_resource ***sel)
+{
+    size_t cap = cfg->global.n[t], n = 0;
+    for (size_t i = 0; i < cfg->n_scopes; i++)
+        if (scope_matches(&cfg->scopes[i], node_id, node_cluster))
+            cap += cfg->scopes[i].rs.n[t];
+
+    const struct cp_resource **all = calloc(cap ? cap : 1, sizeof(*all));
+    *sel = NULL;
+    if (all == NULL)
+        return 0;
+    for (size_t i = 0; i < cfg->global.n[t]; i++)
+        all[n++] = &cfg->global.res[t][i];
+    for (size_t i = 0; i < cfg->n_scopes; i++) {
+        const struct cp_scope *sc = &cfg->scopes[i];
+        if (!scope_matches(sc, node_id, node_cluster))
+            continue;
+        for (size_t j = 0; j < sc->rs.n[t]; j++) {
+            const struct cp_resource *r = &sc->rs.res[t][j];
+            size_t k = 0;
+            while (k < n && strcmp(all[k]->name, r->name) != 0)
+                k++;
+            all[k] = r;
+            if (k == n)
+                n++;
+        }
+    }
+    if (names == NULL) {
+        *sel = all;
+        return n;
+    }
+    const struct cp_resource **v = calloc(n_names ? n_names : 1, sizeof(*v));
+    size_t m = 0;
+    if (v == NULL) {
+        free(all);
+        return 0;
+    }
+    for (size_t i = 0; i < n_names; i++)
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(all[k]->name, names[i]) == 0) {
+                v[m++] = all[k];
+                break;
+            }
+    free(all);
+    *sel = v;
+    return m;
 }
 
 const struct cp_resource *cp_config_find(const struct cp_config *cfg, enum cp_type t,
                                          const char *name)
 {
-    for (size_t i = 0; i < cfg->n[t]; i++)
-        if (strcmp(cfg->res[t][i].name, name) == 0)
-            return &cfg->res[t][i];
+    for (size_t i = 0; i < cfg->global.n[t]; i++)
+        if (strcmp(cfg->global.res[t][i].name, name) == 0)
+            return &cfg->global.res[t][i];
     return NULL;
+}
+
+/* ---- files ---------------------------------------------------------------- */
+
+static int collect_list(struct walk *w, const ProtobufCMessage *m)
+{
+    ProtobufCMessage *const *arr;
+    size_t n = list_of(m, cp_types[CP_SDS].field, &arr);
+    for (size_t i = 0; i < n; i++)
+        if (walk_message(w, arr[i]) < 0)
+            return -1;
+    return 0;
+}
+
+int cp_config_files(const Legate__Control__V1__ControlConfig *cc, char ***out, size_t *n)
+{
+    /* In collect mode the walk only reads: the casts drop no promise. */
+    struct walk w = {.collect = 1};
+    char err[8];
+    w.err = err;
+    w.errlen = sizeof(err);
+    int rc = collect_list(&w, &cc->base);
+    for (size_t i = 0; rc == 0 && i < cc->n_nodes; i++)
+        rc = collect_list(&w, &cc->nodes[i]->base);
+    if (rc < 0) {
+        cp_config_files_free(w.files, w.n_files);
+        *out = NULL;
+        *n = 0;
+        return -1;
+    }
+    *out = w.files;
+    *n = w.n_files;
+    return 0;
+}
+
+void cp_config_files_free(char **files, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(files[i]);
+    free(files);
 }

@@ -6,9 +6,13 @@
  * acknowledging each as Envoy does (or rejecting it with --nack).
  *
  *   xds-probe --server HOST:PORT --node ID --type lds|rds|cds|eds|sds
- *             [--names a,b] [--count N] [--nack DETAIL] [--timeout SECONDS]
- *             [--dump DIR]
+ *             [--cluster NAME] [--names a,b] [--count N] [--nack DETAIL]
+ *             [--timeout SECONDS] [--dump DIR]
+ *             [--ca FILE [--cert FILE --key FILE] [--sni NAME]]
  * --dump writes each resource received, serialized, to DIR/<name>.pb.
+ * --cluster sets the node's cluster. --ca connects over TLS, verifying the
+ * server against FILE (as NAME with --sni); --cert/--key add a client
+ * certificate (mTLS).
  *
  * Exit status: 0 after N responses (the last ACK/NACK delivered and the
  * stream closed cleanly), 2 if they did not all arrive within the timeout
@@ -72,8 +76,39 @@ struct probe {
 static void usage(void)
 {
     fprintf(stderr, "usage: xds-probe --server HOST:PORT --node ID --type lds|rds|cds|eds|sds\n"
-                    "                 [--names a,b] [--count N] [--nack DETAIL] [--timeout S]\n"
-                    "                 [--dump DIR]\n");
+                    "                 [--cluster NAME] [--names a,b] [--count N] [--nack DETAIL]\n"
+                    "                 [--timeout S] [--dump DIR]\n"
+                    "                 [--ca FILE [--cert FILE --key FILE] [--sni NAME]]\n");
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (f == NULL) {
+        perror(path);
+        return NULL;
+    }
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *p = realloc(buf, cap);
+            if (p == NULL) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = p;
+        }
+        size_t n = fread(buf + len, 1, 4096, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
 }
 
 static grpc_byte_buffer *pack_message(const ProtobufCMessage *m)
@@ -97,6 +132,8 @@ static int start(struct probe *p, const grpc_op *ops, size_t n, long tag)
     return 0;
 }
 
+static const char *node_cluster = "";
+
 static int send_request(struct probe *p, int first, const char *node, const char *url,
                         char **names, size_t n_names, const char *version, const char *nonce,
                         const char *nack)
@@ -110,6 +147,7 @@ static int send_request(struct probe *p, int first, const char *node, const char
 
     if (first) {
         nd.id = (char *)node;
+        nd.cluster = (char *)node_cluster;
         req.node = &nd;
     }
     req.type_url = (char *)url;
@@ -193,12 +231,16 @@ static int print_response(const Envoy__Service__Discovery__V3__DiscoveryResponse
 int main(int argc, char **argv)
 {
     const char *server = NULL, *node = NULL, *type = NULL, *names_arg = NULL, *nack = NULL;
+    const char *ca = NULL, *cert = NULL, *key = NULL, *sni = NULL;
     long count = 1, timeout_s = 10;
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'}, {"node", required_argument, NULL, 'n'},
         {"type", required_argument, NULL, 't'},   {"names", required_argument, NULL, 'N'},
         {"count", required_argument, NULL, 'c'},  {"nack", required_argument, NULL, 'k'},
         {"timeout", required_argument, NULL, 'T'}, {"dump", required_argument, NULL, 'd'},
+        {"cluster", required_argument, NULL, 'C'}, {"ca", required_argument, NULL, 'A'},
+        {"cert", required_argument, NULL, 'E'},    {"key", required_argument, NULL, 'K'},
+        {"sni", required_argument, NULL, 'S'},
         {NULL, 0, NULL, 0},
     };
     int ch, t = -1;
@@ -213,13 +255,19 @@ int main(int argc, char **argv)
         case 'k': nack = optarg; break;
         case 'T': timeout_s = strtol(optarg, NULL, 10); break;
         case 'd': dump_dir = optarg; break;
+        case 'C': node_cluster = optarg; break;
+        case 'A': ca = optarg; break;
+        case 'E': cert = optarg; break;
+        case 'K': key = optarg; break;
+        case 'S': sni = optarg; break;
         default: usage(); return 1;
         }
     }
     for (size_t i = 0; type && i < sizeof(types) / sizeof(types[0]); i++)
         if (strcmp(type, types[i].flag) == 0)
             t = (int)i;
-    if (server == NULL || node == NULL || t < 0 || count < 1 || timeout_s < 1 || optind < argc) {
+    if (server == NULL || node == NULL || t < 0 || count < 1 || timeout_s < 1 || optind < argc ||
+        (!cert != !key) || ((cert || sni) && !ca)) {
         usage();
         return 1;
     }
@@ -237,8 +285,31 @@ int main(int argc, char **argv)
     grpc_metadata_array_init(&p.initial_md);
     grpc_metadata_array_init(&p.trailing_md);
     p.cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel *ch_ = grpc_channel_create(server, creds, NULL);
+    grpc_channel_credentials *creds;
+    char *ca_pem = NULL, *cert_pem = NULL, *key_pem = NULL;
+    if (ca) {
+        ca_pem = slurp(ca);
+        cert_pem = cert ? slurp(cert) : NULL;
+        key_pem = key ? slurp(key) : NULL;
+        if (ca_pem == NULL || (cert && (cert_pem == NULL || key_pem == NULL))) {
+            free(ca_pem);
+            free(cert_pem);
+            free(key_pem);
+            free(names_buf);
+            grpc_completion_queue_destroy(p.cq);
+            grpc_shutdown();
+            return 1;
+        }
+        grpc_ssl_pem_key_cert_pair pair = {key_pem, cert_pem};
+        creds = grpc_ssl_credentials_create(ca_pem, cert ? &pair : NULL, NULL, NULL);
+    } else {
+        creds = grpc_insecure_credentials_create();
+    }
+    grpc_arg arg = {.type = GRPC_ARG_STRING,
+                    .key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                    .value.string = (char *)sni};
+    grpc_channel_args args = {.num_args = sni ? 1 : 0, .args = &arg};
+    grpc_channel *ch_ = grpc_channel_create(server, creds, &args);
     grpc_channel_credentials_release(creds);
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                          gpr_time_from_seconds(timeout_s, GPR_TIMESPAN));
@@ -375,5 +446,8 @@ out:
     grpc_completion_queue_destroy(p.cq);
     grpc_shutdown();
     free(names_buf);
+    free(ca_pem);
+    free(cert_pem);
+    free(key_pem);
     return rc;
 }
