@@ -29,7 +29,7 @@ wait_port() {
 }
 client() { curl -s --cacert certs/ca.pem --cert certs/client.pem --key certs/client.key "$@"; }
 
-P_CP=$(free_port); P_L=$(free_port); P_UP=$(free_port); P_ADMIN=$(free_port)
+P_CP=$(free_port); P_L=$(free_port); P_UP=$(free_port); P_ADMIN=$(free_port); P_API=$(free_port); P_APP=$(free_port)
 
 step "1. A demo PKI, made now with openssl"
 "$src/scripts/gen-certs.sh" certs
@@ -62,8 +62,9 @@ wait_port "$P_UP" || { notproved "nginx did not start"; exit 1; }
 step "3. legate-control, the sample xDS control plane, on 127.0.0.1:$P_CP"
 sed -e "s/port_value: 10443/port_value: $P_L/; s/port_value: 10444/port_value: $P_UP/" \
   "$src/control-sample/examples/demo.yaml" > control.yaml
-run "legate-control -c control.yaml --listen 127.0.0.1:$P_CP"
-"$build/control-sample/legate-control" -c control.yaml --listen "127.0.0.1:$P_CP" > control.log 2>&1 & pids+=($!)
+run "legate-control -c control.yaml --listen 127.0.0.1:$P_CP --admin-listen 127.0.0.1:$P_API"
+"$build/control-sample/legate-control" -c control.yaml --listen "127.0.0.1:$P_CP" \
+  --admin-listen "127.0.0.1:$P_API" > control.log 2>&1 & pids+=($!)
 cp_pid=$!
 wait_port "$P_CP" || { notproved "legate-control did not start"; cat control.log; exit 1; }
 
@@ -113,7 +114,51 @@ else
   notproved "the request without a certificate was not refused at the handshake"
 fi
 
-step "8. Hot rotation: a new server certificate while requests keep flowing"
+step "8. The same upstream in application mode: the handshake completes, the mTLS filter answers"
+cat > app-listener.yaml <<YAML
+name: https-app
+address: { socket_address: { address: 127.0.0.1, port_value: $P_APP } }
+filter_chains:
+- transport_socket:
+    name: envoy.transport_sockets.tls
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+      require_client_certificate: false
+      common_tls_context:
+        tls_certificate_sds_secret_configs: [{ name: server-cert, sds_config: { ads: {} } }]
+        combined_validation_context:
+          default_validation_context: { trust_chain_verification: ACCEPT_UNTRUSTED }
+          validation_context_sds_secret_config: { name: client-ca, sds_config: { ads: {} } }
+  filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: app_mode
+      forward_client_cert_details: SANITIZE_SET
+      set_current_client_cert_details: { subject: true, uri: true }
+      rds: { route_config_name: local, config_source: { ads: {} } }
+      http_filters:
+      - name: legate.filters.http.mtls
+        typed_config: { "@type": type.googleapis.com/legate.filters.http.mtls.v1.Mtls, require_certificate: true }
+      - name: envoy.filters.http.router
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+YAML
+run "curl -X PUT http://127.0.0.1:$P_API/listeners/https-app --data-binary @app-listener.yaml   (legate-control's management API)"
+curl -s -o /dev/null -w '   management API: %{http_code}\n' -X PUT "http://127.0.0.1:$P_API/listeners/https-app" \
+  --data-binary @app-listener.yaml
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$P_APP") 2>/dev/null && break; sleep 0.1; done
+run "curl https://localhost:$P_APP/   (no --cert)"
+out=$(curl -s --cacert certs/ca.pem -w ' %{http_code}' "https://localhost:$P_APP/")
+echo "   $out"
+out2=$(client -s -o /dev/null -w '%{http_code}' "https://localhost:$P_APP/")
+echo "   with the client certificate: $out2"
+if [ "$out" = '{"message":"No required TLS certificate was sent"} 401' ] && [ "$out2" = 200 ]; then
+  proved "application mode: no certificate gets 401 with the reason (as Kong's mtls-auth), a good one 200"
+else
+  notproved "application mode"
+fi
+
+step "9. Hot rotation: a new server certificate while requests keep flowing"
 before=$(echo | openssl s_client -connect "127.0.0.1:$P_L" -servername localhost -cert certs/client.pem \
   -key certs/client.key 2>/dev/null | openssl x509 -noout -serial)
 echo "   serving: $before"
@@ -125,10 +170,15 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout certs/ser
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > certs/server.ext
 openssl x509 -req -in certs/server.csr -CA certs/ca.pem -CAkey certs/ca.key -set_serial "0x$(openssl rand -hex 8)" \
   -days 30 -extfile certs/server.ext -out certs/server.pem.new 2>/dev/null
-mv certs/server.key.new certs/server.key && mv certs/server.pem.new certs/server.pem
-run "a renewed certs/server.pem, then: kill -HUP legate-control   (it re-reads its files and pushes a new SDS version)"
-kill -HUP "$cp_pid"
-want=$(openssl x509 -noout -serial -in certs/server.pem)
+run "curl -X PUT http://127.0.0.1:$P_API/secrets/server-cert -d '{\"cert\": <new PEM>, \"key\": <new key>}'"
+python3 -c '
+import json, sys
+print(json.dumps({"cert": open(sys.argv[1]).read(), "key": open(sys.argv[2]).read()}))' \
+  certs/server.pem.new certs/server.key.new > new-cert.json
+curl -s -o /dev/null -w '   management API: %{http_code}\n' -X PUT "http://127.0.0.1:$P_API/secrets/server-cert" \
+  --data-binary @new-cert.json
+mv certs/server.pem.new certs/server.pem.issued
+want=$(openssl x509 -noout -serial -in certs/server.pem.issued)
 now=""
 for _ in $(seq 1 20); do
   now=$(echo | openssl s_client -connect "127.0.0.1:$P_L" -servername localhost -cert certs/client.pem \
@@ -140,7 +190,7 @@ wait $loop
 ok=$(grep -c '^200$' loop.out)
 echo "   serving: $now; request loop: $ok/100 answered 200"
 if [ "$now" = "$want" ] && [ "$now" != "$before" ] && [ "$ok" = 100 ]; then
-  proved "new handshakes use the new certificate within a second, with zero failed requests and no restart"
+  proved "rotated through the management API: new handshakes use the new certificate within a second, zero failed requests, no restart"
 else
   notproved "the rotation"
 fi
