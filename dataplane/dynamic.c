@@ -18,6 +18,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "dataplane/strmap.h"
 #include "xds/ads.h"
 #include "xds/datasource.h"
 #include "xds/json.h"
@@ -72,11 +73,15 @@ struct res {
 struct names {
     char **v;
     size_t n, cap;
+    struct strmap set;           /* of v, once there are more than a few */
 };
 
 struct tstate {
     struct res *v;
     size_t n, cap;
+    struct strmap idx;           /* name -> slot in v, for v[0 .. idx_upto) */
+    size_t idx_upto;
+    int idx_dirty;               /* slots moved: rebuild idx before use */
     char *version;               /* last accepted version_info */
     char *nonce;                 /* last nonce seen */
     struct names subs;           /* RDS, EDS, SDS: names asked for */
@@ -106,6 +111,7 @@ struct dp_dyn {
     size_t n_bl;
     struct built *bc;            /* installed clusters */
     size_t n_bc;
+    struct strmap bl_idx, bc_idx; /* name -> index in bl, bc */
     int ready;
     double fetch_timeout;        /* initial_fetch_timeout */
     int allow_expired;           /* accept expired certificates over SDS */
@@ -146,12 +152,33 @@ static uint64_t msg_hash(const ProtobufCMessage *m)
     return h;
 }
 
-static int names_has(const struct names *n, const char *s)
+#define NAMES_LINEAR 8
+
+/* Where s is in n->v. */
+static int names_index(struct names *n, const char *s, size_t *at)
 {
-    for (size_t i = 0; i < n->n; i++)
-        if (strcmp(n->v[i], s) == 0)
-            return 1;
-    return 0;
+    if (n->n <= NAMES_LINEAR) {
+        for (size_t i = 0; i < n->n; i++)
+            if (strcmp(n->v[i], s) == 0) {
+                *at = i;
+                return 1;
+            }
+        return 0;
+    }
+    /* The set grows with v (names_add), goes with it (names_free) and is
+     * emptied when v is reordered. */
+    if (n->set.n != n->n) {
+        strmap_clear(&n->set);
+        for (size_t i = 0; i < n->n; i++)
+            strmap_put(&n->set, n->v[i], i);
+    }
+    return strmap_get(&n->set, s, at);
+}
+
+static int names_has(struct names *n, const char *s)
+{
+    size_t at;
+    return names_index(n, s, &at);
 }
 
 static void names_add(struct names *n, const char *s)
@@ -165,6 +192,8 @@ static void names_add(struct names *n, const char *s)
             abort();
     }
     n->v[n->n++] = xstrdup0(s);
+    if (n->set.n == n->n - 1 && n->n > NAMES_LINEAR)
+        strmap_put(&n->set, s, n->n - 1);
 }
 
 static void names_free(struct names *n)
@@ -172,6 +201,7 @@ static void names_free(struct names *n)
     for (size_t i = 0; i < n->n; i++)
         free(n->v[i]);
     free(n->v);
+    strmap_free(&n->set);
     memset(n, 0, sizeof(*n));
 }
 
@@ -203,11 +233,24 @@ __attribute__((format(printf, 2, 3))) static void err_add(struct errs *e, const 
         e->len = sizeof(e->buf) - 1;
 }
 
+/* The index is kept by the ADS thread only (admin readers walk v). */
 static struct res *res_find(struct tstate *t, const char *name)
 {
-    for (size_t i = 0; i < t->n; i++)
-        if (strcmp(t->v[i].name, name) == 0)
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (t->idx_dirty || t->idx_upto > t->n) {
+            strmap_clear(&t->idx);
+            t->idx_upto = 0;
+            t->idx_dirty = 0;
+        }
+        for (; t->idx_upto < t->n && t->v[t->idx_upto].name; t->idx_upto++)
+            strmap_put(&t->idx, t->v[t->idx_upto].name, t->idx_upto);
+        size_t i;
+        if (!strmap_get(&t->idx, name, &i))
+            return NULL;
+        if (i < t->n && t->v[i].name && strcmp(t->v[i].name, name) == 0)
             return &t->v[i];
+        t->idx_dirty = 1; /* a slot changed under the index: rebuild once */
+    }
     return NULL;
 }
 
@@ -239,6 +282,7 @@ static void res_remove(struct tstate *t, struct res *r)
     size_t i = (size_t)(r - t->v);
     memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof(*t->v));
     t->n--;
+    t->idx_dirty = 1;
 }
 
 static const char *res_name(int type, const ProtobufCMessage *m)
@@ -425,10 +469,8 @@ static int refs_present(struct dp_dyn *d, const struct refs *rf, const char *eds
             *h = fnv((const uint8_t *)&r->hash, sizeof(r->hash), *h);
         } else {
             /* Given up on (initial fetch timeout): no endpoints. */
-            int gave_up = 0;
-            for (size_t i = 0; i < d->t[T_EDS].subs.n; i++)
-                if (strcmp(d->t[T_EDS].subs.v[i], eds) == 0)
-                    gave_up = d->t[T_EDS].gave_up[i];
+            size_t at;
+            int gave_up = names_index(&d->t[T_EDS].subs, eds, &at) && d->t[T_EDS].gave_up[at];
             if (!gave_up && ok-- > 0)
                 snprintf(missing, mlen, "endpoints \"%s\"", eds);
         }
@@ -448,12 +490,13 @@ static struct dp_build_ctx build_ctx(struct dp_dyn *d)
     return ctx;
 }
 
-static struct built *built_find(struct built *v, size_t n, const char *name)
+/* The installed listener (T_LDS) or cluster (T_CDS) called name. */
+static struct built *built_find(struct dp_dyn *d, int type, const char *name)
 {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(v[i].name, name) == 0)
-            return &v[i];
-    return NULL;
+    size_t i;
+    if (type == T_LDS)
+        return strmap_get(&d->bl_idx, name, &i) ? &d->bl[i] : NULL;
+    return strmap_get(&d->bc_idx, name, &i) ? &d->bc[i] : NULL;
 }
 
 /* Builds listener resource r. On B_OK, *out is the new object (or the
@@ -473,7 +516,7 @@ static enum build_result build_listener(struct dp_dyn *d, struct res *r, void **
         snprintf(err, errlen, "waiting for %s", missing);
         return B_WARMING;
     }
-    struct built *cur = built_find(d->bl, d->n_bl, r->name);
+    struct built *cur = built_find(d, T_LDS, r->name);
     if (cur && cur->hash == h) {
         *out = cur->obj;
         return B_OK;
@@ -519,7 +562,7 @@ static enum build_result build_cluster(struct dp_dyn *d, struct res *r, void **o
         snprintf(err, errlen, "waiting for %s", missing);
         return B_WARMING;
     }
-    struct built *cur = built_find(d->bc, d->n_bc, r->name);
+    struct built *cur = built_find(d, T_CDS, r->name);
     if (cur && cur->hash == h) {
         *out = cur->obj;
         return B_OK;
@@ -574,7 +617,6 @@ static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *cha
                              struct names *failed)
 {
     struct tstate *t = &d->t[type];
-    struct built *cur = type == T_LDS ? d->bl : d->bc;
     size_t n_cur = type == T_LDS ? d->n_bl : d->n_bc;
     struct built *nv = calloc(t->n + n_cur + 1, sizeof(*nv));
     size_t n = 0;
@@ -588,7 +630,7 @@ static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *cha
         char err[1200];
         enum build_result br = type == T_LDS ? build_listener(d, r, &obj, &h, err, sizeof(err))
                                              : build_cluster(d, r, &obj, &h, err, sizeof(err));
-        struct built *old = built_find(cur, n_cur, r->name);
+        struct built *old = built_find(d, type, r->name);
         if (br == B_OK) {
             if (old && old->obj == obj) {
                 nv[n] = (struct built){xstrdup0(r->name), old->hash, obj};
@@ -621,9 +663,15 @@ static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *cha
             n++;
         }
     }
-    for (size_t j = 0; j < n_cur; j++)
-        if (built_find(nv, n, cur[j].name) == NULL)
-            *changed = 1; /* removed */
+    if (!*changed) {
+        /* Names in nv are unique and each was installed: a removal shows as
+         * fewer entries. */
+        size_t kept = 0;
+        for (size_t i = 0; i < n; i++)
+            kept += built_find(d, type, nv[i].name) != NULL;
+        if (kept != n_cur)
+            *changed = 1;
+    }
     *n_out = n;
     return nv;
 }
@@ -648,6 +696,12 @@ static void install(struct dp_dyn *d, struct built *bl, size_t n_bl, struct buil
     d->n_bl = n_bl;
     d->bc = bc;
     d->n_bc = n_bc;
+    strmap_clear(&d->bl_idx);
+    for (size_t i = 0; i < n_bl; i++)
+        strmap_put(&d->bl_idx, bl[i].name, i);
+    strmap_clear(&d->bc_idx);
+    for (size_t i = 0; i < n_bc; i++)
+        strmap_put(&d->bc_idx, bc[i].name, i);
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -703,8 +757,10 @@ static void resubscribe(struct dp_dyn *d)
             continue;
         struct tstate *t = &d->t[type];
         struct names *w = want[type];
-        if (w->n > 1)
+        if (w->n > 1) {
             qsort(w->v, w->n, sizeof(*w->v), cmp_str);
+            strmap_clear(&w->set);
+        }
         int same = w->n == t->subs.n;
         for (size_t i = 0; same && i < w->n; i++)
             same = strcmp(w->v[i], t->subs.v[i]) == 0;
@@ -714,14 +770,18 @@ static void resubscribe(struct dp_dyn *d)
         int *gave_up = calloc(w->n + 1, sizeof(*gave_up));
         if (since == NULL || gave_up == NULL)
             abort();
+        struct strmap was = {0};
+        for (size_t j = 0; j < t->subs.n; j++)
+            strmap_put(&was, t->subs.v[j], j);
         for (size_t i = 0; i < w->n; i++) {
+            size_t j;
             since[i] = now;
-            for (size_t j = 0; j < t->subs.n; j++)
-                if (strcmp(t->subs.v[j], w->v[i]) == 0) {
-                    since[i] = t->since[j];
-                    gave_up[i] = t->gave_up[j];
-                }
+            if (strmap_get(&was, w->v[i], &j)) {
+                since[i] = t->since[j];
+                gave_up[i] = t->gave_up[j];
+            }
         }
+        strmap_free(&was);
         names_free(&t->subs);
         free(t->since);
         free(t->gave_up);
@@ -730,11 +790,17 @@ static void resubscribe(struct dp_dyn *d)
         t->since = since;
         t->gave_up = gave_up;
         /* Resources nobody refers to any more are forgotten. */
-        for (size_t i = 0; i < t->n;)
-            if (!names_has(&t->subs, t->v[i].name))
-                res_remove(t, &t->v[i]);
+        size_t kept = 0;
+        for (size_t i = 0; i < t->n; i++) {
+            if (names_has(&t->subs, t->v[i].name))
+                t->v[kept++] = t->v[i];
             else
-                i++;
+                res_clear(&t->v[i]);
+        }
+        if (kept != t->n) {
+            t->n = kept;
+            t->idx_dirty = 1;
+        }
         if (t->subs.n > 0)
             send_request(d, type, NULL);
     }
@@ -824,6 +890,73 @@ static int try_dependency(struct dp_dyn *d, int type, const char *name, struct e
     return 0;
 }
 
+/*
+ * Puts the (validated) resources msgs[0..n) of a named type in place and
+ * rebuilds once. On success they are installed and msgs[] is emptied; on a
+ * build failure everything is put back as it was and -1 is returned.
+ */
+static int apply_together(struct dp_dyn *d, int type, const char *version, ProtobufCMessage **msgs, size_t n)
+{
+    struct tstate *t = &d->t[type];
+    struct res *olds = calloc(n + 1, sizeof(*olds));
+    if (olds == NULL)
+        abort();
+    size_t staged = 0;
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i] == NULL)
+            continue;
+        const char *name = res_name(type, msgs[i]);
+        struct res *slot = res_find(t, name);
+        if (slot)
+            olds[i] = *slot;
+        else
+            slot = res_slot(t);
+        *slot = (struct res){xstrdup0(name), xstrdup0(version), msgs[i], msg_hash(msgs[i])};
+        staged++;
+    }
+    pthread_mutex_unlock(&d->lock);
+    int rc = 0;
+    if (staged > 0) {
+        struct errs trial = {0};
+        struct names failed[T_N] = {{0}};
+        size_t n_bc, n_bl;
+        int ch_c, ch_l;
+        struct built *bc = rebuild(d, T_CDS, &n_bc, &ch_c, &trial, &failed[T_CDS]);
+        struct built *bl = rebuild(d, T_LDS, &n_bl, &ch_l, &trial, &failed[T_LDS]);
+        rc = failed[T_CDS].n || failed[T_LDS].n ? -1 : 0;
+        names_free(&failed[T_CDS]);
+        names_free(&failed[T_LDS]);
+        if (rc == 0 && (ch_c || ch_l)) {
+            install(d, bl, n_bl, bc, n_bc);
+        } else {
+            built_free(T_CDS, bc, n_bc);
+            built_free(T_LDS, bl, n_bl);
+        }
+    }
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i] == NULL)
+            continue;
+        if (rc == 0) {
+            if (olds[i].name)
+                res_clear(&olds[i]);
+            msgs[i] = NULL; /* the table has it */
+            continue;
+        }
+        struct res *slot = res_find(t, res_name(type, msgs[i]));
+        slot->msg = NULL; /* msgs[i] stays the caller's */
+        res_clear(slot);
+        if (olds[i].name)
+            *slot = olds[i];
+        else
+            res_remove(t, slot);
+    }
+    pthread_mutex_unlock(&d->lock);
+    free(olds);
+    return rc;
+}
+
 static void on_response(void *ud, struct xds_ads *a,
                         const Envoy__Service__Discovery__V3__DiscoveryResponse *resp)
 {
@@ -838,6 +971,7 @@ static void on_response(void *ud, struct xds_ads *a,
     struct tstate *t = &d->t[type];
     struct errs errs = {0};
     const ProtobufCMessageDescriptor *desc = xds_registry_lookup(type_urls[type]);
+    double began = xds_now();
 
     pthread_mutex_lock(&d->lock);
     free(t->nonce);
@@ -848,6 +982,7 @@ static void on_response(void *ud, struct xds_ads *a,
     /* Decode everything first. */
     size_t n = resp->n_resources;
     ProtobufCMessage **msgs = calloc(n + 1, sizeof(*msgs));
+    struct strmap seen = {0};
     if (msgs == NULL)
         abort();
     for (size_t i = 0; i < n; i++) {
@@ -869,14 +1004,15 @@ static void on_response(void *ud, struct xds_ads *a,
             msgs[i] = NULL;
             continue;
         }
-        for (size_t j = 0; j < i; j++)
-            if (msgs[j] && strcmp(res_name(type, msgs[j]), name) == 0) {
-                err_add(&errs, "resources[%zu]: %s \"%s\" appears twice", i, type_names[type], name);
-                protobuf_c_message_free_unpacked(msgs[i], NULL);
-                msgs[i] = NULL;
-                break;
-            }
+        if (strmap_get(&seen, name, NULL)) {
+            err_add(&errs, "resources[%zu]: %s \"%s\" appears twice", i, type_names[type], name);
+            protobuf_c_message_free_unpacked(msgs[i], NULL);
+            msgs[i] = NULL;
+            continue;
+        }
+        strmap_put(&seen, name, i);
     }
+    strmap_free(&seen);
 
     pthread_mutex_lock(&d->lock);
     if (type == T_LDS || type == T_CDS) {
@@ -893,10 +1029,11 @@ static void on_response(void *ud, struct xds_ads *a,
             r->hash = msg_hash(msgs[i]);
             msgs[i] = NULL;
         }
-        struct tstate old = *t;
+        struct tstate old = {.v = t->v, .n = t->n, .cap = t->cap, .idx_dirty = 1};
         t->v = nt.v;
         t->n = nt.n;
         t->cap = nt.cap;
+        t->idx_dirty = 1;
         pthread_mutex_unlock(&d->lock);
         /* Build; what fails keeps its installed version (rebuild does that). */
         struct names failed[T_N] = {{0}};
@@ -922,35 +1059,49 @@ static void on_response(void *ud, struct xds_ads *a,
             if (old.v[i].name)
                 res_clear(&old.v[i]);
         free(old.v);
+        strmap_free(&old.idx);
         pthread_mutex_unlock(&d->lock);
         names_free(&failed[T_CDS]);
         names_free(&failed[T_LDS]);
     } else {
         pthread_mutex_unlock(&d->lock);
+        /* Each resource on its own first. */
         for (size_t i = 0; i < n; i++) {
             if (msgs[i] == NULL)
                 continue;
             const char *name = res_name(type, msgs[i]);
+            char eerr[300];
+            int bad = 0;
             if (!names_has(&t->subs, name)) {
                 LG_D("xds", "%s: ignoring \"%s\", not subscribed", type_short[type], name);
-                continue;
-            }
-            char eerr[300];
-            if (type == T_SDS && !d->allow_expired &&
-                secret_expired((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)msgs[i], eerr,
-                               sizeof(eerr)) < 0) {
+                bad = 1;
+            } else if (type == T_SDS && !d->allow_expired &&
+                       secret_expired((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)msgs[i],
+                                      eerr, sizeof(eerr)) < 0) {
                 err_add(&errs, "secret \"%s\": %s", name, eerr);
-                continue;
-            }
-            if (type == T_EDS) {
+                bad = 1;
+            } else if (type == T_EDS) {
                 struct dp_endpoint_set *eps = dp_endpoints_build(
                     (const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)msgs[i], eerr, sizeof(eerr));
                 if (eps == NULL) {
                     err_add(&errs, "endpoints \"%s\": %s", name, eerr);
-                    continue;
+                    bad = 1;
                 }
                 dp_endpoint_set_unref(eps);
             }
+            if (bad) {
+                protobuf_c_message_free_unpacked(msgs[i], NULL);
+                msgs[i] = NULL;
+            }
+        }
+        /* Then all of them at once, with one rebuild of what uses them; one
+         * by one only when that fails, to charge the error to the resource
+         * that caused it. */
+        int together = apply_together(d, type, resp->version_info, msgs, n) == 0;
+        for (size_t i = 0; i < n && !together; i++) {
+            if (msgs[i] == NULL)
+                continue;
+            const char *name = res_name(type, msgs[i]);
             pthread_mutex_lock(&d->lock);
             struct res *slot = res_find(t, name);
             struct res old = {0};
@@ -1006,7 +1157,8 @@ static void on_response(void *ud, struct xds_ads *a,
                     envoy__extensions__transport_sockets__tls__v3__secret__free_unpacked(sec, NULL);
                 }
             }
-        LG_I("xds", "%s version %s applied (%zu resource(s))", type_short[type], resp->version_info, n);
+        LG_I("xds", "%s version %s applied (%zu resource(s)) in %.1f ms", type_short[type], resp->version_info,
+             n, (xds_now() - began) * 1000);
         send_request(d, type, NULL);
     }
     pthread_mutex_lock(&d->lock);
@@ -1274,9 +1426,12 @@ void dp_dyn_stop(struct dp_dyn *d)
         names_free(&t->subs);
         free(t->since);
         free(t->gave_up);
+        strmap_free(&t->idx);
     }
     built_free(T_LDS, d->bl, d->n_bl);
     built_free(T_CDS, d->bc, d->n_bc);
+    strmap_free(&d->bl_idx);
+    strmap_free(&d->bc_idx);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }
@@ -1305,9 +1460,9 @@ char *dp_dyn_config_dump(struct dp_dyn *d)
         for (size_t i = 0; i < t->n; i++) {
             int warming = 0;
             if (type == T_LDS)
-                warming = built_find(d->bl, d->n_bl, t->v[i].name) == NULL;
+                warming = built_find(d, T_LDS, t->v[i].name) == NULL;
             else if (type == T_CDS)
-                warming = built_find(d->bc, d->n_bc, t->v[i].name) == NULL;
+                warming = built_find(d, T_CDS, t->v[i].name) == NULL;
             xds_sb_addf(&b, "%s{\"name\":", i ? "," : "");
             xds_sb_str(&b, t->v[i].name);
             xds_sb_add(&b, ",\"version_info\":", 16);

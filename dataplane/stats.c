@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dataplane/strmap.h"
 #include "xds/json.h"
 
 #define CHUNK 4096
@@ -31,6 +32,7 @@ static _Thread_local struct block *mine;
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct entry *entries;
 static size_t n_entries, cap_entries;
+static struct strmap by_name;   /* full name -> index in entries */
 static uint32_t next_slot = 1; /* slot 0 is "none" */
 
 static char *dupe(const char *s)
@@ -49,12 +51,12 @@ dp_stat_t dp_stat_register(enum dp_stat_kind kind, const char *scope, const char
     else
         snprintf(full, sizeof(full), "%s.%s", scope, name);
     pthread_mutex_lock(&reg_lock);
-    for (size_t i = 0; i < n_entries; i++)
-        if (strcmp(entries[i].full, full) == 0) {
-            dp_stat_t s = entries[i].slot;
-            pthread_mutex_unlock(&reg_lock);
-            return s;
-        }
+    size_t i;
+    if (strmap_get(&by_name, full, &i)) {
+        dp_stat_t s = entries[i].slot;
+        pthread_mutex_unlock(&reg_lock);
+        return s;
+    }
     uint32_t need = kind == DP_STAT_HISTOGRAM ? DP_HIST_SLOTS : 1;
     if (next_slot + need >= (uint32_t)CHUNK * MAX_CHUNKS) {
         pthread_mutex_unlock(&reg_lock);
@@ -77,6 +79,7 @@ dp_stat_t dp_stat_register(enum dp_stat_kind kind, const char *scope, const char
     e->name = dupe(name);
     e->slot = next_slot;
     next_slot += need;
+    strmap_put(&by_name, full, n_entries - 1);
     pthread_mutex_unlock(&reg_lock);
     return e->slot;
 }

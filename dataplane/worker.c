@@ -119,14 +119,18 @@ static void adopt_clusters(struct dp_worker *w, struct dp_snapshot *snap)
         LG_E("worker", "out of memory adopting clusters");
         return;
     }
+    /* Both tables are sorted by name: one merge walk pairs them. */
+    size_t j = 0;
     for (size_t i = 0; i < snap->n_clusters; i++) {
         struct dp_cluster *cfg = snap->clusters[i];
-        struct dp_cluster_rt *rt = dp_worker_cluster(w, cfg->name);
+        struct dp_cluster_rt *rt = NULL;
+        while (j < w->n_clusters && strcmp(w->clusters[j]->name, cfg->name) < 0)
+            j++;
+        if (j < w->n_clusters && strcmp(w->clusters[j]->name, cfg->name) == 0)
+            rt = w->clusters[j];
         if (rt) {
             /* Take it out of the old table so it is not retired below. */
-            for (size_t j = 0; j < w->n_clusters; j++)
-                if (w->clusters[j] == rt)
-                    w->clusters[j] = NULL;
+            w->clusters[j++] = NULL;
             dp_cluster_rt_update(w, rt, cfg);
         } else {
             rt = dp_cluster_rt_new(w, cfg);
@@ -137,9 +141,9 @@ static void adopt_clusters(struct dp_worker *w, struct dp_snapshot *snap)
         }
         nc[n++] = rt;
     }
-    for (size_t j = 0; j < w->n_clusters; j++)
-        if (w->clusters[j])
-            dp_cluster_rt_retire(w, w->clusters[j]);
+    for (size_t k = 0; k < w->n_clusters; k++)
+        if (w->clusters[k])
+            dp_cluster_rt_retire(w, w->clusters[k]);
     free(w->clusters);
     qsort(nc, n, sizeof(*nc), cmp_rt);
     w->clusters = nc;
