@@ -32,6 +32,7 @@ struct dp_admin {
     struct dp_admin_source src;
     int fd;
     ev_io io;
+    ev_timer pause; /* accepting again after running out of descriptors */
     time_t started;
     struct aconn *conns;
 };
@@ -504,12 +505,27 @@ static void conn_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     conn_close(t->data);
 }
 
+static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct dp_admin *a = t->data;
+    ev_io_start(loop, &a->io);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct dp_admin *a = w->data;
     int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            /* The connection stays in the backlog and the socket readable:
+             * retrying at once would spin. */
+            LG_D("admin", "accept: %s: trying again in 0.5 s", strerror(errno));
+            ev_io_stop(loop, &a->io);
+            ev_timer_set(&a->pause, 0.5, 0.);
+            ev_timer_start(loop, &a->pause);
+        }
         return;
+    }
     struct aconn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         close(fd);
@@ -563,6 +579,8 @@ struct dp_admin *dp_admin_start(struct ev_loop *loop, const struct dp_admin_sour
     ev_io_init(&a->io, accept_cb, fd, EV_READ);
     a->io.data = a;
     ev_io_start(loop, &a->io);
+    ev_init(&a->pause, pause_cb);
+    a->pause.data = a;
     LG_I("admin", "admin listener on %s:%u (keep it private: it shows the configuration)", sa->address,
          sa->port_value);
     return a;
@@ -573,6 +591,7 @@ void dp_admin_stop(struct dp_admin *a)
     if (a == NULL)
         return;
     ev_io_stop(a->loop, &a->io);
+    ev_timer_stop(a->loop, &a->pause);
     close(a->fd);
     while (a->conns)
         conn_close(a->conns);

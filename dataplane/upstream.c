@@ -738,14 +738,18 @@ static void uc_fail_all(struct dp_uconn *uc, enum dp_conn_close_reason why)
     }
 }
 
+static const http_parser_settings uh1_settings;
+
 static void uc_on_close(struct dp_conn *c, enum dp_conn_close_reason why)
 {
     struct dp_uconn *uc = c->owner;
     struct dp_pool *p = uc->pool;
     if (uc->cur && why == DP_CONN_CLOSE_EOF && (uc->cur->flags & UREQ_F_RESP_STARTED)) {
-        /* A close-delimited response ends here. */
+        /* A close-delimited response ends here: a zero-length execute
+         * tells http-parser of the EOF, and it calls on_message_complete. */
         struct dp_upstream_req *u = uc->cur;
-        http_parser_execute(&uc->parser, NULL, NULL, 0);
+        uc->ev = UH1_EV_NONE;
+        http_parser_execute(&uc->parser, &uh1_settings, NULL, 0);
         if (uc->ev == UH1_EV_COMPLETE && u->s) {
             uc->cur = NULL;
             struct dp_stream *s = u->s;
@@ -1081,6 +1085,18 @@ static void uc_on_read(struct dp_conn *c)
             }
         }
         h2c_flush(uc);
+        if (!dp_conn_closed(c) && !nghttp2_session_want_read(uc->ngh2) &&
+            !nghttp2_session_want_write(uc->ngh2)) {
+            /* nghttp2 ended the session itself (a GOAWAY for what the peer
+             * sent): its streams would otherwise wait for the route timeout. */
+            LG_D("upstream", "cluster %s: %s: HTTP/2 session ended by a protocol error",
+                 uc->pool->rt->name, uc->pool->addr_str);
+            struct dp_pool *p = uc->pool;
+            dp_conn_close(c, DP_CONN_CLOSE_LOCAL);
+            uc_fail_all(uc, DP_CONN_CLOSE_RESET);
+            uc_free(uc);
+            pool_dispatch(p);
+        }
         return;
     }
     uc_read_h1(uc);

@@ -1,6 +1,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,24 @@
 
 /* How many connections one accept event may take before yielding. */
 #define ACCEPT_BATCH 64
+/* Out of descriptors: how long accepting pauses when even the reserve
+ * does not help, and how often the condition is reported. */
+#define NOFD_PAUSE 0.1
+#define NOFD_LOG_EVERY 10.0
+/* One descriptor kept in reserve, process-wide, for out_of_fds. Once a
+ * worker ran out, every worker accepts under spare_lock (nofd is set) until
+ * descriptors are free again: the reserve, freed for a moment, would
+ * otherwise go to another worker's accept. */
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static int spare_fd = -1;
+static int nofd; /* atomic */
+
+/* spare_lock held. */
+static void spare_refill(void)
+{
+    if (spare_fd < 0)
+        spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
 
 static void retire(struct dp_worker *w, struct dp_worker_snap *ws)
 {
@@ -44,26 +63,99 @@ void dp_worker_snap_unpin(struct dp_worker *w, struct dp_worker_snap *ws)
     free(ws);
 }
 
+static void accept_pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct dp_worker *w = t->data;
+    pthread_mutex_lock(&spare_lock);
+    spare_refill();
+    pthread_mutex_unlock(&spare_lock);
+    if (w->listeners_closed || __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE))
+        return;
+    for (size_t i = 0; i < w->n_listeners; i++)
+        ev_io_start(loop, &w->listeners[i].io);
+}
+
+/* accept() failed for want of a descriptor (or of memory): the connection
+ * stays in the backlog and the socket stays readable, so returning to the
+ * loop would spin on it. Accept it on the reserve and close it at once: the
+ * client sees a closed connection instead of a hang. When even that fails,
+ * stop accepting for NOFD_PAUSE. spare_lock held. Returns 1 when a
+ * connection was refused (the caller may accept the next), else 0. */
+static int out_of_fds(struct dp_worker *w, struct dp_worker_listener *wl, int err)
+{
+    int refused = 0, empty = 0;
+    __atomic_store_n(&nofd, 1, __ATOMIC_RELEASE);
+    if ((err == EMFILE || err == ENFILE) && spare_fd >= 0) {
+        close(spare_fd);
+        spare_fd = -1;
+        int fd = accept4(wl->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            close(fd);
+            refused = 1;
+        } else {
+            empty = errno == EAGAIN || errno == EWOULDBLOCK;
+        }
+        spare_refill();
+    }
+    w->nofd_refused += (unsigned)refused;
+    ev_tstamp now = ev_now(w->loop);
+    if (w->nofd_logged == 0 || now - w->nofd_logged >= NOFD_LOG_EVERY) {
+        LG_W("worker", "listener %s: accept: %s: closing new connections at once (%u since the last report)",
+             wl->l->name, strerror(err), w->nofd_refused);
+        w->nofd_logged = now;
+        w->nofd_refused = 0;
+    }
+    if (refused || empty)
+        return refused;
+    for (size_t i = 0; i < w->n_listeners; i++)
+        ev_io_stop(w->loop, &w->listeners[i].io);
+    if (!ev_is_active(&w->accept_pause)) {
+        ev_timer_set(&w->accept_pause, NOFD_PAUSE, 0.);
+        ev_timer_start(w->loop, &w->accept_pause);
+    }
+    return 0;
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct dp_worker_listener *wl = io->data;
     struct dp_worker *w = wl->w;
+    int locked = 0;
 
     for (int i = 0; i < ACCEPT_BATCH; i++) {
+        if (!locked && __atomic_load_n(&nofd, __ATOMIC_ACQUIRE)) {
+            pthread_mutex_lock(&spare_lock);
+            locked = 1;
+        }
         int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
-                errno == ECONNABORTED)
-                return;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                LG_W("worker", "listener %s: accept: %s", wl->l->name, strerror(errno));
-                return;
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED)
+                break;
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+                if (!locked) {
+                    pthread_mutex_lock(&spare_lock);
+                    locked = 1;
+                }
+                if (out_of_fds(w, wl, err))
+                    continue;
+                break;
             }
-            LG_E("worker", "listener %s: accept: %s", wl->l->name, strerror(errno));
-            return;
+            LG_E("worker", "listener %s: accept: %s", wl->l->name, strerror(err));
+            break;
+        }
+        if (locked) {
+            /* Descriptors are free again once the reserve is back. */
+            spare_refill();
+            if (spare_fd >= 0)
+                __atomic_store_n(&nofd, 0, __ATOMIC_RELEASE);
+            pthread_mutex_unlock(&spare_lock);
+            locked = 0;
         }
         dp_listener_accept(w, w->cur, wl->l, fd);
     }
+    if (locked)
+        pthread_mutex_unlock(&spare_lock);
 }
 
 static struct dp_worker_listener *find_wl(struct dp_worker *w, const struct dp_listen_set *set)
@@ -268,6 +360,11 @@ int dp_worker_init(struct dp_worker *w, int index)
     ev_prepare_init(&w->reaper, reaper_cb);
     w->reaper.data = w;
     ev_prepare_start(w->loop, &w->reaper);
+    ev_init(&w->accept_pause, accept_pause_cb);
+    w->accept_pause.data = w;
+    pthread_mutex_lock(&spare_lock);
+    spare_refill();
+    pthread_mutex_unlock(&spare_lock);
     w->rand_state = (unsigned)(index * 2654435761u) ^ (unsigned)getpid();
     return 0;
 }
@@ -350,6 +447,12 @@ void dp_worker_destroy(struct dp_worker *w)
     dp_access_log_flush(w);
     ev_async_stop(w->loop, &w->wake);
     ev_timer_stop(w->loop, &w->drain_timer);
+    ev_timer_stop(w->loop, &w->accept_pause);
+    pthread_mutex_lock(&spare_lock);
+    if (spare_fd >= 0)
+        close(spare_fd);
+    spare_fd = -1;
+    pthread_mutex_unlock(&spare_lock);
     ev_prepare_stop(w->loop, &w->reaper);
     ev_loop_destroy(w->loop);
     w->loop = NULL;

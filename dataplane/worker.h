@@ -122,6 +122,11 @@ struct dp_worker {
     unsigned drain_ticks;
     ev_prepare reaper;
     struct dp_defer *deferred;
+    /* Out of file descriptors (see out_of_fds in worker.c): a pause when
+     * even the reserve does not help, and a rate-limited report. */
+    ev_timer accept_pause;
+    ev_tstamp nofd_logged;
+    unsigned nofd_refused;
 };
 
 /** Calls d->fn(d) once the current loop iteration's callbacks are done. */
