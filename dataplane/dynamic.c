@@ -732,7 +732,9 @@ static void send_request(struct dp_dyn *d, int type, const char *error)
         t->started = xds_now();
     LG_D("xds", "%s request: version \"%s\", nonce \"%s\", %zu name(s)%s", type_short[type],
          req.version_info, req.response_nonce, req.n_resource_names, error ? " (NACK)" : "");
-    xds_ads_send(__atomic_load_n(&d->ads, __ATOMIC_ACQUIRE), &req);
+    struct xds_ads *a = __atomic_load_n(&d->ads, __ATOMIC_ACQUIRE);
+    if (a) /* NULL for dp_dyn_new_offline */
+        xds_ads_send(a, &req);
 }
 
 /* Recomputes what RDS, EDS and SDS must subscribe to from the listeners and
@@ -1358,22 +1360,13 @@ static void free_cfg_secrets(struct xds_ads_config *cfg)
     free((char *)cfg->sni);
 }
 
-struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
-                            const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_tls,
-                            int allow_expired, const struct dp_dyn_host *host, char *err, size_t errlen)
+struct dp_dyn *dp_dyn_new_offline(const xds_bootstrap_t *bs,
+                                  const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_tls,
+                                  int allow_expired, const struct dp_dyn_host *host)
 {
-    struct xds_ads_config cfg = {0};
-    char target[300];
-    if (ads_config(bs, &cfg, target, sizeof(target), err, errlen) < 0) {
-        free_cfg_secrets(&cfg);
-        return NULL;
-    }
     struct dp_dyn *d = calloc(1, sizeof(*d));
-    if (d == NULL) {
-        free_cfg_secrets(&cfg);
-        snprintf(err, errlen, "out of memory");
+    if (d == NULL)
         return NULL;
-    }
     d->bs = bs;
     d->default_tls = default_tls;
     d->st.connected = dp_stat_register(DP_STAT_GAUGE, "control_plane", NULL, "connected_state");
@@ -1398,6 +1391,30 @@ struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
     d->node.user_agent_version_type_case =
         ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_VERSION;
     d->node.user_agent_version = LEGATE_VERSION;
+    return d;
+}
+
+void dp_dyn_apply(struct dp_dyn *d, const Envoy__Service__Discovery__V3__DiscoveryResponse *resp)
+{
+    on_response(d, __atomic_load_n(&d->ads, __ATOMIC_ACQUIRE), resp);
+}
+
+struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
+                            const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_tls,
+                            int allow_expired, const struct dp_dyn_host *host, char *err, size_t errlen)
+{
+    struct xds_ads_config cfg = {0};
+    char target[300];
+    if (ads_config(bs, &cfg, target, sizeof(target), err, errlen) < 0) {
+        free_cfg_secrets(&cfg);
+        return NULL;
+    }
+    struct dp_dyn *d = dp_dyn_new_offline(bs, default_tls, allow_expired, host);
+    if (d == NULL) {
+        free_cfg_secrets(&cfg);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     LG_I("xds", "ADS to %s (%s), node \"%s\"", cfg.target, cfg.root_pem ? "TLS" : "plaintext", d->node.id);
     struct xds_ads *ads = xds_ads_start(&cfg, &ads_ops, d);
     free_cfg_secrets(&cfg);

@@ -19,6 +19,7 @@
 
 #include "dataplane/config.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "xds/bootstrap.h"
 
 /* What the server provides. Both calls come from the ADS thread. */
@@ -45,6 +46,22 @@ struct dp_dyn *dp_dyn_start(const xds_bootstrap_t *bs,
                             const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_tls,
                             int allow_expired, const struct dp_dyn_host *host, char *err, size_t errlen);
 void dp_dyn_stop(struct dp_dyn *d);
+
+/**
+ * For tests and fuzzing (tests/fuzz/fuzz_xds.c): the same state as
+ * dp_dyn_start, with no ADS client. bs needs a node and dynamic_resources
+ * (its ads_config is not used). Responses come from dp_dyn_apply; the
+ * requests a live client would send (ACK, NACK, new subscriptions) are
+ * built, logged and dropped. Free with dp_dyn_stop. NULL when out of memory.
+ */
+struct dp_dyn *dp_dyn_new_offline(const xds_bootstrap_t *bs,
+                                  const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_tls,
+                                  int allow_expired, const struct dp_dyn_host *host);
+
+/** Handles resp exactly as one that arrived on the ADS stream: decoding and
+ *  validating its resources, rebuilding and installing (through the host)
+ *  what depends on them, subscriptions and readiness. */
+void dp_dyn_apply(struct dp_dyn *d, const Envoy__Service__Discovery__V3__DiscoveryResponse *resp);
 
 /** 1 once the initial LDS and CDS responses and everything they reference
  *  have been applied (or given up on after the initial fetch timeout). */

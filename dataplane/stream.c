@@ -230,12 +230,14 @@ void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *con
     LG_D("stream", "C%llu S%llu: local reply %d%s%s", (unsigned long long)s->hcm->id,
          (unsigned long long)s->id, status, s->response_flags[0] ? " " : "", s->response_flags);
     /* A request body still coming is read and dropped (HTTP/1 keeps the
-     * connection once the request ends; HTTP/2 resets nothing). */
-    s->bytes_sent += body_len;
-    if (body_len == 0) {
+     * connection once the request ends; HTTP/2 resets nothing). A HEAD
+     * response ends with its head (which still says how long the body would
+     * be): the stream may be gone once it is out. */
+    if (body_len == 0 || (s->flags & DP_STREAM_F_HEAD)) {
         dp_hcm_send_headers(s, 1);
         return;
     }
+    s->bytes_sent += body_len;
     dp_hcm_send_headers(s, 0);
     dp_hcm_send_data(s, (const uint8_t *)body, body_len, 1);
 }

@@ -1499,6 +1499,11 @@ static const char *name_str(X509_NAME *nm, struct dp_arena *a)
 
 static void add_san(const char ***v, size_t *n, const char *s, size_t len, struct dp_arena *a)
 {
+    /* A NUL inside the name would cut the C string short and make it
+     * another name ("spiffe://a/client\0.evil" read as "spiffe://a/client"),
+     * which matchers and XFCC would then trust: such a SAN is left out. */
+    if (memchr(s, '\0', len) != NULL)
+        return;
     const char **nv = dp_arena_alloc(a, (*n + 1) * sizeof(char *));
     if (nv == NULL)
         return;
@@ -1511,25 +1516,8 @@ static void add_san(const char ***v, size_t *n, const char *s, size_t len, struc
     (*n)++;
 }
 
-void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena *a)
+void dp_tls_cert_identity(X509 *x, struct dp_peer_identity *id, struct dp_arena *a)
 {
-    memset(id, 0, sizeof(*id));
-    id->tls = 1;
-    id->tls_version = SSL_get_version(ssl);
-    struct ssl_state *st = state_of(ssl);
-    X509 *x = SSL_get1_peer_certificate(ssl);
-    if (x == NULL) {
-        id->verify_reason = "no certificate";
-        return;
-    }
-    id->presented = 1;
-    long vr = SSL_get_verify_result(ssl);
-    id->verify_error = st && st->verify_error ? st->verify_error : vr;
-    id->verified = id->verify_error == X509_V_OK && (st == NULL || st->v != NULL);
-    if (!id->verified)
-        id->verify_reason = st && st->verify_reason ? st->verify_reason
-                            : st && st->v == NULL  ? "no validation context"
-                                                   : reason_for(id->verify_error);
     id->subject = name_str(X509_get_subject_name(x), a);
     id->issuer = name_str(X509_get_issuer_name(x), a);
     BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
@@ -1569,7 +1557,30 @@ void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena
         id->cert_pem = arena_bio(a, b);
         BIO_free(b);
     }
+}
+
+void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena *a)
+{
+    memset(id, 0, sizeof(*id));
+    id->tls = 1;
+    id->tls_version = SSL_get_version(ssl);
+    struct ssl_state *st = state_of(ssl);
+    X509 *x = SSL_get1_peer_certificate(ssl);
+    if (x == NULL) {
+        id->verify_reason = "no certificate";
+        return;
+    }
+    id->presented = 1;
+    long vr = SSL_get_verify_result(ssl);
+    id->verify_error = st && st->verify_error ? st->verify_error : vr;
+    id->verified = id->verify_error == X509_V_OK && (st == NULL || st->v != NULL);
+    if (!id->verified)
+        id->verify_reason = st && st->verify_reason ? st->verify_reason
+                            : st && st->v == NULL  ? "no validation context"
+                                                   : reason_for(id->verify_error);
+    dp_tls_cert_identity(x, id, a);
     STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    BIO *b;
     if (chain && (b = BIO_new(BIO_s_mem())) != NULL) {
         /* A server's peer chain excludes the leaf; the XFCC chain includes it. */
         if (SSL_is_server(ssl))

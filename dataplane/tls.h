@@ -92,6 +92,12 @@ SSL *dp_tls_client_new_ssl(struct dp_tls_client *c);
  */
 void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena *arena);
 
+/** The part of dp_tls_peer_identity that reads the certificate itself:
+ *  fills subject, issuer, serial, fingerprint, the URI/DNS/email SANs and
+ *  cert_pem from x (strings in arena) and leaves the other fields alone.
+ *  Exported for tests/fuzz/fuzz_xfcc.c. */
+void dp_tls_cert_identity(X509 *x, struct dp_peer_identity *id, struct dp_arena *arena);
+
 /** A short reason for a failed handshake on ssl, using the verification
  *  result when there is one ("certificate verify failed: unable to get local
  *  issuer certificate", "no client certificate", "SAN not allowed"). */

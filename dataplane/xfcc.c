@@ -12,6 +12,20 @@ static int needs_quotes(const char *v)
     return strpbrk(v, ",;=\"") != NULL;
 }
 
+/* What an element cannot carry is left out rather than sent broken: a
+ * control character (an IA5String SAN may hold CR LF, which would end the
+ * header and inject others on the way upstream) and, in a quoted value, a
+ * final backslash (the closing quote would read as an escaped one, and the
+ * fields after it as part of the value). */
+static int value_ok(const char *v, int always)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++, n++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return 0;
+    return !(n > 0 && v[n - 1] == '\\' && (always || needs_quotes(v)));
+}
+
 /* Envoy's rule: a value with ',', ';' or '=' is double-quoted, and a '"' in
  * it becomes '\"'. Nothing else is escaped: a backslash stays one backslash,
  * so an RFC 2253 subject's own escapes ("O=Acme\, Inc.") arrive as written. */
@@ -64,7 +78,7 @@ static int format_element(struct dp_buf *out, const struct dp_peer_identity *id,
 {
     int first = 1;
     for (size_t i = 0; i < n_by; i++)
-        if (kv(out, &first, "By") < 0 || append_quoted(out, by[i], 0) < 0)
+        if (value_ok(by[i], 0) && (kv(out, &first, "By") < 0 || append_quoted(out, by[i], 0) < 0))
             return -1;
     if (id->fingerprint && (kv(out, &first, "Hash") < 0 ||
                             dp_buf_append(out, id->fingerprint, strlen(id->fingerprint)) < 0))
@@ -75,16 +89,18 @@ static int format_element(struct dp_buf *out, const struct dp_peer_identity *id,
     if ((fields & DP_XFCC_F_CHAIN) && id->chain_pem &&
         (kv(out, &first, "Chain") < 0 || append_urlenc(out, id->chain_pem) < 0))
         return -1;
-    if ((fields & DP_XFCC_F_SUBJECT) && id->subject &&
+    if ((fields & DP_XFCC_F_SUBJECT) && id->subject && value_ok(id->subject, 1) &&
         (kv(out, &first, "Subject") < 0 || append_quoted(out, id->subject, 1) < 0))
         return -1;
     if (fields & DP_XFCC_F_URI)
         for (size_t i = 0; i < id->n_uri_sans; i++)
-            if (kv(out, &first, "URI") < 0 || append_quoted(out, id->uri_sans[i], 0) < 0)
+            if (value_ok(id->uri_sans[i], 0) &&
+                (kv(out, &first, "URI") < 0 || append_quoted(out, id->uri_sans[i], 0) < 0))
                 return -1;
     if (fields & DP_XFCC_F_DNS)
         for (size_t i = 0; i < id->n_dns_sans; i++)
-            if (kv(out, &first, "DNS") < 0 || append_quoted(out, id->dns_sans[i], 0) < 0)
+            if (value_ok(id->dns_sans[i], 0) &&
+                (kv(out, &first, "DNS") < 0 || append_quoted(out, id->dns_sans[i], 0) < 0))
                 return -1;
     return 0;
 }

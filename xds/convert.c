@@ -25,9 +25,21 @@ struct conv {
     size_t plen;
     char *err;
     size_t errlen;
+    int depth;        /* messages being filled, nested */
+    size_t nodes;     /* messages filled so far */
+    size_t max_nodes; /* see MAX_EXPANSION */
 };
 
 #define MAX_DURATION_SECONDS INT64_C(315576000000)
+
+/* YAML aliases make a document a graph, not a tree: an alias inside its own
+ * anchor would recurse until the stack overflows, and aliases of aliases
+ * ("billion laughs") multiply the work. Real configs are far from both: the
+ * messages filled may number MAX_EXPANSION times the document's nodes, plus
+ * MIN_BUDGET. */
+#define MAX_DEPTH 100
+#define MAX_EXPANSION 10
+#define MIN_BUDGET 10000
 
 static int set_field(struct conv *c, ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
                      yaml_node_t *n);
@@ -813,7 +825,21 @@ static int set_field(struct conv *c, ProtobufCMessage *msg, const ProtobufCField
     return set_value(c, f, n, (char *)msg + f->offset);
 }
 
+static int fill_node(struct conv *c, yaml_node_t *n, ProtobufCMessage *msg, int skip_at_type);
+
 static int fill_message(struct conv *c, yaml_node_t *n, ProtobufCMessage *msg, int skip_at_type)
+{
+    if (c->depth >= MAX_DEPTH)
+        return fail(c, "nested more than %d levels deep (a YAML alias inside its own anchor?)", MAX_DEPTH);
+    if (++c->nodes > c->max_nodes)
+        return fail(c, "the document expands to more than %zu objects (YAML aliases?)", c->max_nodes);
+    c->depth++;
+    int rc = fill_node(c, n, msg, skip_at_type);
+    c->depth--;
+    return rc;
+}
+
+static int fill_node(struct conv *c, yaml_node_t *n, ProtobufCMessage *msg, int skip_at_type)
 {
     const ProtobufCMessageDescriptor *d = msg->descriptor;
     enum wkt kind = wkt_of(d);
@@ -902,6 +928,7 @@ int xds_convert_text(const char *text, size_t len, const ProtobufCMessageDescrip
         snprintf(err, errlen, "out of memory");
         goto done;
     }
+    c.max_nodes = MIN_BUDGET + MAX_EXPANSION * (size_t)(doc.nodes.top - doc.nodes.start);
     if (fill_message(&c, root, msg, 0) < 0) {
         protobuf_c_message_free_unpacked(msg, NULL);
         goto done;
