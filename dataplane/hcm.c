@@ -715,9 +715,14 @@ static void h1_process(struct dp_hcm *h)
                 return;
             }
             dp_conn_set_timeout(c, 0);
-            int end = h->parser.content_length == 0 && !(h->parser.flags & F_CHUNKED) &&
-                      http_body_is_final(&h->parser);
-            (void)end;
+            /* Neither Content-Length nor chunked coding (RFC 9112 6.3), or
+             * Content-Length: 0: no body, so the upstream request can go
+             * out whole, without chunked coding. The end itself still
+             * comes with message-complete. http-parser reports an absent
+             * length as ULLONG_MAX; upgrades and CONNECT carry what follows. */
+            if (!(h->parser.flags & F_CHUNKED) && !h->parser.upgrade &&
+                (h->parser.content_length == 0 || h->parser.content_length == ULLONG_MAX))
+                s->flags |= DP_STREAM_F_REQ_NO_BODY;
             dp_stream_request_headers(s, 0);
             break;
         }

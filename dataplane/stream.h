@@ -47,6 +47,7 @@ struct dp_hcm;
 #define DP_STREAM_F_HEAD 0x0800              /* HEAD request: no response body */
 #define DP_STREAM_F_DEFERRED 0x1000          /* HTTP/2: data provider deferred */
 #define DP_STREAM_F_DONE 0x2000              /* finished, awaiting free */
+#define DP_STREAM_F_REQ_NO_BODY 0x4000       /* HTTP/1: the head says there is no body */
 
 struct dp_stream {
     struct dp_hcm *hcm;

@@ -821,8 +821,10 @@ static void h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u)
         if (r->content_length > 0 || dp_str_eq(r->method, DP_STR_LIT("POST")) ||
             dp_str_eq(r->method, DP_STR_LIT("PUT")) || dp_str_eq(r->method, DP_STR_LIT("PATCH")))
             dp_buf_appendf(out, "content-length: %lld\r\n", (long long)r->content_length);
-    } else if ((s->flags & DP_STREAM_F_REQ_COMPLETE) && dp_buf_size(&s->req_body) == 0) {
-        /* HTTP/2 request without body and without content-length */
+    } else if (((s->flags & DP_STREAM_F_REQ_COMPLETE) && dp_buf_size(&s->req_body) == 0) ||
+               (s->flags & DP_STREAM_F_REQ_NO_BODY)) {
+        /* HTTP/2 request without body and without content-length, or an
+         * HTTP/1.1 one whose head says it has none */
         if (dp_str_eq(r->method, DP_STR_LIT("POST")) || dp_str_eq(r->method, DP_STR_LIT("PUT")) ||
             dp_str_eq(r->method, DP_STR_LIT("PATCH")))
             dp_buf_append(out, "content-length: 0\r\n", 19);
