@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # legate against nginx and HAProxy doing the same job on this machine.
 #
-#   bench/run.sh [--smoke] [-d SECONDS] [-s 1,2,3,4,5,6,7] [--idle N] [--clusters N]
+#   bench/run.sh [--smoke] [-d SECONDS] [-s 0,1,2,3,4,5,6,7] [--idle N] [--clusters N]
 #
 # Builds what it needs (legate, legate-control, legate-load), starts every
 # party on 127.0.0.1 — the proxy pinned to CPU 0, the load generator and the
 # upstream to CPU 1 — runs each scenario for a bounded time, stops
 # everything and prints a table of absolute figures and legate/peer ratios.
 # Every proxy runs one worker. docs/benchmarks.md explains the scenarios and
-# how to read the table. --smoke runs everything briefly and small, to prove
+# how to read the table. Scenario 0 first checks the load generator against
+# wrk and h2load (bench/validate.sh). --smoke runs everything briefly and small, to prove
 # that the bench works (CI does), not to measure.
 set -uo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${LEGATE_BUILD_DIR:-$SRC/build}
 DUR=10
-SCEN="1,2,3,4,5,6,7"
+SCEN="0,1,2,3,4,5,6,7"
 IDLE=10000
 CLUSTERS=10000
 SMOKE=0
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-if [ $SMOKE = 1 ]; then DUR=1; IDLE=300; CLUSTERS=500; fi
+if [ $SMOKE = 1 ]; then DUR=1; IDLE=300; CLUSTERS=500; SCEN=${SCEN/0,/}; fi
 want() { [[ ",$SCEN," == *",$1,"* ]]; }
 
 # ---- build and tools ------------------------------------------------------------
@@ -152,6 +153,13 @@ measure() { # measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy)
 
 echo "bench: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $DUR s per run$([ $SMOKE = 1 ] && echo ', smoke mode')"
 echo "bench: $("$LEGATE" --version 2>&1 | head -1); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(openssl version)"
+
+# (0) The load generator measures what wrk and h2load measure.
+VALIDATION=()
+if want 0; then
+  LEGATE_LOAD=$LOAD bash "$SRC/bench/validate.sh" 5 > "$W/validate.log" 2>&1
+  mapfile -t VALIDATION < <(grep -E ' rps \(|within 10%|^validate:' "$W/validate.log")
+fi
 
 want 1 && measure 1 "(1) h1 keep-alive x50, mTLS->plain" -p h1 -c 50 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
 want 2 && measure 2 "(2) h2 10 conns x 10 streams" -p h2 -c 10 -m 10 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
@@ -293,6 +301,11 @@ if want 4; then
   row "(4) crypto bound, 1 core (hs/s)" openssl "${bound:-?}" "-" "-" "$(awk -v b="$bound" 'BEGIN { if (b) printf "%.0f", 1e6 / b }')" "-"
 fi
 
+if [ ${#VALIDATION[@]} -gt 0 ]; then
+  echo
+  echo "(0) legate-load against wrk (h1, 50 connections) and h2load (h2, 10 x 10), no client certificate:"
+  printf '  %s\n' "${VALIDATION[@]}"
+fi
 echo
 printf '%-34s %-8s %10s %9s %9s %11s %7s\n' scenario proxy "rps" "p50 µs" "p99 µs" "CPU µs/req" errors
 printf '%s\n' "${ROWS[@]}"
