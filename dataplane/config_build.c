@@ -9,12 +9,14 @@
 #include "dataplane/accesslog.h"
 #include "dataplane/route.h"
 #include "envoy/config/core/v3/protocol.pb-c.h"
+#include "envoy/extensions/filters/network/connection_limit/v3/connection_limit.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "filters/registry.h"
 #include "xds/registry.h"
 
 #define HCM_NAME "envoy.filters.network.http_connection_manager"
+#define CONN_LIMIT_NAME "envoy.filters.network.connection_limit"
 #define TLS_SOCKET "envoy.transport_sockets.tls"
 #define RAW_SOCKET "envoy.transport_sockets.raw_buffer"
 #define HTTP_OPTIONS_EXT "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -412,6 +414,53 @@ static void chain_free(struct dp_filter_chain *fc)
     if (fc->tls)
         dp_tls_server_unref(fc->tls);
     hcm_free(fc->hcm);
+    free(fc->conn_limit);
+}
+
+static int is_filter(const Envoy__Config__Listener__V3__Filter *f, const char *name, const char *type)
+{
+    if (f->typed_config)
+        return strcmp(xds_type_url_name(f->typed_config->type_url), type) == 0;
+    return strcmp(f->name, name) == 0;
+}
+
+/* envoy.filters.network.connection_limit in front of the connection manager. */
+static int build_conn_limit(struct dp_filter_chain *fc, const Envoy__Config__Listener__V3__Filter *f,
+                            const char *path, struct berr *e)
+{
+    char sub[300];
+    snprintf(sub, sizeof(sub), "%s.typed_config", path);
+    Envoy__Extensions__Filters__Network__ConnectionLimit__V3__ConnectionLimit *cl =
+        (Envoy__Extensions__Filters__Network__ConnectionLimit__V3__ConnectionLimit *)unpack_any(
+            f->typed_config,
+            &envoy__extensions__filters__network__connection_limit__v3__connection_limit__descriptor, sub, e);
+    if (cl == NULL)
+        return -1;
+    int rc = -1;
+    if (cl->stat_prefix == NULL || cl->stat_prefix[0] == '\0') {
+        fail(e, "%s.stat_prefix: required", sub);
+    } else if (cl->max_connections == NULL || cl->max_connections->value < 1) {
+        fail(e, "%s.max_connections: required, at least 1", sub);
+    } else if (cl->delay && (cl->delay->seconds || cl->delay->nanos)) {
+        fail(e, "%s.delay: not supported (legate closes a connection over the limit at once)", sub);
+    } else if (cl->runtime_enabled && cl->runtime_enabled->default_value &&
+               !cl->runtime_enabled->default_value->value) {
+        rc = 0; /* switched off */
+    } else {
+        fc->conn_limit = calloc(1, sizeof(*fc->conn_limit));
+        if (fc->conn_limit == NULL) {
+            fail(e, "%s: out of memory", sub);
+        } else {
+            fc->conn_limit->max = cl->max_connections->value;
+            fc->conn_limit->st_active =
+                dp_stat_register(DP_STAT_GAUGE, "connection_limit", cl->stat_prefix, "active_connections");
+            fc->conn_limit->st_limited =
+                dp_stat_register(DP_STAT_COUNTER, "connection_limit", cl->stat_prefix, "limited_connections");
+            rc = 0;
+        }
+    }
+    protobuf_c_message_free_unpacked(&cl->base, NULL);
+    return rc;
 }
 
 static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener__V3__FilterChain *pc,
@@ -447,15 +496,27 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
         fc->application_protocols = copy_lower(m->application_protocols, m->n_application_protocols, e);
         fc->n_application_protocols = m->n_application_protocols;
     }
-    if (pc->n_filters != 1)
-        return fail(e, "%s.filters: exactly one network filter (%s) is required", path, HCM_NAME);
-    const Envoy__Config__Listener__V3__Filter *f = pc->filters[0];
-    if (strcmp(f->name, HCM_NAME) != 0 &&
-        !(f->typed_config &&
-          strcmp(xds_type_url_name(f->typed_config->type_url),
-                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager") == 0))
-        return fail(e, "%s.filters[0].name: only %s is supported, got \"%s\"", path, HCM_NAME, f->name);
-    snprintf(sub, sizeof(sub), "%s.filters[0]", path);
+    if (pc->n_filters == 0)
+        return fail(e, "%s.filters: %s is required", path, HCM_NAME);
+    size_t last = pc->n_filters - 1;
+    for (size_t i = 0; i < last; i++) {
+        const Envoy__Config__Listener__V3__Filter *lf = pc->filters[i];
+        if (!is_filter(lf, CONN_LIMIT_NAME, "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"))
+            return fail(e, "%s.filters[%zu].name: only %s may come before %s, got \"%s\"", path, i,
+                        CONN_LIMIT_NAME, HCM_NAME, lf->name);
+        if (fc->conn_limit || i > 0)
+            return fail(e, "%s.filters[%zu]: only one %s per filter chain is supported", path, i,
+                        CONN_LIMIT_NAME);
+        snprintf(sub, sizeof(sub), "%s.filters[%zu]", path, i);
+        if (build_conn_limit(fc, lf, sub, e) < 0)
+            return -1;
+    }
+    const Envoy__Config__Listener__V3__Filter *f = pc->filters[last];
+    if (!is_filter(f, HCM_NAME,
+                   "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"))
+        return fail(e, "%s.filters[%zu].name: the last network filter must be %s, got \"%s\"", path, last,
+                    HCM_NAME, f->name);
+    snprintf(sub, sizeof(sub), "%s.filters[%zu]", path, last);
     fc->hcm = build_hcm(f->typed_config, ctx, sub, e);
     if (fc->hcm == NULL)
         return -1;

@@ -64,6 +64,34 @@ static void addr_str(const struct sockaddr_storage *ss, char *out, size_t outlen
 
 /* ---- lifecycle ------------------------------------------------------- */
 
+/* The chain's connection_limit: 0 when the connection may stay (and is
+ * counted until it goes), -1 when it must close now, as Envoy's filter does. */
+static int limit_take(struct dp_hcm *h, const struct dp_filter_chain *fc)
+{
+    struct dp_conn_limit *cl = fc ? fc->conn_limit : NULL;
+    if (cl == NULL || h->limit)
+        return 0;
+    if (__atomic_add_fetch(&cl->active, 1, __ATOMIC_RELAXED) > cl->max) {
+        __atomic_sub_fetch(&cl->active, 1, __ATOMIC_RELAXED);
+        dp_stat_add(cl->st_limited, 1);
+        LG_D("hcm", "C%llu: from %s: over the connection limit of filter chain %s: closed",
+             (unsigned long long)h->id, h->remote, fc->name ? fc->name : "(unnamed)");
+        return -1;
+    }
+    dp_stat_add(cl->st_active, 1);
+    h->limit = cl;
+    return 0;
+}
+
+static void limit_release(struct dp_hcm *h)
+{
+    if (h->limit == NULL)
+        return;
+    __atomic_sub_fetch(&h->limit->active, 1, __ATOMIC_RELAXED);
+    dp_stat_add(h->limit->st_active, -1);
+    h->limit = NULL;
+}
+
 static struct dp_tls_server *select_chain(void *arg, const char *sni, const char *const *alpn,
                                           size_t n_alpn)
 {
@@ -75,6 +103,8 @@ static struct dp_tls_server *select_chain(void *arg, const char *sni, const char
              sni ? sni : "");
         return NULL;
     }
+    if (limit_take(h, fc) < 0)
+        return NULL; /* the handshake fails: the connection closes */
     h->chain = fc;
     h->cfg = fc->hcm;
     return fc->tls;
@@ -124,6 +154,11 @@ void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, 
     w->n_conns++;
     dp_stat_add(l->st.cx_total, 1);
     dp_stat_add(l->st.cx_active, 1);
+    if (limit_take(h, fc) < 0) {
+        dp_conn_init_accepted(&h->conn, w->loop, fd, ssl, &hcm_handler, h);
+        dp_hcm_destroy(h);
+        return;
+    }
 
     if (fc == NULL && ssl == NULL) {
         ssl = dp_tls_server_new_ssl(dp_listener_first_tls(l), select_chain, h);
@@ -154,6 +189,7 @@ static void hcm_reap(struct dp_defer *d)
 
 static void free_hcm(struct dp_hcm *h)
 {
+    limit_release(h);
     dp_stat_add(h->listener->st.cx_active, -1);
     dp_worker_conn_closed(h->w, h);
     ev_timer_stop(h->w->loop, &h->drain_timer);

@@ -94,6 +94,7 @@ struct dp_hcm {
     struct dp_worker_snap *snap;          /* pinned for the connection's life */
     const struct dp_listener *listener;
     const struct dp_filter_chain *chain;
+    struct dp_conn_limit *limit; /* counted in this chain's limit */
     const struct dp_hcm_cfg *cfg;
     uint64_t id;
     int h2;                               /* codec chosen */
