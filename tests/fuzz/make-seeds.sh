@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# Regenerates the seed files of tests/fuzz/corpus/{http1,h2,xds,xfcc}
-# (seed-*): HTTP requests and HTTP/2 frames written here, DiscoveryResponses
-# encoded by xds-seed from seeds/xds/*.yaml, certificates made by openssl.
-# Regression inputs (regress-*) and the convert seeds (plain YAML/JSON
-# files kept as they are) are never touched.
-#   tests/fuzz/make-seeds.sh BUILD_DIR     (BUILD_DIR has tests/fuzz/xds-seed)
+# Regenerates the seed files of tests/fuzz/corpus/{http1,h2,xfcc}
+# (seed-*): HTTP requests and HTTP/2 frames written here, certificates made
+# by openssl. Regression inputs (regress-*) and the convert seeds (plain
+# YAML/JSON files kept as they are) are never touched.
+#   tests/fuzz/make-seeds.sh BUILD_DIR
+# The xDS seeds carry a private key in their secrets, so they are never
+# committed: tests/fuzz/run.sh makes them at run time, with a fresh PKI,
+# from seeds/xds/*.yaml through xds-seed:
+#   tests/fuzz/make-seeds.sh BUILD_DIR xds OUT_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-build=$(cd "${1:?usage: make-seeds.sh BUILD_DIR}" && pwd)
+build=$(cd "${1:?usage: make-seeds.sh BUILD_DIR [xds OUT_DIR]}" && pwd)
+only=${2:-}
 corpus=$here/corpus
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # ---- HTTP/1.1 and HTTP/2 (the first byte is the driver's control byte,
 # see hcm_driver.h) ----------------------------------------------------------
+if [ -z "$only" ]; then
 rm -f "$corpus"/http1/seed-* "$corpus"/h2/seed-*
 python3 - "$corpus" <<'PY'
 import struct, sys
@@ -139,6 +144,7 @@ h2 = {
 for name, (ctl, data) in h2.items():
     w("h2", name, bytes([ctl]) + data)
 PY
+fi
 
 # ---- certificates: xfcc seeds and the PEM the xds seeds carry --------------
 c=$tmp/certs
@@ -165,15 +171,21 @@ leaf many "/C=DE/ST=Berlin/L=Berlin/O=legate test/OU=a/OU=b/CN=many" 36500 "DNS.
   "IP.1=127.0.0.1" "IP.2=::1"
 leaf expired "/CN=expired/O=legate test" -1 "DNS.1=expired.example.com"
 
-rm -f "$corpus"/xfcc/seed-*
-for n in client quotes utf8 many; do
-  openssl x509 -in "$c/$n.pem" -outform DER -out "$corpus/xfcc/seed-$n.der"
-done
-cp "$c/quotes.pem" "$corpus/xfcc/seed-quotes.pem"
-cat "$c/client.pem" "$c/ca.pem" > "$corpus/xfcc/seed-chain.pem"
+if [ -z "$only" ]; then
+  rm -f "$corpus"/xfcc/seed-*
+  for n in client quotes utf8 many; do
+    openssl x509 -in "$c/$n.pem" -outform DER -out "$corpus/xfcc/seed-$n.der"
+  done
+  cp "$c/quotes.pem" "$corpus/xfcc/seed-quotes.pem"
+  cat "$c/client.pem" "$c/ca.pem" > "$corpus/xfcc/seed-chain.pem"
+  echo "seeds written: $(ls "$corpus"/*/seed-* | wc -l) files"
+  exit 0
+fi
 
-# ---- xDS responses ------------------------------------------------------------
-rm -f "$corpus"/xds/seed-*
+# ---- xDS responses (at run time, into OUT_DIR) ------------------------------------
+[ "$only" = xds ] || { echo "usage: make-seeds.sh BUILD_DIR [xds OUT_DIR]" >&2; exit 2; }
+out=${3:?usage: make-seeds.sh BUILD_DIR xds OUT_DIR}
+mkdir -p "$out"
 for y in "$here"/seeds/xds/*.yaml; do
   n=$(basename "$y" .yaml)
   # PEM as one line with "\n" escapes, for YAML double-quoted strings.
@@ -186,12 +198,11 @@ for k, f in {"@CA@": "ca.pem", "@CERT@": "client.pem", "@KEY@": "client.key", "@
     text = text.replace(k, pem(f))
 open(dst, "w").write(text)
 PY
-  "$build/tests/fuzz/xds-seed" "$tmp/$n.yaml" "$corpus/xds/seed-$n"
+  "$build/tests/fuzz/xds-seed" "$tmp/$n.yaml" "$out/seed-$n"
   # Each response on its own too: a smaller start for the fuzzer.
   awk -v out="$tmp/$n.part" 'BEGIN { k = 1 } /^---$/ { k++; next } { print > (out k) }' "$tmp/$n.yaml"
   for p in "$tmp/$n".part*; do
     k=${p##*.part}
-    "$build/tests/fuzz/xds-seed" "$p" "$corpus/xds/seed-$n-$k"
+    "$build/tests/fuzz/xds-seed" "$p" "$out/seed-$n-$k"
   done
 done
-echo "seeds written: $(ls "$corpus"/*/seed-* | wc -l) files"
