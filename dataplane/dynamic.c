@@ -866,28 +866,34 @@ static void rebuild_and_install(struct dp_dyn *d, struct errs *errs, struct name
  * cluster that uses it fails to build with it, the caller puts the old one
  * back and the error is charged to this resource.
  */
-static int try_dependency(struct dp_dyn *d, int type, const char *name, struct errs *errs)
+/* Rebuilds with the resources as they are now and installs the result if
+ * every listener and cluster built; else installs nothing, says why in
+ * trial and returns -1. */
+static int rebuild_all_or_nothing(struct dp_dyn *d, struct errs *trial)
 {
-    struct errs trial = {0};
     struct names failed[T_N] = {{0}};
     size_t n_bc, n_bl;
     int ch_c, ch_l;
-    struct built *bc = rebuild(d, T_CDS, &n_bc, &ch_c, &trial, &failed[T_CDS]);
-    struct built *bl = rebuild(d, T_LDS, &n_bl, &ch_l, &trial, &failed[T_LDS]);
-    int bad = failed[T_CDS].n || failed[T_LDS].n;
+    struct built *bc = rebuild(d, T_CDS, &n_bc, &ch_c, trial, &failed[T_CDS]);
+    struct built *bl = rebuild(d, T_LDS, &n_bl, &ch_l, trial, &failed[T_LDS]);
+    int rc = failed[T_CDS].n || failed[T_LDS].n ? -1 : 0;
     names_free(&failed[T_CDS]);
     names_free(&failed[T_LDS]);
-    if (bad) {
-        err_add(errs, "%s \"%s\": rejected: %s", type_names[type], name, trial.buf);
-        built_free(T_CDS, bc, n_bc);
-        built_free(T_LDS, bl, n_bl);
-        return -1;
-    }
-    if (ch_c || ch_l) {
+    if (rc == 0 && (ch_c || ch_l)) {
         install(d, bl, n_bl, bc, n_bc);
     } else {
         built_free(T_CDS, bc, n_bc);
         built_free(T_LDS, bl, n_bl);
+    }
+    return rc;
+}
+
+static int try_dependency(struct dp_dyn *d, int type, const char *name, struct errs *errs)
+{
+    struct errs trial = {0};
+    if (rebuild_all_or_nothing(d, &trial) < 0) {
+        err_add(errs, "%s \"%s\": rejected: %s", type_names[type], name, trial.buf);
+        return -1;
     }
     return 0;
 }
@@ -921,20 +927,7 @@ static int apply_together(struct dp_dyn *d, int type, const char *version, Proto
     int rc = 0;
     if (staged > 0) {
         struct errs trial = {0};
-        struct names failed[T_N] = {{0}};
-        size_t n_bc, n_bl;
-        int ch_c, ch_l;
-        struct built *bc = rebuild(d, T_CDS, &n_bc, &ch_c, &trial, &failed[T_CDS]);
-        struct built *bl = rebuild(d, T_LDS, &n_bl, &ch_l, &trial, &failed[T_LDS]);
-        rc = failed[T_CDS].n || failed[T_LDS].n ? -1 : 0;
-        names_free(&failed[T_CDS]);
-        names_free(&failed[T_LDS]);
-        if (rc == 0 && (ch_c || ch_l)) {
-            install(d, bl, n_bl, bc, n_bc);
-        } else {
-            built_free(T_CDS, bc, n_bc);
-            built_free(T_LDS, bl, n_bl);
-        }
+        rc = rebuild_all_or_nothing(d, &trial);
     }
     pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < n; i++) {
