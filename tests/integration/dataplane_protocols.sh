@@ -168,6 +168,12 @@ print(" ".join(l.split()[2] for l in data.decode().splitlines() if l.startswith(
 ' "$P_PLAIN")
 expect_eq "pipelining: three requests in one write, answered in order" "/one /two /three" "$out"
 expect_eq "an HTTP/1.0 client" "a GET /old bytes=0" "$(curl -s -0 "$PL/old")"
+expect_eq "an HTTP/1.1 GET without a body goes upstream without chunked coding" "te=- cl=- bytes=0" \
+  "$(curl -s --http1.1 "$PL/framing/get")"
+expect_eq "... a POST with Content-Length: 0 keeps it" "te=- cl=0 bytes=0" \
+  "$(curl -s --http1.1 -X POST -H 'content-length: 0' "$PL/framing/post")"
+expect_eq "... a chunked request body stays chunked" "te=chunked cl=- bytes=5" \
+  "$(printf hello | curl -s --http1.1 -H 'transfer-encoding: chunked' --data-binary @- "$PL/framing/chunked")"
 head -c 5000 /dev/urandom > "$WORK/body"
 out=$(curl -sv -H 'Expect: 100-continue' --data-binary @"$WORK/body" "$PL/upload" 2>&1)
 check "Expect: 100-continue gets an interim 100" grep -q "< HTTP/1.1 100 Continue" <<<"$out"

@@ -7,6 +7,7 @@ usage: upstream.py PORT NAME
   /garbage/...   answers bytes that are not HTTP
   /reset/...     closes the connection without answering
   /slowbody/...  sends headers and half the body, then closes
+  /framing/...   200 "te=<Transfer-Encoding> cl=<Content-Length> bytes=<n>" ("-": absent)
   anything else  200 "NAME METHOD PATH bytes=<request body length>"
 Keep-alive is honoured; every connection has its own thread.
 """
@@ -58,6 +59,11 @@ def serve(conn, name):
             if path.startswith("/slowbody"):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf")
                 return
+            if path.startswith("/framing"):
+                out = ("te=%s cl=%s bytes=%d\n" % (headers.get("transfer-encoding", "-"),
+                                                  headers.get("content-length", "-"), len(body))).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
+                continue
             if path.startswith("/chunked"):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
                 for part in (b"one,", b"two,", b"three\n"):
