@@ -13,29 +13,26 @@ struct dp_arena_block {
     alignas(max_align_t) char data[];
 };
 
-/* Small blocks share the buffer cache's block size so they recycle. */
-static _Thread_local struct dp_arena_block *free_blocks;
-static _Thread_local size_t free_count;
-#define FREE_MAX 256
+/* Standard blocks are the buffers' pool blocks (DP_BUF_BLOCK, header
+ * included); a bigger allocation gets a malloc'd block of its own. */
+#define STD_SIZE (DP_BUF_BLOCK - sizeof(struct dp_arena_block))
 
 void *dp_arena_alloc(struct dp_arena *a, size_t n)
 {
     size_t align = alignof(max_align_t);
     n = (n + align - 1) & ~(align - 1);
     if (a->cur == NULL || (size_t)(a->end - a->cur) < n) {
-        size_t size = DP_BUF_BLOCK - sizeof(struct dp_arena_block);
         struct dp_arena_block *b;
-        if (n <= size && free_blocks != NULL) {
-            b = free_blocks;
-            free_blocks = b->next;
-            free_count--;
-        } else {
-            if (n > size)
-                size = n;
-            b = malloc(sizeof(*b) + size);
+        if (n <= STD_SIZE) {
+            b = dp_block_get();
             if (b == NULL)
                 return NULL;
-            b->size = size;
+            b->size = STD_SIZE;
+        } else {
+            b = malloc(sizeof(*b) + n);
+            if (b == NULL)
+                return NULL;
+            b->size = n;
         }
         b->next = a->head;
         a->head = b;
@@ -61,28 +58,14 @@ char *dp_arena_strndup(struct dp_arena *a, const char *s, size_t n)
 void dp_arena_reset(struct dp_arena *a)
 {
     struct dp_arena_block *b = a->head;
-    size_t std = DP_BUF_BLOCK - sizeof(struct dp_arena_block);
     while (b) {
         struct dp_arena_block *next = b->next;
-        if (b->size == std && free_count < FREE_MAX) {
-            b->next = free_blocks;
-            free_blocks = b;
-            free_count++;
-        } else {
+        if (b->size == STD_SIZE)
+            dp_block_put(b);
+        else
             free(b);
-        }
         b = next;
     }
     a->head = NULL;
     a->cur = a->end = NULL;
-}
-
-void dp_arena_cache_free(void)
-{
-    while (free_blocks) {
-        struct dp_arena_block *b = free_blocks;
-        free_blocks = b->next;
-        free(b);
-    }
-    free_count = 0;
 }

@@ -1,7 +1,8 @@
 /*
  * A per-stream (or per-connection) bump allocator. Allocations are never
  * freed one by one; dp_arena_reset() frees everything at once when the
- * stream ends. Blocks come from the per-thread buffer cache when small.
+ * stream ends. Blocks come from the buffers' block pool (dataplane/buf.h)
+ * when small.
  */
 #ifndef LEGATE_DP_ARENA_H
 #define LEGATE_DP_ARENA_H
@@ -24,8 +25,5 @@ char *dp_arena_strndup(struct dp_arena *a, const char *s, size_t n);
 
 /** Frees every block. The arena can be used again afterwards. */
 void dp_arena_reset(struct dp_arena *a);
-
-/** Frees the calling thread's cache of recycled blocks (at thread exit). */
-void dp_arena_cache_free(void);
 
 #endif

@@ -4,9 +4,10 @@
  * Invariants: 0 <= off <= len <= cap. Bytes [off, len) are unread data;
  * [len, cap) is free space. Readers consume by advancing off; writers append
  * at len. When a reader has consumed everything, off and len return to 0.
- * Storage comes from a per-thread cache of blocks, and goes back there when
- * the buffer is released (dp_buf_release) so an idle connection holds no
- * buffer memory at all.
+ * Storage is a DP_BUF_BLOCK block from the per-thread block pool (malloc
+ * only past that size), and goes back there when the buffer is released
+ * (dp_buf_release), which consuming everything does: an idle connection
+ * holds no buffer memory at all.
  */
 #ifndef LEGATE_DP_BUF_H
 #define LEGATE_DP_BUF_H
@@ -55,10 +56,18 @@ void dp_buf_consume(struct dp_buf *b, size_t n);
 /** Returns the storage to the thread's cache; the buffer becomes empty. */
 void dp_buf_release(struct dp_buf *b);
 
-/** Frees the calling thread's cache of recycled blocks (at thread exit). */
-void dp_buf_cache_free(void);
+/** A block of exactly DP_BUF_BLOCK bytes from the calling thread's pool,
+ *  or NULL. Any thread may give it back with dp_block_put. */
+void *dp_block_get(void);
+void dp_block_put(void *p);
 
-/** Frees this thread's cached blocks (at thread exit). */
-void dp_buf_cache_drain(void);
+/** Gives back to the kernel the pages of pooled blocks that no thread used
+ *  since the previous call, beyond keep blocks kept warm in this thread.
+ *  Call it periodically (a worker does, once a second). Returns how many
+ *  blocks were given back. */
+size_t dp_buf_trim(size_t keep);
+
+/** At thread exit: hands this thread's free blocks to the shared pool. */
+void dp_buf_cache_free(void);
 
 #endif

@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 
 /* How much one readiness event may read before yielding to other
@@ -14,12 +16,169 @@
 #define READ_BUDGET (4 * DP_BUF_BLOCK)
 #define DEFAULT_READ_LIMIT (1024 * 1024)
 #define LINGER_SECONDS 2.0
+/* Sealing stops here and sends first, so a congested socket leaves the rest
+ * in c->out, where the owner's flow control sees it. */
+#define WIRE_MAX (4 * DP_BUF_BLOCK)
+/* One TLS record's worth per SSL_write, so WIRE_MAX is checked between
+ * records. */
+#define SEAL_CHUNK 16384
 
-#define DP_CONN_F_LINGER 0x400  /* write side shut, discarding input */
-#define DP_CONN_F_PENDING 0x800 /* an internal close awaits delivery */
+#define DP_CONN_F_LINGER 0x400     /* write side shut, discarding input */
+#define DP_CONN_F_PENDING 0x800    /* an internal close awaits delivery */
+#define DP_CONN_F_RDRAINED 0x2000  /* the last socket read came back short */
+#define DP_CONN_F_NOTIFIED 0x4000  /* graceful close: close_notify sealed */
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void finish_graceful(struct dp_conn *c);
+
+/* ---- the send queue: one per worker thread ----------------------------
+ * Connections with sealed bytes wait here until the loop has run every
+ * callback of this iteration; then each gets one send. */
+struct sendq {
+    struct ev_loop *loop;
+    ev_prepare w;
+    struct dp_conn *head;
+    unsigned n;
+};
+/* Each queued connection holds its sealed bytes (a buffer block) until the
+ * queue runs: past this many, connections send at once, so that a storm
+ * (10,000 request timeouts firing together) does not hold a block each. */
+#define SQ_MAX 128
+static _Thread_local struct sendq sq;
+
+static void sq_remove(struct dp_conn *c)
+{
+    if (c->sq_prev == NULL)
+        return;
+    *c->sq_prev = c->sq_next;
+    if (c->sq_next)
+        c->sq_next->sq_prev = c->sq_prev;
+    c->sq_next = NULL;
+    c->sq_prev = NULL;
+    sq.n--;
+}
+
+static void sq_run(struct ev_loop *loop, ev_prepare *w, int revents);
+
+/* Returns 0, or -1 when the queue is full or belongs to another loop (the
+ * caller then sends at once). */
+static int sq_add(struct dp_conn *c)
+{
+    if (c->sq_prev)
+        return 0;
+    if (sq.n + 1 > SQ_MAX)
+        return -1;
+    if (sq.head == NULL) {
+        if (ev_is_active(&sq.w) && sq.loop != c->loop)
+            return -1;
+        if (!ev_is_active(&sq.w)) {
+            sq.loop = c->loop;
+            ev_prepare_init(&sq.w, sq_run);
+            ev_prepare_start(sq.loop, &sq.w);
+        }
+    } else if (sq.loop != c->loop) {
+        return -1;
+    }
+    c->sq_next = sq.head;
+    if (sq.head)
+        sq.head->sq_prev = &c->sq_next;
+    c->sq_prev = &sq.head;
+    sq.head = c;
+    sq.n++;
+    return 0;
+}
+
+/* ---- a BIO between OpenSSL and the connection's buffers ---------------
+ * Reads go to the socket (and note a short read: the socket is empty);
+ * writes land in c->wire and never block, so a record is never split
+ * across calls and OpenSSL never sees a partial write. */
+static int send_wire(struct dp_conn *c);
+
+static int cbio_write(BIO *b, const char *p, int n)
+{
+    struct dp_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (n <= 0)
+        return 0;
+    if (dp_buf_append(&c->wire, p, (size_t)n) < 0)
+        return -1;
+    if (!(c->flags & DP_CONN_F_WBLOCKED) && sq_add(c) < 0 && send_wire(c) < 0)
+        return -1;
+    return n;
+}
+
+static int cbio_read(BIO *b, char *p, int n)
+{
+    struct dp_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (n <= 0)
+        return 0;
+    for (;;) {
+        errno = 0;
+        ssize_t r = read(c->fd, p, (size_t)n);
+        if (r > 0) {
+            if (r < n)
+                c->flags |= DP_CONN_F_RDRAINED;
+            else
+                c->flags &= ~DP_CONN_F_RDRAINED;
+            return (int)r;
+        }
+        if (r == 0) {
+            /* Told apart from a failed read by BIO_eof, as the socket BIO
+             * does: OpenSSL names an EOF without close_notify. */
+            BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+            c->flags |= DP_CONN_F_RDRAINED;
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->flags |= DP_CONN_F_RDRAINED;
+            BIO_set_retry_read(b);
+        }
+        return -1;
+    }
+}
+
+static long cbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num, (void)ptr;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: return 1;
+    case BIO_CTRL_EOF: return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    default: return 0;
+    }
+}
+
+static BIO_METHOD *cbio_method;
+static pthread_once_t cbio_once = PTHREAD_ONCE_INIT;
+
+static void cbio_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "legate conn");
+    if (m == NULL || BIO_meth_set_write(m, cbio_write) != 1 || BIO_meth_set_read(m, cbio_read) != 1 ||
+        BIO_meth_set_ctrl(m, cbio_ctrl) != 1) {
+        BIO_meth_free(m);
+        return;
+    }
+    cbio_method = m;
+}
+
+/* Puts the connection's BIO under ssl. Returns 0, or -1 (no memory). */
+static int attach_bio(struct dp_conn *c)
+{
+    pthread_once(&cbio_once, cbio_init);
+    BIO *b = cbio_method ? BIO_new(cbio_method) : NULL;
+    if (b == NULL)
+        return -1;
+    BIO_set_data(b, c);
+    BIO_set_init(b, 1);
+    SSL_set_bio(c->ssl, b, b);
+    /* Records are read as many as the socket has, in one read. */
+    SSL_set_read_ahead(c->ssl, 1);
+    return 0;
+}
 
 static void set_nonblock(int fd)
 {
@@ -61,7 +220,8 @@ static void update_watch(struct dp_conn *c)
         if (!(c->flags & DP_CONN_F_PAUSED) || (c->flags & (DP_CONN_F_HANDSHAKE | DP_CONN_F_LINGER)) ||
             (c->flags & DP_CONN_F_WRITE_WANTS_READ))
             ev |= EV_READ;
-        if (dp_buf_size(&c->out) > 0 || (c->flags & DP_CONN_F_READ_WANTS_WRITE))
+        if ((c->flags & (DP_CONN_F_WBLOCKED | DP_CONN_F_READ_WANTS_WRITE)) ||
+            (dp_buf_size(&c->out) > 0 && !(c->flags & (DP_CONN_F_HANDSHAKE | DP_CONN_F_WRITE_WANTS_READ))))
             ev |= EV_WRITE;
     }
     if (c->flags & DP_CONN_F_EOF)
@@ -76,8 +236,14 @@ static void update_watch(struct dp_conn *c)
 
 static void close_fd(struct dp_conn *c)
 {
+    /* What was sealed would have been sent by now without the send queue: a
+     * TLS alert explaining a failed handshake, the response before an
+     * abortive close. One try, no waiting. */
+    if (dp_buf_size(&c->wire) > 0 && c->fd >= 0 && !(c->flags & (DP_CONN_F_WBLOCKED | DP_CONN_F_CONNECTING)))
+        send_wire(c);
     ev_io_stop(c->loop, &c->io);
     ev_timer_stop(c->loop, &c->timer);
+    sq_remove(c);
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -85,6 +251,7 @@ static void close_fd(struct dp_conn *c)
     c->flags |= DP_CONN_F_CLOSED;
     dp_buf_release(&c->in);
     dp_buf_release(&c->out);
+    dp_buf_release(&c->wire);
 }
 
 /* A failure found inside a call the owner made (a flush): close now, deliver
@@ -161,7 +328,7 @@ static int do_read(struct dp_conn *c)
     size_t limit = c->read_limit ? c->read_limit : DEFAULT_READ_LIMIT;
     int eof = 0;
 
-    c->flags &= ~DP_CONN_F_READ_WANTS_WRITE;
+    c->flags &= ~(DP_CONN_F_READ_WANTS_WRITE | DP_CONN_F_RDRAINED);
     while (got < READ_BUDGET && dp_buf_size(&c->in) < limit) {
         uint8_t *dst = dp_buf_reserve(&c->in, DP_BUF_BLOCK);
         if (dst == NULL) {
@@ -170,11 +337,13 @@ static int do_read(struct dp_conn *c)
         }
         size_t room = c->in.cap - c->in.len;
         ssize_t n;
+        int drained;
         if (c->ssl) {
             ERR_clear_error();
             int r = SSL_read(c->ssl, dst, room > INT32_MAX ? INT32_MAX : (int)room);
             if (r > 0) {
                 n = r;
+                drained = (c->flags & DP_CONN_F_RDRAINED) && !SSL_has_pending(c->ssl);
             } else {
                 int e = SSL_get_error(c->ssl, r);
                 if (e == SSL_ERROR_WANT_READ)
@@ -215,11 +384,19 @@ static int do_read(struct dp_conn *c)
                 fail_now(c, DP_CONN_CLOSE_RESET);
                 return -1;
             }
+            drained = (size_t)n < room;
         }
         dp_buf_commit(&c->in, (size_t)n);
         got += (size_t)n;
         c->bytes_read += (uint64_t)n;
+        /* The socket had less than we asked for: it is empty now, and the
+         * level-triggered loop tells us when it is not. */
+        if (drained)
+            break;
     }
+    /* An idle connection keeps no input buffer. */
+    if (dp_buf_size(&c->in) == 0)
+        dp_buf_release(&c->in);
     if (c->flags & DP_CONN_F_LINGER) {
         dp_buf_release(&c->in);
         if (eof) {
@@ -239,20 +416,164 @@ static int do_read(struct dp_conn *c)
     /* The owner saw the EOF in on_read and did not close: keep writing what
      * it queued (a response), then close. */
     if (eof && !(c->flags & DP_CONN_F_CLOSING)) {
-        if (dp_buf_size(&c->out) == 0) {
+        if (dp_conn_unsent(c) == 0) {
             fail_now(c, DP_CONN_CLOSE_EOF);
             return -1;
         }
-        c->flags |= DP_CONN_F_CLOSING;
+        c->flags |= DP_CONN_F_CLOSING; /* io_cb finishes it when all is out */
     }
     return 0;
 }
 
+/* Sends c->wire. Returns 0 (all sent, or the socket is full and
+ * DP_CONN_F_WBLOCKED is set), or -1 on a socket error (c->sys_errno). */
+static int send_wire(struct dp_conn *c)
+{
+    while (dp_buf_size(&c->wire) > 0) {
+        ssize_t n = send(c->fd, dp_buf_head(&c->wire), dp_buf_size(&c->wire), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                c->flags |= DP_CONN_F_WBLOCKED;
+                return 0;
+            }
+            c->sys_errno = errno;
+            return -1;
+        }
+        dp_buf_consume(&c->wire, (size_t)n);
+    }
+    c->flags &= ~DP_CONN_F_WBLOCKED;
+    return 0;
+}
+
+/* Moves c->out into c->wire, as TLS records or as plaintext, until c->out
+ * is empty or c->wire reaches WIRE_MAX. Returns 0, or -1 on a TLS error. */
+static int seal(struct dp_conn *c)
+{
+    if (c->ssl == NULL) {
+        size_t n = dp_buf_size(&c->out);
+        if (n == 0)
+            return 0;
+        if (dp_buf_size(&c->wire) == 0) {
+            /* Hand the block over instead of copying it. */
+            struct dp_buf t = c->wire;
+            c->wire = c->out;
+            c->out = t;
+            dp_buf_release(&c->out);
+        } else {
+            size_t room = WIRE_MAX > dp_buf_size(&c->wire) ? WIRE_MAX - dp_buf_size(&c->wire) : 0;
+            if (n > room)
+                n = room;
+            if (n == 0)
+                return 0;
+            if (dp_buf_append(&c->wire, dp_buf_head(&c->out), n) < 0)
+                return -1;
+            dp_buf_consume(&c->out, n);
+        }
+        c->bytes_written += (uint64_t)n;
+        return 0;
+    }
+    c->flags &= ~DP_CONN_F_WRITE_WANTS_READ;
+    while (dp_buf_size(&c->out) > 0 && dp_buf_size(&c->wire) < WIRE_MAX) {
+        size_t len = dp_buf_size(&c->out);
+        if (len > SEAL_CHUNK)
+            len = SEAL_CHUNK;
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, dp_buf_head(&c->out), (int)len);
+        if (r <= 0) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ) {
+                c->flags |= DP_CONN_F_WRITE_WANTS_READ;
+                return 0;
+            }
+            /* The BIO never refuses a write, so WANT_WRITE is an error too. */
+            c->sys_errno = errno;
+            record_tls_error(c);
+            return -1;
+        }
+        c->bytes_written += (uint64_t)r;
+        dp_buf_consume(&c->out, (size_t)r);
+    }
+    return 0;
+}
+
+/* Seals what the owner queued; sends at once only what does not fit in
+ * c->wire, the rest from the send queue. Returns 0, or -1 when the
+ * connection was closed. internal: called from our own callback (errors
+ * delivered now) or from the owner (errors deferred). */
+static int do_write(struct dp_conn *c, int internal)
+{
+    for (;;) {
+        int r = seal(c);
+        if (r == 0 && (dp_buf_size(&c->out) == 0 || (c->flags & DP_CONN_F_WRITE_WANTS_READ))) {
+            if (dp_buf_size(&c->wire) > 0 && !(c->flags & DP_CONN_F_WBLOCKED) && sq_add(c) < 0)
+                r = send_wire(c);
+            if (r == 0)
+                return 0;
+        }
+        if (r == 0)
+            r = send_wire(c);
+        if (r < 0) {
+            if (internal)
+                fail_now(c, c->tls_error ? DP_CONN_CLOSE_TLS_ERROR : DP_CONN_CLOSE_RESET);
+            else
+                fail_later(c, c->tls_error ? DP_CONN_CLOSE_TLS_ERROR : DP_CONN_CLOSE_RESET);
+            return -1;
+        }
+        if (c->flags & DP_CONN_F_WBLOCKED)
+            return 0;
+    }
+}
+
+/* Everything queued before a graceful close is out: finish it. */
+static int closing_ready(const struct dp_conn *c)
+{
+    return (c->flags & DP_CONN_F_CLOSING) && !(c->flags & (DP_CONN_F_LINGER | DP_CONN_F_WBLOCKED)) &&
+           dp_buf_size(&c->out) == 0;
+}
+
+/* The send queue: runs before the loop waits, once every callback of the
+ * iteration has had its say. */
+static void sq_run(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    while (sq.head) {
+        struct dp_conn *c = sq.head;
+        sq_remove(c);
+        if (c->flags & DP_CONN_F_CLOSED)
+            continue;
+        if (!(c->flags & DP_CONN_F_WBLOCKED) && send_wire(c) < 0) {
+            fail_now(c, DP_CONN_CLOSE_RESET);
+            continue;
+        }
+        if (closing_ready(c)) {
+            finish_graceful(c);
+            if (c->flags & DP_CONN_F_CLOSED)
+                continue;
+        }
+        update_watch(c);
+    }
+    ev_prepare_stop(loop, w);
+}
+
 static void finish_graceful(struct dp_conn *c)
 {
-    if (c->ssl && (c->flags & DP_CONN_F_ESTABLISHED)) {
-        ERR_clear_error();
-        SSL_shutdown(c->ssl); /* one close_notify; we do not wait for the peer's */
+    if (!(c->flags & DP_CONN_F_NOTIFIED)) {
+        c->flags |= DP_CONN_F_NOTIFIED;
+        if (c->ssl && (c->flags & DP_CONN_F_ESTABLISHED)) {
+            ERR_clear_error();
+            SSL_shutdown(c->ssl); /* one close_notify; we do not wait for the peer's */
+        }
+    }
+    /* What is sealed goes before the FIN. */
+    if (send_wire(c) < 0) {
+        fail_now(c, DP_CONN_CLOSE_LOCAL);
+        return;
+    }
+    if (c->flags & DP_CONN_F_WBLOCKED) {
+        update_watch(c);
+        return;
     }
     if (c->flags & DP_CONN_F_EOF) {
         fail_now(c, DP_CONN_CLOSE_LOCAL);
@@ -267,56 +588,7 @@ static void finish_graceful(struct dp_conn *c)
     ev_timer_stop(c->loop, &c->timer);
     ev_timer_set(&c->timer, LINGER_SECONDS, 0.);
     ev_timer_start(c->loop, &c->timer);
-}
-
-/* Returns 0, or -1 when the connection was closed. internal: called from our
- * own callback (errors delivered now) or from the owner (errors deferred). */
-static int do_write(struct dp_conn *c, int internal)
-{
-    c->flags &= ~DP_CONN_F_WRITE_WANTS_READ;
-    while (dp_buf_size(&c->out) > 0) {
-        size_t len = dp_buf_size(&c->out);
-        ssize_t n;
-        if (c->ssl) {
-            ERR_clear_error();
-            int r = SSL_write(c->ssl, dp_buf_head(&c->out), len > INT32_MAX ? INT32_MAX : (int)len);
-            if (r > 0) {
-                n = r;
-            } else {
-                int e = SSL_get_error(c->ssl, r);
-                if (e == SSL_ERROR_WANT_WRITE)
-                    break;
-                if (e == SSL_ERROR_WANT_READ) {
-                    c->flags |= DP_CONN_F_WRITE_WANTS_READ;
-                    break;
-                }
-                c->sys_errno = errno;
-                record_tls_error(c);
-                if (internal)
-                    fail_now(c, DP_CONN_CLOSE_RESET);
-                else
-                    fail_later(c, DP_CONN_CLOSE_RESET);
-                return -1;
-            }
-        } else {
-            n = send(c->fd, dp_buf_head(&c->out), len, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    break;
-                if (errno == EINTR)
-                    continue;
-                c->sys_errno = errno;
-                if (internal)
-                    fail_now(c, DP_CONN_CLOSE_RESET);
-                else
-                    fail_later(c, DP_CONN_CLOSE_RESET);
-                return -1;
-            }
-        }
-        c->bytes_written += (uint64_t)n;
-        dp_buf_consume(&c->out, (size_t)n);
-    }
-    return 0;
+    update_watch(c);
 }
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -357,6 +629,17 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
 
+    /* Sealed bytes the socket refused before. */
+    int progressed = 0;
+    if ((revents & EV_WRITE) && (c->flags & DP_CONN_F_WBLOCKED)) {
+        if (send_wire(c) < 0) {
+            fail_now(c, DP_CONN_CLOSE_RESET);
+            return;
+        }
+        progressed = 1;
+    }
+
+    int want_read = (revents & EV_READ) && !(c->flags & DP_CONN_F_WRITE_WANTS_READ);
     if (c->flags & DP_CONN_F_HANDSHAKE) {
         if (do_handshake(c) < 0)
             return;
@@ -364,26 +647,29 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
             update_watch(c);
             return;
         }
+        /* Read-ahead may hold the first request, which came with the
+         * handshake's last flight: no readiness event will announce it. */
+        if (SSL_has_pending(c->ssl))
+            want_read = 1;
     }
 
-    int want_read = (revents & EV_READ) && !(c->flags & DP_CONN_F_WRITE_WANTS_READ);
     int want_write = (revents & EV_WRITE) || ((revents & EV_READ) && (c->flags & DP_CONN_F_WRITE_WANTS_READ));
     if ((revents & EV_WRITE) && (c->flags & DP_CONN_F_READ_WANTS_WRITE))
         want_read = 1;
 
-    if (want_write && dp_buf_size(&c->out) > 0) {
+    if (want_write && dp_buf_size(&c->out) > 0 && !(c->flags & DP_CONN_F_WBLOCKED)) {
         if (do_write(c, 1) < 0)
             return;
-        if (dp_buf_size(&c->out) == 0 && !(c->flags & DP_CONN_F_CLOSING) && c->h->on_drained) {
-            c->h->on_drained(c);
-            if (c->flags & DP_CONN_F_CLOSED)
-                return;
-        }
+        progressed = 1;
+    }
+    if (progressed && dp_buf_size(&c->out) == 0 && !(c->flags & DP_CONN_F_CLOSING) && c->h->on_drained) {
+        c->h->on_drained(c);
+        if (c->flags & DP_CONN_F_CLOSED)
+            return;
     }
     /* Everything queued before a graceful close is out (possibly written by
      * dp_conn_flush before this event): finish the close. */
-    if ((c->flags & DP_CONN_F_CLOSING) && !(c->flags & DP_CONN_F_LINGER) &&
-        dp_buf_size(&c->out) == 0) {
+    if (closing_ready(c)) {
         finish_graceful(c);
         if (c->flags & DP_CONN_F_CLOSED)
             return;
@@ -391,8 +677,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (want_read && (!(c->flags & DP_CONN_F_PAUSED) || (c->flags & DP_CONN_F_LINGER))) {
         if (do_read(c) < 0)
             return;
-        if ((c->flags & DP_CONN_F_CLOSING) && !(c->flags & DP_CONN_F_LINGER) &&
-            dp_buf_size(&c->out) == 0) {
+        if (closing_ready(c)) {
             finish_graceful(c);
             if (c->flags & DP_CONN_F_CLOSED)
                 return;
@@ -424,7 +709,10 @@ void dp_conn_init_accepted(struct dp_conn *c, struct ev_loop *loop, int fd, SSL 
     set_nonblock(fd);
     set_nodelay(fd);
     if (ssl) {
-        SSL_set_fd(ssl, fd);
+        if (attach_bio(c) < 0) {
+            fail_later(c, DP_CONN_CLOSE_NOMEM);
+            return;
+        }
         SSL_set_accept_state(ssl);
         c->flags |= DP_CONN_F_HANDSHAKE;
         update_watch(c);
@@ -446,7 +734,10 @@ int dp_conn_connect(struct dp_conn *c, struct ev_loop *loop, const struct sockad
     }
     set_nodelay(fd);
     if (ssl) {
-        SSL_set_fd(ssl, fd);
+        if (attach_bio(c) < 0) {
+            fail_later(c, DP_CONN_CLOSE_NOMEM);
+            return 0;
+        }
         SSL_set_connect_state(ssl);
     }
     if (connect(fd, addr, addrlen) < 0 && errno != EINPROGRESS) {
@@ -466,14 +757,14 @@ void dp_conn_flush(struct dp_conn *c)
             update_watch(c);
         return;
     }
-    if (do_write(c, 0) < 0)
+    if (!(c->flags & DP_CONN_F_WBLOCKED) && do_write(c, 0) < 0)
         return;
-    if (dp_buf_size(&c->out) == 0 && (c->flags & DP_CONN_F_CLOSING) &&
-        !(c->flags & DP_CONN_F_LINGER)) {
-        /* Finish from the loop: on_close must not run inside this call. */
-        ev_feed_event(c->loop, &c->io, EV_WRITE);
-    }
     update_watch(c);
+    /* Finish a graceful close from the loop: on_close must not run inside
+     * this call. (A feed must follow update_watch: stopping a watcher drops
+     * its pending events.) */
+    if (closing_ready(c) && sq_add(c) < 0)
+        ev_feed_event(c->loop, &c->io, EV_WRITE);
 }
 
 void dp_conn_pause_read(struct dp_conn *c)
@@ -491,7 +782,7 @@ void dp_conn_resume_read(struct dp_conn *c)
     /* TLS may hold decrypted bytes that no readiness event will announce,
      * and c->in may hold bytes the owner could not take before. */
     if (!(c->flags & DP_CONN_F_CLOSED) &&
-        ((c->ssl && SSL_pending(c->ssl) > 0) || dp_buf_size(&c->in) > 0))
+        ((c->ssl && SSL_has_pending(c->ssl)) || dp_buf_size(&c->in) > 0))
         ev_feed_event(c->loop, &c->io, EV_READ);
 }
 
@@ -526,8 +817,6 @@ void dp_conn_close_graceful(struct dp_conn *c)
         return;
     }
     dp_conn_flush(c);
-    if (!(c->flags & DP_CONN_F_CLOSED) && dp_buf_size(&c->out) == 0)
-        ev_feed_event(c->loop, &c->io, EV_WRITE);
 }
 
 void dp_conn_free(struct dp_conn *c)
@@ -542,6 +831,19 @@ void dp_conn_free(struct dp_conn *c)
     }
     dp_buf_release(&c->in);
     dp_buf_release(&c->out);
+    dp_buf_release(&c->wire);
+}
+
+void dp_conn_thread_done(void)
+{
+    while (sq.head) {
+        struct dp_conn *c = sq.head;
+        sq_remove(c);
+        if (!(c->flags & (DP_CONN_F_CLOSED | DP_CONN_F_WBLOCKED)))
+            send_wire(c);
+    }
+    if (ev_is_active(&sq.w))
+        ev_prepare_stop(sq.loop, &sq.w);
 }
 
 const char *dp_conn_close_reason_str(enum dp_conn_close_reason r)

@@ -6,8 +6,16 @@
  * Reading: while not paused, bytes are read into conn->in and the handler's
  * on_read is called; the handler consumes what it can from conn->in.
  * Writing: the owner appends to conn->out and calls dp_conn_flush(); the
- * connection writes what the socket accepts and watches for writability for
- * the rest, calling on_drained when conn->out becomes empty.
+ * connection seals it (TLS records, or the plaintext bytes as they are) into
+ * conn->wire at once, so that conn->out is empty again on return unless the
+ * socket is congested. What was sealed goes to the socket once per loop
+ * iteration, before the loop next waits (an ev_prepare), so that a response
+ * head and its body, or the responses of many HTTP/2 streams, leave in one
+ * send. When the socket does not take everything, the connection watches
+ * for writability and calls on_drained once conn->out is empty again.
+ * Reading: a read that returns less than it asked for means the socket is
+ * empty, so the read loop stops there instead of asking again for EAGAIN
+ * (the loop is level-triggered: more bytes wake it again).
  * Closing: dp_conn_close() flushes nothing; dp_conn_close_graceful() sends
  * what is in conn->out (and a TLS close_notify) first. In both cases the
  * handler's on_close is called exactly once, from the loop, never from
@@ -41,7 +49,9 @@ struct dp_conn_handler {
     void (*on_connected)(struct dp_conn *c);
     /** New bytes in c->in. */
     void (*on_read)(struct dp_conn *c);
-    /** c->out became empty after a flush that could not finish at once. */
+    /** The socket took more after refusing some, and c->out is empty:
+     *  called on each such writable event (dp_conn_unsent may still be
+     *  above zero), never from inside a dp_conn_* call. */
     void (*on_drained)(struct dp_conn *c);
     /** The connection is gone; the owner must not touch c afterwards except
      *  to free it with dp_conn_free(). */
@@ -56,9 +66,10 @@ struct dp_conn {
     struct ev_loop *loop;
     ev_io io;
     ev_timer timer;
-    ev_idle closer; /* delivers on_close from the loop */
+    struct dp_conn *sq_next, **sq_prev; /* in this thread's send queue */
     struct dp_buf in;
-    struct dp_buf out;
+    struct dp_buf out;  /* queued by the owner, not yet sealed */
+    struct dp_buf wire; /* sealed bytes (ciphertext under TLS) not yet sent */
     const struct dp_conn_handler *h;
     void *owner;
     uint32_t read_limit; /* stop reading when in holds this many bytes (0: default) */
@@ -80,6 +91,8 @@ struct dp_conn {
 #define DP_CONN_F_EOF 0x80        /* peer sent EOF / close_notify */
 #define DP_CONN_F_SERVER 0x100    /* accepted (TLS server side) */
 #define DP_CONN_F_ESTABLISHED 0x200
+#define DP_CONN_F_WBLOCKED 0x1000 /* the socket refused sealed bytes: waiting for EV_WRITE */
+/* 0x400, 0x800, 0x2000, 0x4000: private to conn.c */
 
 /** Initialises c around an accepted fd (made non-blocking here). If ssl is
  *  not NULL the TLS server handshake starts and on_connected follows its
@@ -110,11 +123,25 @@ void dp_conn_close_graceful(struct dp_conn *c);
  *  after on_close. */
 void dp_conn_free(struct dp_conn *c);
 
+/** Bytes the owner handed over that the socket has not taken: what is
+ *  queued, plus what was sealed while the socket refuses more. Sealed bytes
+ *  waiting only for the end of the loop iteration (at most a few TLS
+ *  records) are not counted: they leave before the loop waits. This is what
+ *  flow control should compare with its limit; on_drained follows progress. */
+static inline size_t dp_conn_unsent(const struct dp_conn *c)
+{
+    return dp_buf_size(&c->out) + ((c->flags & DP_CONN_F_WBLOCKED) ? dp_buf_size(&c->wire) : 0);
+}
+
 /** True once on_close has been scheduled or delivered. */
 static inline int dp_conn_closed(const struct dp_conn *c)
 {
     return (c->flags & DP_CONN_F_CLOSED) != 0;
 }
+
+/** At the end of a thread that ran connections (after its loop returned):
+ *  sends what they sealed and takes them off this thread's send queue. */
+void dp_conn_thread_done(void);
 
 const char *dp_conn_close_reason_str(enum dp_conn_close_reason r);
 

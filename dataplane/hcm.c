@@ -1142,7 +1142,7 @@ static void h2_flush(struct dp_hcm *h)
     if (h->ngh2 == NULL || dp_conn_closed(c))
         return;
     size_t limit = h->listener->per_connection_buffer_limit;
-    while (dp_buf_size(&c->out) < limit) {
+    while (dp_conn_unsent(c) < limit) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(h->ngh2, &data);
         if (n < 0) {
@@ -1272,8 +1272,8 @@ void dp_hcm_reset_stream(struct dp_stream *s)
 size_t dp_hcm_pending_out(struct dp_stream *s)
 {
     if (s->hcm->h2)
-        return dp_buf_size(&s->resp_body) + dp_buf_size(&s->hcm->conn.out);
-    return dp_buf_size(&s->hcm->conn.out);
+        return dp_buf_size(&s->resp_body) + dp_conn_unsent(&s->hcm->conn);
+    return dp_conn_unsent(&s->hcm->conn);
 }
 
 void dp_hcm_pause_request(struct dp_stream *s)

@@ -985,7 +985,6 @@ out:
     /* dp_worker_destroy ran here, on this thread: its blocks landed in this
      * thread's caches. */
     dp_buf_cache_free();
-    dp_arena_cache_free();
     if (sv.loop) {
         ev_signal_stop(sv.loop, &sv.sigterm);
         ev_signal_stop(sv.loop, &sv.sigint);

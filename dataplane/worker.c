@@ -345,6 +345,18 @@ void dp_worker_defer(struct dp_worker *w, struct dp_defer *d, void (*fn)(struct 
     w->deferred = d;
 }
 
+/* Buffer blocks idle for a whole interval go back to the kernel, beyond
+ * what a worker keeps warm: after a storm of connections the memory is
+ * returned instead of held at its peak. */
+#define TRIM_SECONDS 1.0
+#define TRIM_KEEP 256
+
+static void trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)t, (void)revents;
+    dp_buf_trim(TRIM_KEEP);
+}
+
 int dp_worker_init(struct dp_worker *w, int index)
 {
     memset(w, 0, sizeof(*w));
@@ -362,6 +374,8 @@ int dp_worker_init(struct dp_worker *w, int index)
     ev_prepare_start(w->loop, &w->reaper);
     ev_init(&w->accept_pause, accept_pause_cb);
     w->accept_pause.data = w;
+    ev_timer_init(&w->trim_timer, trim_cb, TRIM_SECONDS, TRIM_SECONDS);
+    ev_timer_start(w->loop, &w->trim_timer);
     pthread_mutex_lock(&spare_lock);
     spare_refill();
     pthread_mutex_unlock(&spare_lock);
@@ -374,8 +388,8 @@ static void *worker_main(void *arg)
     struct dp_worker *w = arg;
     dp_stats_thread_attach(w->index);
     ev_run(w->loop, 0);
+    dp_conn_thread_done();
     dp_buf_cache_free();
-    dp_arena_cache_free();
     return NULL;
 }
 
@@ -448,6 +462,7 @@ void dp_worker_destroy(struct dp_worker *w)
     ev_async_stop(w->loop, &w->wake);
     ev_timer_stop(w->loop, &w->drain_timer);
     ev_timer_stop(w->loop, &w->accept_pause);
+    ev_timer_stop(w->loop, &w->trim_timer);
     pthread_mutex_lock(&spare_lock);
     if (spare_fd >= 0)
         close(spare_fd);

@@ -125,6 +125,7 @@ struct dp_worker {
     /* Out of file descriptors (see out_of_fds in worker.c): a pause when
      * even the reserve does not help, and a rate-limited report. */
     ev_timer accept_pause;
+    ev_timer trim_timer; /* gives idle pool blocks' pages back */
     ev_tstamp nofd_logged;
     unsigned nofd_refused;
 };
