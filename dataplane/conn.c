@@ -394,9 +394,6 @@ static int do_read(struct dp_conn *c)
         if (drained)
             break;
     }
-    /* An idle connection keeps no input buffer. */
-    if (dp_buf_size(&c->in) == 0)
-        dp_buf_release(&c->in);
     if (c->flags & DP_CONN_F_LINGER) {
         dp_buf_release(&c->in);
         if (eof) {
@@ -413,6 +410,10 @@ static int do_read(struct dp_conn *c)
         c->h->on_read(c);
     if (c->flags & DP_CONN_F_CLOSED)
         return -1;
+    /* An idle connection keeps no input buffer (the last read reserved one
+     * that got nothing). */
+    if (dp_buf_size(&c->in) == 0)
+        dp_buf_release(&c->in);
     /* The owner saw the EOF in on_read and did not close: keep writing what
      * it queued (a response), then close. */
     if (eof && !(c->flags & DP_CONN_F_CLOSING)) {
