@@ -91,8 +91,8 @@ static int sq_add(struct dp_conn *c)
 
 /* ---- a BIO between OpenSSL and the connection's buffers ---------------
  * Reads go to the socket (and note a short read: the socket is empty);
- * writes land in c->wire and never block, so a record is never split
- * across calls and OpenSSL never sees a partial write. */
+ * writes land in c->wire and never block, so OpenSSL never sees a partial
+ * write. */
 static int send_wire(struct dp_conn *c);
 
 static int cbio_write(BIO *b, const char *p, int n)
@@ -103,9 +103,7 @@ static int cbio_write(BIO *b, const char *p, int n)
         return 0;
     if (dp_buf_append(&c->wire, p, (size_t)n) < 0)
         return -1;
-    if (!(c->flags & DP_CONN_F_WBLOCKED) && sq_add(c) < 0 && send_wire(c) < 0)
-        return -1;
-    return n;
+    return n; /* whoever called into OpenSSL sends or queues it */
 }
 
 static int cbio_read(BIO *b, char *p, int n)
@@ -180,6 +178,14 @@ static int attach_bio(struct dp_conn *c)
     return 0;
 }
 
+/* SSL_get_error needs an empty error queue before each call; clearing an
+ * empty one walks all its slots, so look first. */
+static inline void clear_errors(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 static void set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
@@ -220,8 +226,8 @@ static void update_watch(struct dp_conn *c)
         if (!(c->flags & DP_CONN_F_PAUSED) || (c->flags & (DP_CONN_F_HANDSHAKE | DP_CONN_F_LINGER)) ||
             (c->flags & DP_CONN_F_WRITE_WANTS_READ))
             ev |= EV_READ;
-        if ((c->flags & (DP_CONN_F_WBLOCKED | DP_CONN_F_READ_WANTS_WRITE)) ||
-            (dp_buf_size(&c->out) > 0 && !(c->flags & (DP_CONN_F_HANDSHAKE | DP_CONN_F_WRITE_WANTS_READ))))
+        /* Queued bytes wait for the send queue, not for writability. */
+        if (c->flags & (DP_CONN_F_WBLOCKED | DP_CONN_F_READ_WANTS_WRITE))
             ev |= EV_WRITE;
     }
     if (c->flags & DP_CONN_F_EOF)
@@ -295,7 +301,7 @@ static void established(struct dp_conn *c)
  * connection was closed. */
 static int do_handshake(struct dp_conn *c)
 {
-    ERR_clear_error();
+    clear_errors();
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->flags &= ~(DP_CONN_F_HANDSHAKE | DP_CONN_F_READ_WANTS_WRITE);
@@ -339,7 +345,7 @@ static int do_read(struct dp_conn *c)
         ssize_t n;
         int drained;
         if (c->ssl) {
-            ERR_clear_error();
+            clear_errors();
             int r = SSL_read(c->ssl, dst, room > INT32_MAX ? INT32_MAX : (int)room);
             if (r > 0) {
                 n = r;
@@ -417,7 +423,7 @@ static int do_read(struct dp_conn *c)
     /* The owner saw the EOF in on_read and did not close: keep writing what
      * it queued (a response), then close. */
     if (eof && !(c->flags & DP_CONN_F_CLOSING)) {
-        if (dp_conn_unsent(c) == 0) {
+        if (dp_buf_size(&c->out) + dp_buf_size(&c->wire) == 0) {
             fail_now(c, DP_CONN_CLOSE_EOF);
             return -1;
         }
@@ -480,7 +486,7 @@ static int seal(struct dp_conn *c)
         size_t len = dp_buf_size(&c->out);
         if (len > SEAL_CHUNK)
             len = SEAL_CHUNK;
-        ERR_clear_error();
+        clear_errors();
         int r = SSL_write(c->ssl, dp_buf_head(&c->out), (int)len);
         if (r <= 0) {
             int e = SSL_get_error(c->ssl, r);
@@ -499,32 +505,38 @@ static int seal(struct dp_conn *c)
     return 0;
 }
 
-/* Seals what the owner queued; sends at once only what does not fit in
- * c->wire, the rest from the send queue. Returns 0, or -1 when the
- * connection was closed. internal: called from our own callback (errors
- * delivered now) or from the owner (errors deferred). */
-static int do_write(struct dp_conn *c, int internal)
+/* Seals and sends until c->out is empty or the socket refuses more.
+ * Returns 0, or -1 on an error (c->sys_errno, c->tls_error), the
+ * connection still open. */
+static int write_now(struct dp_conn *c)
 {
     for (;;) {
-        int r = seal(c);
-        if (r == 0 && (dp_buf_size(&c->out) == 0 || (c->flags & DP_CONN_F_WRITE_WANTS_READ))) {
-            if (dp_buf_size(&c->wire) > 0 && !(c->flags & DP_CONN_F_WBLOCKED) && sq_add(c) < 0)
-                r = send_wire(c);
-            if (r == 0)
-                return 0;
-        }
-        if (r == 0)
-            r = send_wire(c);
-        if (r < 0) {
-            if (internal)
-                fail_now(c, c->tls_error ? DP_CONN_CLOSE_TLS_ERROR : DP_CONN_CLOSE_RESET);
-            else
-                fail_later(c, c->tls_error ? DP_CONN_CLOSE_TLS_ERROR : DP_CONN_CLOSE_RESET);
+        if (seal(c) < 0 || send_wire(c) < 0)
             return -1;
-        }
-        if (c->flags & DP_CONN_F_WBLOCKED)
+        if ((c->flags & (DP_CONN_F_WBLOCKED | DP_CONN_F_WRITE_WANTS_READ)) || dp_buf_size(&c->out) == 0)
             return 0;
     }
+}
+
+static enum dp_conn_close_reason write_error(const struct dp_conn *c)
+{
+    return c->tls_error ? DP_CONN_CLOSE_TLS_ERROR : DP_CONN_CLOSE_RESET;
+}
+
+/* What OpenSSL wrote while we called it for something else (a handshake
+ * flight, an alert, a ticket) goes with the send queue. Returns 0, or -1
+ * when the connection was closed. */
+static int queue_wire(struct dp_conn *c)
+{
+    if (dp_buf_size(&c->wire) == 0 || (c->flags & (DP_CONN_F_WBLOCKED | DP_CONN_F_CLOSED)))
+        return 0;
+    if (sq_add(c) == 0)
+        return 0;
+    if (send_wire(c) < 0) {
+        fail_now(c, DP_CONN_CLOSE_RESET);
+        return -1;
+    }
+    return 0;
 }
 
 /* Everything queued before a graceful close is out: finish it. */
@@ -535,7 +547,9 @@ static int closing_ready(const struct dp_conn *c)
 }
 
 /* The send queue: runs before the loop waits, once every callback of the
- * iteration has had its say. */
+ * iteration has had its say. What each connection's owner queued becomes
+ * TLS records here (one per 16 KiB, not one per flush) and leaves in one
+ * send. */
 static void sq_run(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)revents;
@@ -544,8 +558,8 @@ static void sq_run(struct ev_loop *loop, ev_prepare *w, int revents)
         sq_remove(c);
         if (c->flags & DP_CONN_F_CLOSED)
             continue;
-        if (!(c->flags & DP_CONN_F_WBLOCKED) && send_wire(c) < 0) {
-            fail_now(c, DP_CONN_CLOSE_RESET);
+        if (!(c->flags & DP_CONN_F_WBLOCKED) && write_now(c) < 0) {
+            fail_now(c, write_error(c));
             continue;
         }
         if (closing_ready(c)) {
@@ -563,7 +577,7 @@ static void finish_graceful(struct dp_conn *c)
     if (!(c->flags & DP_CONN_F_NOTIFIED)) {
         c->flags |= DP_CONN_F_NOTIFIED;
         if (c->ssl && (c->flags & DP_CONN_F_ESTABLISHED)) {
-            ERR_clear_error();
+            clear_errors();
             SSL_shutdown(c->ssl); /* one close_notify; we do not wait for the peer's */
         }
     }
@@ -619,7 +633,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         c->flags &= ~DP_CONN_F_CONNECTING;
         if (c->ssl) {
             c->flags |= DP_CONN_F_HANDSHAKE;
-            if (do_handshake(c) < 0)
+            if (do_handshake(c) < 0 || queue_wire(c) < 0)
                 return;
         } else {
             established(c);
@@ -641,26 +655,29 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 
     int want_read = (revents & EV_READ) && !(c->flags & DP_CONN_F_WRITE_WANTS_READ);
+    int want_write = (revents & EV_WRITE) || ((revents & EV_READ) && (c->flags & DP_CONN_F_WRITE_WANTS_READ));
     if (c->flags & DP_CONN_F_HANDSHAKE) {
         if (do_handshake(c) < 0)
             return;
         if (c->flags & DP_CONN_F_HANDSHAKE) {
-            update_watch(c);
+            if (queue_wire(c) == 0)
+                update_watch(c);
             return;
         }
         /* Read-ahead may hold the first request, which came with the
          * handshake's last flight: no readiness event will announce it. */
         if (SSL_has_pending(c->ssl))
             want_read = 1;
+        want_write = 1; /* what the owner queued meanwhile */
     }
-
-    int want_write = (revents & EV_WRITE) || ((revents & EV_READ) && (c->flags & DP_CONN_F_WRITE_WANTS_READ));
     if ((revents & EV_WRITE) && (c->flags & DP_CONN_F_READ_WANTS_WRITE))
         want_read = 1;
 
     if (want_write && dp_buf_size(&c->out) > 0 && !(c->flags & DP_CONN_F_WBLOCKED)) {
-        if (do_write(c, 1) < 0)
+        if (write_now(c) < 0) {
+            fail_now(c, write_error(c));
             return;
+        }
         progressed = 1;
     }
     if (progressed && dp_buf_size(&c->out) == 0 && !(c->flags & DP_CONN_F_CLOSING) && c->h->on_drained) {
@@ -684,6 +701,8 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
                 return;
         }
     }
+    if (queue_wire(c) < 0)
+        return;
     update_watch(c);
 }
 
@@ -758,8 +777,13 @@ void dp_conn_flush(struct dp_conn *c)
             update_watch(c);
         return;
     }
-    if (!(c->flags & DP_CONN_F_WBLOCKED) && do_write(c, 0) < 0)
+    /* Sealed and sent from the send queue, unless there is a lot already
+     * (or the queue is full): then now, so the owner sees congestion. */
+    if (!(c->flags & DP_CONN_F_WBLOCKED) &&
+        (dp_buf_size(&c->out) + dp_buf_size(&c->wire) >= WIRE_MAX || sq_add(c) < 0) && write_now(c) < 0) {
+        fail_later(c, write_error(c));
         return;
+    }
     update_watch(c);
     /* Finish a graceful close from the loop: on_close must not run inside
      * this call. (A feed must follow update_watch: stopping a watcher drops
@@ -803,6 +827,16 @@ void dp_conn_close(struct dp_conn *c, enum dp_conn_close_reason why)
     if (c->flags & DP_CONN_F_CLOSED)
         return;
     c->close_reason = why;
+    /* What the owner flushed would have been on its way already without the
+     * send queue: seal it, and close_fd tries to send it. */
+    if (dp_buf_size(&c->out) > 0 && c->fd >= 0 &&
+        !(c->flags & (DP_CONN_F_WBLOCKED | DP_CONN_F_CONNECTING | DP_CONN_F_HANDSHAKE))) {
+        unsigned long tls_error = c->tls_error;
+        int sys_errno = c->sys_errno;
+        seal(c);
+        c->tls_error = tls_error;
+        c->sys_errno = sys_errno;
+    }
     close_fd(c);
     /* The owner asked: no on_close for it, but drop a pending fed event. */
     ev_clear_pending(c->loop, &c->io);

@@ -123,14 +123,16 @@ void dp_conn_close_graceful(struct dp_conn *c);
  *  after on_close. */
 void dp_conn_free(struct dp_conn *c);
 
-/** Bytes the owner handed over that the socket has not taken: what is
- *  queued, plus what was sealed while the socket refuses more. Sealed bytes
- *  waiting only for the end of the loop iteration (at most a few TLS
- *  records) are not counted: they leave before the loop waits. This is what
- *  flow control should compare with its limit; on_drained follows progress. */
+/** Bytes the owner handed over that the socket has not taken, for flow
+ *  control to compare with its limit: all that is queued or sealed while
+ *  the socket refuses more (or TLS waits to read, or the handshake is not
+ *  done), and nothing while the connection only waits for the send queue,
+ *  which runs before the loop next waits. on_drained follows progress. */
 static inline size_t dp_conn_unsent(const struct dp_conn *c)
 {
-    return dp_buf_size(&c->out) + ((c->flags & DP_CONN_F_WBLOCKED) ? dp_buf_size(&c->wire) : 0);
+    if (c->sq_prev && !(c->flags & (DP_CONN_F_WBLOCKED | DP_CONN_F_WRITE_WANTS_READ)))
+        return 0;
+    return dp_buf_size(&c->out) + dp_buf_size(&c->wire);
 }
 
 /** True once on_close has been scheduled or delivered. */

@@ -1142,7 +1142,7 @@ static void h2_flush(struct dp_hcm *h)
     if (h->ngh2 == NULL || dp_conn_closed(c))
         return;
     size_t limit = h->listener->per_connection_buffer_limit;
-    while (dp_conn_unsent(c) < limit) {
+    while (dp_buf_size(&c->out) < limit) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(h->ngh2, &data);
         if (n < 0) {
@@ -1160,7 +1160,7 @@ static void h2_flush(struct dp_hcm *h)
     if (dp_conn_closed(c))
         return;
     if (!nghttp2_session_want_read(h->ngh2) && !nghttp2_session_want_write(h->ngh2) &&
-        dp_buf_size(&c->out) == 0)
+        dp_conn_unsent(c) == 0)
         close_graceful(h);
 }
 

@@ -123,6 +123,8 @@ struct dp_hcm {
     /* TLS peer */
     struct dp_peer_identity peer;
     struct dp_arena peer_arena;
+    struct dp_str xfcc_elem;              /* this peer's XFCC element, made once (peer_arena) */
+    unsigned xfcc_elem_fields;            /* ... with these DP_XFCC_F_* */
     struct dp_orig_dst orig_dst;          /* len 0: not redirected */
     char remote[64];                      /* "ip:port" */
     char local[64];

@@ -1256,7 +1256,7 @@ static void h2c_flush(struct dp_uconn *uc)
     if (uc->ngh2 == NULL || dp_conn_closed(c))
         return;
     size_t limit = uc->pool->rt->cfg->per_connection_buffer_limit;
-    while (dp_conn_unsent(c) < limit) {
+    while (dp_buf_size(&c->out) < limit) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(uc->ngh2, &data);
         if (n <= 0)

@@ -112,23 +112,22 @@ int dp_xfcc_format(struct dp_buf *out, const struct dp_peer_identity *id, const 
 }
 
 /* The URI SANs of our own certificate on the connection (Envoy's By=, one
- * per SAN), in the stream's arena. Returns how many. */
-static size_t local_uris(struct dp_stream *s, const char ***out)
+ * per SAN), in arena a. Returns how many. */
+static size_t local_uris(SSL *ssl, struct dp_arena *a, const char ***out)
 {
-    SSL *ssl = s->hcm->conn.ssl;
     X509 *x = ssl ? SSL_get_certificate(ssl) : NULL;
     *out = NULL;
     if (x == NULL)
         return 0;
     GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     int total = names ? sk_GENERAL_NAME_num(names) : 0;
-    const char **v = total > 0 ? dp_arena_alloc(&s->arena, (size_t)total * sizeof(*v)) : NULL;
+    const char **v = total > 0 ? dp_arena_alloc(a, (size_t)total * sizeof(*v)) : NULL;
     size_t n = 0;
     for (int i = 0; v && i < total; i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
         if (gn->type == GEN_URI) {
             const ASN1_IA5STRING *u = gn->d.uniformResourceIdentifier;
-            v[n] = dp_arena_strndup(&s->arena, (const char *)u->data, (size_t)u->length);
+            v[n] = dp_arena_strndup(a, (const char *)u->data, (size_t)u->length);
             if (v[n])
                 n++;
         }
@@ -136,6 +135,29 @@ static size_t local_uris(struct dp_stream *s, const char ***out)
     GENERAL_NAMES_free(names);
     *out = v;
     return n;
+}
+
+/* The element is the same for every request of a connection (its peer and
+ * our own certificate do not change): made on first use, kept in the
+ * connection's arena. Returns NULL on failure. */
+static const struct dp_str *conn_element(struct dp_hcm *h, unsigned fields)
+{
+    if (h->xfcc_elem.p && h->xfcc_elem_fields == fields)
+        return &h->xfcc_elem;
+    const char **by;
+    size_t n_by = local_uris(h->conn.ssl, &h->peer_arena, &by);
+    struct dp_buf b = {0};
+    const struct dp_str *r = NULL;
+    if (format_element(&b, &h->peer, by, n_by, fields) == 0) {
+        char *v = dp_arena_strndup(&h->peer_arena, (const char *)dp_buf_head(&b), dp_buf_size(&b));
+        if (v) {
+            h->xfcc_elem = (struct dp_str){v, dp_buf_size(&b)};
+            h->xfcc_elem_fields = fields;
+            r = &h->xfcc_elem;
+        }
+    }
+    dp_buf_release(&b);
+    return r;
 }
 
 int dp_xfcc_apply(struct dp_stream *s, enum dp_xfcc_mode mode, unsigned fields)
@@ -154,23 +176,22 @@ int dp_xfcc_apply(struct dp_stream *s, enum dp_xfcc_mode mode, unsigned fields)
     if (mode == DP_XFCC_FORWARD_ONLY)
         return 0;
 
-    struct dp_buf b = {0};
+    const struct dp_str *el = conn_element(s->hcm, fields);
+    if (el == NULL)
+        return -1;
+    struct dp_str v = *el;
     if (mode == DP_XFCC_APPEND_FORWARD) {
         const struct dp_header *old = dp_headers_get(hs, name);
         if (old && old->value.n) {
-            dp_buf_append(&b, old->value.p, old->value.n);
-            dp_buf_append(&b, ",", 1);
+            char *p = dp_arena_alloc(&s->arena, old->value.n + 1 + el->n);
+            if (p == NULL)
+                return -1;
+            memcpy(p, old->value.p, old->value.n);
+            p[old->value.n] = ',';
+            memcpy(p + old->value.n + 1, el->p, el->n);
+            v = (struct dp_str){p, old->value.n + 1 + el->n};
         }
     }
-    const char **by;
-    size_t n_by = local_uris(s, &by);
-    int rc = format_element(&b, id, by, n_by, fields);
-    if (rc == 0) {
-        char *v = dp_arena_strndup(&s->arena, (const char *)dp_buf_head(&b), dp_buf_size(&b));
-        size_t n = dp_buf_size(&b);
-        dp_headers_remove(hs, name);
-        rc = v ? dp_headers_add_ref(hs, &s->arena, name, (struct dp_str){v, n}) : -1;
-    }
-    dp_buf_release(&b);
-    return rc;
+    dp_headers_remove(hs, name);
+    return dp_headers_add_ref(hs, &s->arena, name, v);
 }
