@@ -23,7 +23,12 @@ void *dp_arena_alloc(struct dp_arena *a, size_t n)
     n = (n + align - 1) & ~(align - 1);
     if (a->cur == NULL || (size_t)(a->end - a->cur) < n) {
         struct dp_arena_block *b;
-        if (n <= STD_SIZE) {
+        if (a->head == NULL && a->first_size > sizeof(*b) && n <= a->first_size - sizeof(*b)) {
+            b = malloc(a->first_size);
+            if (b == NULL)
+                return NULL;
+            b->size = a->first_size - sizeof(*b);
+        } else if (n <= STD_SIZE) {
             b = dp_block_get();
             if (b == NULL)
                 return NULL;

@@ -15,6 +15,7 @@ struct dp_arena {
     struct dp_arena_block *head;
     char *cur;
     char *end;
+    size_t first_size; /* 0, or the size of a small first block (malloc'd) */
 };
 
 /** Returns n bytes aligned for any type, or NULL on allocation failure. */

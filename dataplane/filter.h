@@ -50,8 +50,9 @@ struct dp_peer_identity {
     size_t n_dns_sans;
     const char *const *email_sans;
     size_t n_email_sans;
-    const char *cert_pem;    /* URL-unescaped PEM of the leaf, or NULL */
-    const char *chain_pem;
+    const char *cert_pem;    /* URL-unescaped PEM of the leaf, or NULL; only
+                                when the listener's XFCC forwards Cert or Chain */
+    const char *chain_pem;   /* the same, for the whole chain */
     const char *tls_version; /* "TLSv1.3" */
 };
 

@@ -18,6 +18,7 @@
 #include "dataplane/stream.h"
 #include "dataplane/tls.h"
 #include "dataplane/worker.h"
+#include "dataplane/xfcc.h"
 #include "xds/log.h"
 
 #define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -126,6 +127,9 @@ void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, 
     }
     h->w = w;
     h->snap = snap;
+    /* A peer's identity is a few hundred bytes: a pool block would keep a
+     * page per idle connection. */
+    h->peer_arena.first_size = 1024;
     dp_worker_snap_pin(snap);
     h->listener = l;
     h->chain = fc;
@@ -327,7 +331,8 @@ static void hcm_on_connected(struct dp_conn *c)
             dp_hcm_destroy(h);
             return;
         }
-        dp_tls_peer_identity(c->ssl, &h->peer, &h->peer_arena);
+        dp_tls_peer_identity(c->ssl, &h->peer, &h->peer_arena,
+                             (h->cfg->xfcc_fields & (DP_XFCC_F_CERT | DP_XFCC_F_CHAIN)) != 0);
         dp_stat_add(h->listener->st.ssl_handshake, 1);
         if (SSL_session_reused(c->ssl))
             dp_stat_add(h->listener->st.ssl_session_reused, 1);

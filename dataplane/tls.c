@@ -1526,7 +1526,7 @@ static void add_san(const char ***v, size_t *n, const char *s, size_t len, struc
     (*n)++;
 }
 
-void dp_tls_cert_identity(X509 *x, struct dp_peer_identity *id, struct dp_arena *a)
+static void cert_identity(X509 *x, struct dp_peer_identity *id, struct dp_arena *a, int pem)
 {
     id->subject = name_str(X509_get_subject_name(x), a);
     id->issuer = name_str(X509_get_issuer_name(x), a);
@@ -1561,7 +1561,7 @@ void dp_tls_cert_identity(X509 *x, struct dp_peer_identity *id, struct dp_arena 
             add_san((const char ***)&id->email_sans, &id->n_email_sans, (const char *)s->data, (size_t)s->length, a);
     }
     GENERAL_NAMES_free(gens);
-    BIO *b = BIO_new(BIO_s_mem());
+    BIO *b = pem ? BIO_new(BIO_s_mem()) : NULL;
     if (b) {
         PEM_write_bio_X509(b, x);
         id->cert_pem = arena_bio(a, b);
@@ -1569,7 +1569,12 @@ void dp_tls_cert_identity(X509 *x, struct dp_peer_identity *id, struct dp_arena 
     }
 }
 
-void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena *a)
+void dp_tls_cert_identity(X509 *x, struct dp_peer_identity *id, struct dp_arena *a)
+{
+    cert_identity(x, id, a, 1);
+}
+
+void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena *a, int pem)
 {
     memset(id, 0, sizeof(*id));
     id->tls = 1;
@@ -1588,8 +1593,8 @@ void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena
         id->verify_reason = st && st->verify_reason ? st->verify_reason
                             : st && st->v == NULL  ? "no validation context"
                                                    : reason_for(id->verify_error);
-    dp_tls_cert_identity(x, id, a);
-    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    cert_identity(x, id, a, pem);
+    STACK_OF(X509) *chain = pem ? SSL_get_peer_cert_chain(ssl) : NULL;
     BIO *b;
     if (chain && (b = BIO_new(BIO_s_mem())) != NULL) {
         /* A server's peer chain excludes the leaf; the XFCC chain includes it. */

@@ -89,8 +89,10 @@ SSL *dp_tls_client_new_ssl(struct dp_tls_client *c);
  * After a handshake: fills id with the peer's identity (strings in arena).
  * For a server-side SSL that is the client certificate and whether it was
  * verified (with the reason when not); for a client-side SSL the upstream's.
+ * cert_pem and chain_pem only when pem is set: about 2 KiB a connection
+ * that only XFCC's Cert and Chain fields read.
  */
-void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena *arena);
+void dp_tls_peer_identity(SSL *ssl, struct dp_peer_identity *id, struct dp_arena *arena, int pem);
 
 /** The part of dp_tls_peer_identity that reads the certificate itself:
  *  fills subject, issuer, serial, fingerprint, the URI/DNS/email SANs and
