@@ -861,6 +861,11 @@ void dp_conn_free(struct dp_conn *c)
     ev_clear_pending(c->loop, &c->io);
     ev_clear_pending(c->loop, &c->timer);
     if (c->ssl) {
+        /* SSL_free drops the session from the cache unless a close_notify
+         * went out: keep it for resumption when the connection ended
+         * without a TLS failure (as nginx does). */
+        if ((c->flags & DP_CONN_F_ESTABLISHED) && c->close_reason != DP_CONN_CLOSE_TLS_ERROR)
+            SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
         SSL_free(c->ssl);
         c->ssl = NULL;
     }

@@ -757,6 +757,10 @@ static int apply_params(SSL_CTX *ctx, const Envoy__Extensions__TransportSockets_
     return 0;
 }
 
+/* Sessions a listener's context keeps for resumption (each holds the
+ * client's certificate): about 4 KiB each. */
+#define SESSION_CACHE_SIZE 4096
+
 static SSL_CTX *new_ctx(int server)
 {
     SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
@@ -1284,15 +1288,22 @@ struct dp_tls_server *dp_tls_server_new(
             }
             SSL_CTX_set0_CA_list(tmp, names_ca);
         }
+        /* One TLS 1.3 ticket per full handshake, not OpenSSL's two. */
+        SSL_CTX_set_num_tickets(tmp, 1);
         if (cfg->disable_stateless_session_resumption) {
             SSL_CTX_set_options(tmp, SSL_OP_NO_TICKET);
+        } else if (!have_ticket_keys && !cfg->disable_stateful_session_resumption) {
+            /* Keys of our own making live as long as this context, as the
+             * session cache does, so a ticket that names a cached session
+             * resumes exactly what a stateless one would, and costs far
+             * less: OpenSSL 3 builds a stateless ticket by re-encoding and
+             * re-parsing the session, client certificate included, about a
+             * fifth of a full mTLS handshake. Configured
+             * session_ticket_keys (shared by a fleet) keep them stateless. */
+            SSL_CTX_set_options(tmp, SSL_OP_NO_TICKET);
+            SSL_CTX_sess_set_cache_size(tmp, SESSION_CACHE_SIZE);
         } else {
             SSL_CTX_set_tlsext_ticket_keys(tmp, tickets, sizeof(tickets));
-            /* One TLS 1.3 ticket per full handshake, not OpenSSL's two: each
-             * one re-encodes and re-parses the session, client certificate
-             * included, which OpenSSL 3 makes about a sixth of a full mTLS
-             * handshake. */
-            SSL_CTX_set_num_tickets(tmp, 1);
         }
         SSL_CTX_set_session_cache_mode(tmp, cfg->disable_stateful_session_resumption
                                                 ? SSL_SESS_CACHE_OFF
@@ -1300,7 +1311,6 @@ struct dp_tls_server *dp_tls_server_new(
         if (cfg->session_timeout)
             SSL_CTX_set_timeout(tmp, (long)cfg->session_timeout->seconds);
     }
-    (void)have_ticket_keys;
     OPENSSL_cleanse(tickets, sizeof(tickets));
     return s;
 fail:
