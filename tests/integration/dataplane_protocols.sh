@@ -152,6 +152,13 @@ check "TLS 1.2 session resumption" grep -q "^Reused, TLSv1.2" <<<"$out"
   -sess_out "$WORK/s13" >/dev/null 2>&1
 out=$(echo | timeout 5 openssl s_client -connect "127.0.0.1:$P_ALPN" -tls1_3 -servername localhost -sess_in "$WORK/s13" 2>&1)
 check "TLS 1.3 session resumption (tickets)" grep -q "^Reused, TLSv1.3" <<<"$out"
+# One ticket per full handshake (OpenSSL's default is two), and a short one:
+# it names a session in the listener's cache instead of carrying it sealed.
+out=$( (sleep 1; echo) | timeout 5 openssl s_client -connect "127.0.0.1:$P_ALPN" -tls1_3 -servername localhost -msg 2>&1)
+expect_eq "one TLS 1.3 ticket per full handshake" "1" "$(grep -c '^<<< TLS 1.3, Handshake .*NewSessionTicket' <<<"$out")"
+len=$(grep -m1 '^<<< TLS 1.3, Handshake .*NewSessionTicket' <<<"$out" | sed 's/.*length \([0-9a-f]*\).*/\1/')
+check "... naming a cached session (a $((16#${len:-0}))-byte ticket message, a sealed session would be over 300)" \
+  test "$((16#${len:-fff}))" -lt 300
 
 # --- HTTP/1.1 details ------------------------------------------------------------------
 out=$(printf 'GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nGET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' |
