@@ -67,18 +67,17 @@ static int sq_add(struct dp_conn *c)
 {
     if (c->sq_prev)
         return 0;
-    if (sq.n + 1 > SQ_MAX)
+    if (sq.n >= SQ_MAX)
         return -1;
-    if (sq.head == NULL) {
-        if (ev_is_active(&sq.w) && sq.loop != c->loop)
+    /* The watcher is active while connections are queued (and while the
+     * queue runs). */
+    if (ev_is_active(&sq.w)) {
+        if (sq.loop != c->loop)
             return -1;
-        if (!ev_is_active(&sq.w)) {
-            sq.loop = c->loop;
-            ev_prepare_init(&sq.w, sq_run);
-            ev_prepare_start(sq.loop, &sq.w);
-        }
-    } else if (sq.loop != c->loop) {
-        return -1;
+    } else {
+        sq.loop = c->loop;
+        ev_prepare_init(&sq.w, sq_run);
+        ev_prepare_start(sq.loop, &sq.w);
     }
     c->sq_next = sq.head;
     if (sq.head)
