@@ -172,11 +172,15 @@ if want 5; then
     start_proxy $px || continue
     "${pin_load[@]}" "$LOAD" -w 0 -d 0.3 -c 2 -p h1 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/" >/dev/null 2>&1
     base=$(rss_kib "$PROXY")
-    bg hold "${pin_load[@]}" "$LOAD" --hold 30 -c "$IDLE" -p h1 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
+    # One log per proxy, made before the holder starts: bg's redirection
+    # runs in the child, so a shared log could still hold the previous
+    # proxy's HOLDING line when it is first read.
+    : > "$W/hold-$px.log"
+    bg hold-$px "${pin_load[@]}" "$LOAD" --hold 30 -c "$IDLE" -p h1 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
     holder=$LAST
     end=$((SECONDS + 120))
-    until grep -q '^HOLDING' "$W/hold.log" || [ $SECONDS -gt $end ] || ! kill -0 $holder 2>/dev/null; do sleep 0.2; done
-    n=$(sed -n 's/^HOLDING n=\([0-9]*\).*/\1/p' "$W/hold.log")
+    until grep -q '^HOLDING' "$W/hold-$px.log" || [ $SECONDS -gt $end ] || ! kill -0 $holder 2>/dev/null; do sleep 0.2; done
+    n=$(sed -n 's/^HOLDING n=\([0-9]*\).*/\1/p' "$W/hold-$px.log")
     sleep 1
     now=$(rss_kib "$PROXY")
     stop $holder
@@ -187,6 +191,8 @@ if want 5; then
       row "(5) RSS per idle mTLS conn (KiB)" $px "$n conns" "-" "-" "$per KiB" "-"
     else
       row "(5) RSS per idle mTLS conn (KiB)" $px "-" "-" "-" "-" "failed"
+      echo "bench: (5) $px: the load generator held no connections:" >&2
+      tail -n 5 "$W/hold-$px.log" >&2
     fi
   done
 fi
