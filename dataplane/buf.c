@@ -212,7 +212,7 @@ uint8_t *dp_buf_reserve(struct dp_buf *b, size_t n)
     return b->data + b->len;
 }
 
-int dp_buf_append(struct dp_buf *b, const void *p, size_t n)
+int dp_buf_append_slow(struct dp_buf *b, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
@@ -222,6 +222,29 @@ int dp_buf_append(struct dp_buf *b, const void *p, size_t n)
     memcpy(dst, p, n);
     b->len += n;
     return 0;
+}
+
+int dp_buf_append_dec(struct dp_buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return dp_buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+int dp_buf_append_hex(struct dp_buf *b, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    return dp_buf_append(b, tmp + i, sizeof(tmp) - i);
 }
 
 int dp_buf_appendf(struct dp_buf *b, const char *fmt, ...)

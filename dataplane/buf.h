@@ -45,13 +45,36 @@ static inline void dp_buf_commit(struct dp_buf *b, size_t n)
 }
 
 /** Appends n bytes. Returns 0, or -1 on allocation failure. */
-int dp_buf_append(struct dp_buf *b, const void *p, size_t n);
+int dp_buf_append_slow(struct dp_buf *b, const void *p, size_t n);
+static inline int dp_buf_append(struct dp_buf *b, const void *p, size_t n)
+{
+    /* Most appends are a few bytes into a block with room: no call. */
+    if (b->cap - b->len >= n) {
+        if (n)
+            __builtin_memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return 0;
+    }
+    return dp_buf_append_slow(b, p, n);
+}
+
+/** Appends v in decimal. Returns 0, or -1 on allocation failure. */
+int dp_buf_append_dec(struct dp_buf *b, uint64_t v);
+
+/** Appends v in lowercase hexadecimal, without leading zeros. */
+int dp_buf_append_hex(struct dp_buf *b, uint64_t v);
 
 /** Appends a formatted string. Returns 0, or -1 on failure. */
 int dp_buf_appendf(struct dp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /** Drops n bytes from the head. Releases the storage when it becomes empty. */
 void dp_buf_consume(struct dp_buf *b, size_t n);
+
+/** Empties the buffer but keeps its storage for the next bytes. */
+static inline void dp_buf_reset(struct dp_buf *b)
+{
+    b->off = b->len = 0;
+}
 
 /** Returns the storage to the thread's cache; the buffer becomes empty. */
 void dp_buf_release(struct dp_buf *b);

@@ -714,6 +714,15 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         fail_now(c, DP_CONN_CLOSE_LOCAL);
         return;
     }
+    if (c->deadline == 0)
+        return; /* disarmed since it was started */
+    ev_tstamp left = c->deadline - ev_now(loop);
+    if (left > 0) { /* pushed back since it was started */
+        ev_timer_set(&c->timer, left, 0.);
+        ev_timer_start(loop, &c->timer);
+        return;
+    }
+    c->deadline = 0;
     if (c->h->on_timeout)
         c->h->on_timeout(c);
     else
@@ -814,11 +823,22 @@ void dp_conn_set_timeout(struct dp_conn *c, double seconds)
 {
     if (c->flags & (DP_CONN_F_CLOSED | DP_CONN_F_LINGER))
         return;
-    ev_timer_stop(c->loop, &c->timer);
-    if (seconds > 0) {
-        ev_timer_set(&c->timer, seconds, 0.);
-        ev_timer_start(c->loop, &c->timer);
+    /* Requests re-arm the idle timeout all the time; moving a deadline
+     * later costs no timer-heap operation: the timer, due earlier, finds
+     * the new deadline when it fires and re-arms for the rest. */
+    if (seconds <= 0) {
+        c->deadline = 0;
+        return;
     }
+    ev_tstamp now = ev_now(c->loop);
+    c->deadline = now + seconds;
+    if (ev_is_active(&c->timer)) {
+        if (ev_timer_remaining(c->loop, &c->timer) <= seconds)
+            return;
+        ev_timer_stop(c->loop, &c->timer);
+    }
+    ev_timer_set(&c->timer, seconds, 0.);
+    ev_timer_start(c->loop, &c->timer);
 }
 
 void dp_conn_close(struct dp_conn *c, enum dp_conn_close_reason why)

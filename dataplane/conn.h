@@ -79,6 +79,7 @@ struct dp_conn {
     int sys_errno;
     uint64_t bytes_read;
     uint64_t bytes_written;
+    ev_tstamp deadline; /* dp_conn_set_timeout's, or 0; the timer may fire earlier and re-arm */
 };
 
 #define DP_CONN_F_CONNECTING 0x01 /* TCP connect in progress */
@@ -113,7 +114,9 @@ void dp_conn_flush(struct dp_conn *c);
 void dp_conn_pause_read(struct dp_conn *c);
 void dp_conn_resume_read(struct dp_conn *c);
 
-/** (Re)arms the connection's single timer; 0 disarms it. */
+/** (Re)arms the connection's single timer; 0 disarms it. Cheap enough to
+ *  call on every request: the timer is lazy (a later deadline only moves a
+ *  number; the timer re-arms itself when it fires early). */
 void dp_conn_set_timeout(struct dp_conn *c, double seconds);
 
 void dp_conn_close(struct dp_conn *c, enum dp_conn_close_reason why);

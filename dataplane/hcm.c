@@ -458,15 +458,11 @@ static int h1_hdr_commit(struct dp_hcm *h)
      * characters but HTAB. http-parser is lenient about both, and a proxy
      * that forwards what its upstream may read differently invites request
      * smuggling. */
-    static const char tchar[] = "!#$%&'*+-.^_`|~";
     if (name.n == 0)
         return -1;
-    for (size_t i = 0; i < name.n; i++) {
-        unsigned char c = (unsigned char)name.p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              (c && strchr(tchar, c))))
+    for (size_t i = 0; i < name.n; i++)
+        if (!dp_http_tchar[(unsigned char)name.p[i]])
             return -1;
-    }
     for (size_t i = 0; i < value.n; i++) {
         unsigned char c = (unsigned char)value.p[i];
         if ((c < 0x20 && c != '\t') || c == 0x7f)
@@ -474,7 +470,7 @@ static int h1_hdr_commit(struct dp_hcm *h)
     }
     /* Optional whitespace is already trimmed by http-parser. */
     int rc = dp_headers_add(&s->req.headers, &s->arena, name, value);
-    dp_buf_release(&h->h1_hdr);
+    dp_buf_reset(&h->h1_hdr); /* released when the head is complete */
     h->h1_name_len = 0;
     h->h1_last_was_value = 0;
     return rc;
@@ -521,7 +517,7 @@ static int h1_take_url(struct dp_hcm *h)
     if (u == NULL)
         return -1;
     s->req.path = (struct dp_str){u, n};
-    dp_buf_release(&h->h1_hdr);
+    dp_buf_reset(&h->h1_hdr);
     return 0;
 }
 
@@ -559,6 +555,7 @@ static int h1_on_headers_complete(http_parser *p)
     struct dp_stream *s = h->h1_cur;
     if (h1_take_url(h) < 0 || h1_hdr_commit(h) < 0)
         return -1;
+    dp_buf_release(&h->h1_hdr);
     if (h->cfg && s->req.headers.n > h->cfg->max_headers_count) {
         h->h1_header_bytes = SIZE_MAX / 2;
         return -1;
@@ -688,21 +685,24 @@ static void h1_protocol_error(struct dp_hcm *h, int status, const char *body)
  * might not. Scans the request head once, across reads, up to its end. */
 static int h1_obs_fold(struct dp_hcm *h, const char *p, size_t n)
 {
-    for (size_t i = 0; i < n && h->h1_fold != H1_FOLD_DONE; i++) {
-        char c = p[i];
-        switch (h->h1_fold) {
-        case H1_FOLD_LF:
+    size_t i = 0;
+    while (i < n && h->h1_fold != H1_FOLD_DONE) {
+        if (h->h1_fold == H1_FOLD_IN) {
+            /* Only what follows a line feed matters: skip to the next one. */
+            const char *lf = memchr(p + i, '\n', n - i);
+            if (lf == NULL)
+                return 0;
+            i = (size_t)(lf - p) + 1;
+            h->h1_fold = H1_FOLD_LF;
+            continue;
+        }
+        char c = p[i++];
+        if (h->h1_fold == H1_FOLD_LF) {
             if (c == ' ' || c == '\t')
                 return 1;
             h->h1_fold = c == '\r' ? H1_FOLD_LF_CR : c == '\n' ? H1_FOLD_DONE : H1_FOLD_IN;
-            break;
-        case H1_FOLD_LF_CR:
+        } else { /* H1_FOLD_LF_CR */
             h->h1_fold = c == '\n' ? H1_FOLD_DONE : H1_FOLD_IN;
-            break;
-        default:
-            if (c == '\n')
-                h->h1_fold = H1_FOLD_LF;
-            break;
         }
     }
     return 0;
@@ -805,15 +805,10 @@ static void h1_process(struct dp_hcm *h)
     }
 }
 
+/* Framing and hop-by-hop fields, which the codec writes itself. */
 static int skip_response_header(struct dp_str name)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
-                                      "transfer-encoding", "upgrade", "te", "trailer",
-                                      "content-length"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (dp_str_eq(name, (struct dp_str){hop[i], strlen(hop[i])}))
-            return 1;
-    return 0;
+    return dp_http_is_hop_field(name) || dp_str_eq(name, DP_STR_LIT("trailer"));
 }
 
 static int bodyless_status(int status)
@@ -835,19 +830,18 @@ static void h1_send_headers(struct dp_stream *s, int end_stream)
     if (!(s->flags & (DP_STREAM_F_REQ_COMPLETE | DP_STREAM_F_LOCAL_REPLY)))
         s->flags |= DP_STREAM_F_CLOSE_AFTER;
 
-    dp_buf_appendf(out, "HTTP/1.1 %d %s\r\n", status, dp_http_reason(status));
+    dp_http_append_status_line(out, status);
     for (size_t i = 0; i < s->resp.headers.n; i++) {
         const struct dp_header *hd = &s->resp.headers.v[i];
         if (skip_response_header(hd->name))
             continue;
-        dp_buf_append(out, hd->name.p, hd->name.n);
-        dp_buf_append(out, ": ", 2);
-        dp_buf_append(out, hd->value.p, hd->value.n);
-        dp_buf_append(out, "\r\n", 2);
+        dp_http_append_field(out, hd->name, hd->value);
     }
     if (!bodyless_status(status)) {
         if (s->resp.content_length >= 0) {
-            dp_buf_appendf(out, "content-length: %lld\r\n", (long long)s->resp.content_length);
+            dp_buf_append(out, "content-length: ", 16);
+            dp_buf_append_dec(out, (uint64_t)s->resp.content_length);
+            dp_buf_append(out, "\r\n", 2);
         } else if (end_stream) {
             if (!(s->flags & DP_STREAM_F_HEAD))
                 dp_buf_append(out, "content-length: 0\r\n", 19);
@@ -872,7 +866,8 @@ static void h1_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int en
         return;
     if (s->flags & DP_STREAM_F_RESP_CHUNKED) {
         if (n) {
-            dp_buf_appendf(out, "%zx\r\n", n);
+            dp_buf_append_hex(out, n);
+            dp_buf_append(out, "\r\n", 2);
             dp_buf_append(out, p, n);
             dp_buf_append(out, "\r\n", 2);
         }

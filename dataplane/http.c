@@ -3,6 +3,22 @@
 #include <ctype.h>
 #include <string.h>
 
+#include "dataplane/buf.h"
+
+#define T1(c) [c] = 1
+const uint8_t dp_http_tchar[256] = {
+    T1('!'), T1('#'), T1('$'), T1('%'), T1('&'), T1('\''), T1('*'), T1('+'), T1('-'), T1('.'),
+    T1('^'), T1('_'), T1('`'), T1('|'), T1('~'),
+    T1('0'), T1('1'), T1('2'), T1('3'), T1('4'), T1('5'), T1('6'), T1('7'), T1('8'), T1('9'),
+    T1('a'), T1('b'), T1('c'), T1('d'), T1('e'), T1('f'), T1('g'), T1('h'), T1('i'), T1('j'),
+    T1('k'), T1('l'), T1('m'), T1('n'), T1('o'), T1('p'), T1('q'), T1('r'), T1('s'), T1('t'),
+    T1('u'), T1('v'), T1('w'), T1('x'), T1('y'), T1('z'),
+    T1('A'), T1('B'), T1('C'), T1('D'), T1('E'), T1('F'), T1('G'), T1('H'), T1('I'), T1('J'),
+    T1('K'), T1('L'), T1('M'), T1('N'), T1('O'), T1('P'), T1('Q'), T1('R'), T1('S'), T1('T'),
+    T1('U'), T1('V'), T1('W'), T1('X'), T1('Y'), T1('Z'),
+};
+#undef T1
+
 int dp_str_ieq_lit(struct dp_str a, const char *s)
 {
     size_t n = strlen(s);
@@ -48,14 +64,40 @@ int dp_headers_add_ref(struct dp_headers *h, struct dp_arena *a, struct dp_str n
     return 0;
 }
 
+/* Copies n bytes, ASCII upper case to lower, eight at a time: a byte gets
+ * 0x20 when it is below 0x80, at least 'A' and not above 'Z'. */
+static void lower_copy(char *dst, const char *src, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, src + i, 8);
+        uint64_t low7 = x & (0x7f * ones);
+        uint64_t ge_a = low7 + (0x80 - 'A') * ones;
+        uint64_t gt_z = low7 + (0x7f - 'Z') * ones;
+        uint64_t upper = ~x & (ge_a ^ gt_z) & (0x80 * ones);
+        x |= upper >> 2;
+        memcpy(dst + i, &x, 8);
+    }
+    for (; i < n; i++) {
+        char c = src[i];
+        dst[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
+}
+
 int dp_headers_add(struct dp_headers *h, struct dp_arena *a, struct dp_str name, struct dp_str value)
 {
-    char *n = dp_arena_strndup(a, name.p, name.n);
-    char *v = dp_arena_strndup(a, value.p, value.n);
-    if (n == NULL || v == NULL)
+    /* One allocation: "name\0value\0", the name lowercased as it is copied. */
+    char *n = dp_arena_alloc(a, name.n + value.n + 2);
+    if (n == NULL)
         return -1;
-    for (size_t i = 0; i < name.n; i++)
-        n[i] = (char)tolower((unsigned char)n[i]);
+    lower_copy(n, name.p, name.n);
+    n[name.n] = '\0';
+    char *v = n + name.n + 1;
+    if (value.n)
+        memcpy(v, value.p, value.n);
+    v[value.n] = '\0';
     return dp_headers_add_ref(h, a, (struct dp_str){n, name.n}, (struct dp_str){v, value.n});
 }
 
@@ -69,6 +111,21 @@ size_t dp_headers_remove(struct dp_headers *h, struct dp_str name)
         }
         h->v[j++] = h->v[i];
     }
+    h->n = j;
+    return removed;
+}
+
+size_t dp_headers_remove_if(struct dp_headers *h, int (*drop)(const struct dp_header *, void *), void *arg)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        if (drop(&h->v[i], arg))
+            continue;
+        if (j != i)
+            h->v[j] = h->v[i];
+        j++;
+    }
+    size_t removed = h->n - j;
     h->n = j;
     return removed;
 }
@@ -117,4 +174,45 @@ const char *dp_http_reason(int status)
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
+}
+
+int dp_http_append_field(struct dp_buf *out, struct dp_str name, struct dp_str value)
+{
+    size_t n = name.n + value.n + 4;
+    uint8_t *p = dp_buf_reserve(out, n);
+    if (p == NULL)
+        return -1;
+    memcpy(p, name.p, name.n);
+    p += name.n;
+    *p++ = ':';
+    *p++ = ' ';
+    if (value.n)
+        memcpy(p, value.p, value.n);
+    p += value.n;
+    *p++ = '\r';
+    *p = '\n';
+    dp_buf_commit(out, n);
+    return 0;
+}
+
+int dp_http_append_status_line(struct dp_buf *out, int status)
+{
+    const char *reason = dp_http_reason(status);
+    size_t rn = strlen(reason);
+    size_t n = 9 + 3 + 1 + rn + 2;
+    uint8_t *p = dp_buf_reserve(out, n);
+    if (p == NULL)
+        return -1;
+    if (status < 100 || status > 999)
+        status = 500;
+    memcpy(p, "HTTP/1.1 ", 9);
+    p[9] = (uint8_t)('0' + status / 100);
+    p[10] = (uint8_t)('0' + status / 10 % 10);
+    p[11] = (uint8_t)('0' + status % 10);
+    p[12] = ' ';
+    memcpy(p + 13, reason, rn);
+    p[13 + rn] = '\r';
+    p[14 + rn] = '\n';
+    dp_buf_commit(out, n);
+    return 0;
 }

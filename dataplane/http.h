@@ -75,10 +75,50 @@ int dp_headers_add_ref(struct dp_headers *h, struct dp_arena *a, struct dp_str n
 /** Removes every header named name. Returns how many were removed. */
 size_t dp_headers_remove(struct dp_headers *h, struct dp_str name);
 
+/** Removes, in one pass, every header for which drop(header, arg) is true.
+ *  Returns how many were removed. */
+size_t dp_headers_remove_if(struct dp_headers *h, int (*drop)(const struct dp_header *, void *), void *arg);
+
 /** Replaces all headers named name by one with value (copied). */
 int dp_headers_set(struct dp_headers *h, struct dp_arena *a, struct dp_str name, struct dp_str value);
 
+/** True for the connection-level fields that the codecs write themselves
+ *  and never copy from a message: connection, keep-alive,
+ *  proxy-connection, transfer-encoding, upgrade, te and content-length
+ *  (name in lowercase). */
+static inline int dp_http_is_hop_field(struct dp_str n)
+{
+    switch (n.n) {
+    case 2:
+        return n.p[0] == 't' && n.p[1] == 'e';
+    case 7:
+        return __builtin_memcmp(n.p, "upgrade", 7) == 0;
+    case 10:
+        return __builtin_memcmp(n.p, "connection", 10) == 0 || __builtin_memcmp(n.p, "keep-alive", 10) == 0;
+    case 14:
+        return __builtin_memcmp(n.p, "content-length", 14) == 0;
+    case 16:
+        return __builtin_memcmp(n.p, "proxy-connection", 16) == 0;
+    case 17:
+        return __builtin_memcmp(n.p, "transfer-encoding", 17) == 0;
+    default:
+        return 0;
+    }
+}
+
 /** Reason phrase for a status code ("Not Found"), "Unknown" if none. */
 const char *dp_http_reason(int status);
+
+struct dp_buf;
+
+/** 1 for the characters of a token (RFC 9110 5.6.2: a field name). */
+extern const uint8_t dp_http_tchar[256];
+
+/** Appends "name: value\r\n" to out. Returns 0, or -1 on allocation failure. */
+int dp_http_append_field(struct dp_buf *out, struct dp_str name, struct dp_str value);
+
+/** Appends the HTTP/1.1 status line ("HTTP/1.1 200 OK\r\n") for status
+ *  (100-999). Returns 0, or -1 on allocation failure. */
+int dp_http_append_status_line(struct dp_buf *out, int status);
 
 #endif

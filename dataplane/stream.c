@@ -244,6 +244,18 @@ void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *con
 
 /* ---- request processing ------------------------------------------------- */
 
+/* Connection-level request fields (RFC 9110 7.6.1), and Expect, which is
+ * answered here. TE survives only as "trailers". */
+static int request_hop(const struct dp_header *h, void *arg)
+{
+    (void)arg;
+    struct dp_str n = h->name;
+    if (dp_str_eq(n, DP_STR_LIT("te")))
+        return !dp_str_ieq_lit(h->value, "trailers");
+    return (dp_http_is_hop_field(n) && !dp_str_eq(n, DP_STR_LIT("content-length"))) ||
+           dp_str_eq(n, DP_STR_LIT("http2-settings")) || dp_str_eq(n, DP_STR_LIT("expect"));
+}
+
 static void strip_hop_by_hop(struct dp_request_head *req)
 {
     /* Tokens named in Connection are hop-by-hop too. */
@@ -271,14 +283,7 @@ static void strip_hop_by_hop(struct dp_request_head *req)
             }
         }
     }
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
-                                      "transfer-encoding", "upgrade", "http2-settings",
-                                      "expect"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        dp_headers_remove(&req->headers, (struct dp_str){hop[i], strlen(hop[i])});
-    const struct dp_header *te = dp_headers_get(&req->headers, DP_STR_LIT("te"));
-    if (te && !dp_str_ieq_lit(te->value, "trailers"))
-        dp_headers_remove(&req->headers, DP_STR_LIT("te"));
+    dp_headers_remove_if(&req->headers, request_hop, NULL);
 }
 
 /* Writes the low `digits` hex digits of v; returns the end. */
@@ -516,12 +521,18 @@ void dp_stream_downstream_drained(struct dp_stream *s)
 
 /* ---- from the upstream ---------------------------------------------------- */
 
+/* Connection-level response fields; TE and Content-Length stay (the codecs
+ * frame the response themselves). */
+static int response_hop(const struct dp_header *h, void *arg)
+{
+    (void)arg;
+    return dp_http_is_hop_field(h->name) && !dp_str_eq(h->name, DP_STR_LIT("te")) &&
+           !dp_str_eq(h->name, DP_STR_LIT("content-length"));
+}
+
 static void strip_response_hop_by_hop(struct dp_response_head *r)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
-                                      "transfer-encoding", "upgrade"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        dp_headers_remove(&r->headers, (struct dp_str){hop[i], strlen(hop[i])});
+    dp_headers_remove_if(&r->headers, response_hop, NULL);
 }
 
 void dp_stream_upstream_headers(struct dp_stream *s, int end_stream)

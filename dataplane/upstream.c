@@ -779,15 +779,10 @@ static void uc_on_timeout(struct dp_conn *c)
 
 /* ---- HTTP/1.1 client ----------------------------------------------------------- */
 
+/* Fields the client codecs write themselves (host from :authority). */
 static int is_hop(struct dp_str n)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
-                                      "transfer-encoding", "upgrade", "te", "host",
-                                      "content-length"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (dp_str_eq(n, (struct dp_str){hop[i], strlen(hop[i])}))
-            return 1;
-    return 0;
+    return dp_http_is_hop_field(n) || dp_str_eq(n, DP_STR_LIT("host"));
 }
 
 static void h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u)
@@ -805,22 +800,21 @@ static void h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u)
     dp_buf_append(out, r->method.p, r->method.n);
     dp_buf_append(out, " ", 1);
     dp_buf_append(out, r->path.p, r->path.n);
-    dp_buf_append(out, " HTTP/1.1\r\nhost: ", 17);
-    dp_buf_append(out, r->authority.p, r->authority.n);
-    dp_buf_append(out, "\r\n", 2);
+    dp_buf_append(out, " HTTP/1.1\r\n", 11);
+    dp_http_append_field(out, DP_STR_LIT("host"), r->authority);
     for (size_t i = 0; i < r->headers.n; i++) {
         const struct dp_header *h = &r->headers.v[i];
         if (is_hop(h->name))
             continue;
-        dp_buf_append(out, h->name.p, h->name.n);
-        dp_buf_append(out, ": ", 2);
-        dp_buf_append(out, h->value.p, h->value.n);
-        dp_buf_append(out, "\r\n", 2);
+        dp_http_append_field(out, h->name, h->value);
     }
     if (r->content_length >= 0) {
         if (r->content_length > 0 || dp_str_eq(r->method, DP_STR_LIT("POST")) ||
-            dp_str_eq(r->method, DP_STR_LIT("PUT")) || dp_str_eq(r->method, DP_STR_LIT("PATCH")))
-            dp_buf_appendf(out, "content-length: %lld\r\n", (long long)r->content_length);
+            dp_str_eq(r->method, DP_STR_LIT("PUT")) || dp_str_eq(r->method, DP_STR_LIT("PATCH"))) {
+            dp_buf_append(out, "content-length: ", 16);
+            dp_buf_append_dec(out, (uint64_t)r->content_length);
+            dp_buf_append(out, "\r\n", 2);
+        }
     } else if (((s->flags & DP_STREAM_F_REQ_COMPLETE) && dp_buf_size(&s->req_body) == 0) ||
                (s->flags & DP_STREAM_F_REQ_NO_BODY)) {
         /* HTTP/2 request without body and without content-length, or an
@@ -829,7 +823,9 @@ static void h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u)
             dp_str_eq(r->method, DP_STR_LIT("PATCH")))
             dp_buf_append(out, "content-length: 0\r\n", 19);
     } else if ((s->flags & DP_STREAM_F_REQ_COMPLETE)) {
-        dp_buf_appendf(out, "content-length: %zu\r\n", dp_buf_size(&s->req_body));
+        dp_buf_append(out, "content-length: ", 16);
+        dp_buf_append_dec(out, dp_buf_size(&s->req_body));
+        dp_buf_append(out, "\r\n", 2);
     } else {
         dp_buf_append(out, "transfer-encoding: chunked\r\n", 28);
         u->flags |= UREQ_F_CHUNKED;
@@ -853,8 +849,10 @@ static void h1_push_body(struct dp_uconn *uc, struct dp_upstream_req *u)
         size_t n = dp_buf_size(&s->req_body);
         if (n > limit - dp_buf_size(out))
             n = limit - dp_buf_size(out);
-        if (u->flags & UREQ_F_CHUNKED)
-            dp_buf_appendf(out, "%zx\r\n", n);
+        if (u->flags & UREQ_F_CHUNKED) {
+            dp_buf_append_hex(out, n);
+            dp_buf_append(out, "\r\n", 2);
+        }
         dp_buf_append(out, dp_buf_head(&s->req_body), n);
         if (u->flags & UREQ_F_CHUNKED)
             dp_buf_append(out, "\r\n", 2);
@@ -883,7 +881,7 @@ static int uh1_on_header_field(http_parser *p, const char *at, size_t len)
         if (dp_headers_add(&s->resp.headers, &s->arena, (struct dp_str){b, uc->name_len},
                            (struct dp_str){b + uc->name_len, total - uc->name_len}) < 0)
             return -1;
-        dp_buf_release(&uc->hdr);
+        dp_buf_reset(&uc->hdr); /* released when the head is complete */
         uc->name_len = 0;
         uc->last_was_value = 0;
     }
