@@ -4,7 +4,7 @@
 # refused the way it should be, and the proxy keeps serving everyone else.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
-P=$(free_port); P_HOLE=$(free_port); P_T=$(free_port); P_ADMIN=$(free_port)
+P=$(free_port); P_HOLE=$(free_port); P_T=$(free_port); P_IDLE=$(free_port); P_ADMIN=$(free_port)
 start_blackhole "$P_HOLE"
 cat > "$WORK/legate.yaml" <<YAML
 admin: { address: { socket_address: { address: 127.0.0.1, port_value: $P_ADMIN } } }
@@ -47,6 +47,25 @@ static_resources:
               routes:
               - match: { prefix: / }
                 route: { cluster: hole, timeout: 30s }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  - name: idle
+    address: { socket_address: { address: 127.0.0.1, port_value: $P_IDLE } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: idle
+          common_http_protocol_options: { idle_timeout: 1s }
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
+                direct_response: { status: 200, body: { inline_string: "ok\n" } }
           http_filters:
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
@@ -129,6 +148,33 @@ expect_eq "request_timeout: a body that never finishes gets 408 after 1 s" "HTTP
   "$(slow 'POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789')"
 expect_eq "stream_idle_timeout: an upstream that never answers, 408 after 1.5 s (route timeout 30 s)" \
   "HTTP/1.1 408 Request Timeout 2" "$(slow 'GET /idle HTTP/1.1\r\nHost: x\r\n\r\n')"
+
+# The connection idle timeout is pushed back by every request (lazily: the
+# timer re-arms itself when it fires early) and closes the connection once
+# it has been idle for the whole timeout.
+out=$(timeout 10 python3 -c '
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+answered = 0
+for i in range(6):  # 2.4 s of requests 0.4 s apart, over a 1 s idle timeout
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    d = b""
+    while not d.endswith(b"ok\n"):
+        c = s.recv(4096)
+        if not c:
+            break
+        d += c
+    answered += d.startswith(b"HTTP/1.1 200")
+    time.sleep(0.4)
+t = time.time() - 0.4
+closed = s.recv(4096) == b""
+print(answered, closed, "%.1f" % (time.time() - t))
+' "$P_IDLE")
+read -r answered closed after <<<"$out"
+expect_eq "idle_timeout 1 s: six requests 0.4 s apart are all answered on one connection" "6" "$answered"
+expect_eq "... then the idle connection is closed" "True" "$closed"
+check "... 1 s after the last response (took ${after}s)" \
+  awk -v t="$after" 'BEGIN { exit !(t >= 0.9 && t <= 1.6) }'
 
 kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
 expect_eq "SIGTERM: exit code 0" "0" "$rc"
