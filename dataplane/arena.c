@@ -17,17 +17,23 @@ struct dp_arena_block {
  * included); a bigger allocation gets a malloc'd block of its own. */
 #define STD_SIZE (DP_BUF_BLOCK - sizeof(struct dp_arena_block))
 
-void *dp_arena_alloc(struct dp_arena *a, size_t n)
+/* n bytes at cur aligned to align (a power of two), from a new block when
+ * the current one has no room. */
+static void *alloc(struct dp_arena *a, size_t n, size_t align)
 {
-    size_t align = alignof(max_align_t);
-    n = (n + align - 1) & ~(align - 1);
-    if (a->cur == NULL || (size_t)(a->end - a->cur) < n) {
+    char *p = a->cur ? (char *)(((uintptr_t)a->cur + align - 1) & ~(uintptr_t)(align - 1)) : NULL;
+    if (p == NULL || p > a->end || (size_t)(a->end - p) < n) {
         struct dp_arena_block *b;
-        if (a->head == NULL && a->first_size > sizeof(*b) && n <= a->first_size - sizeof(*b)) {
-            b = malloc(a->first_size);
+        if (a->first_size > sizeof(*b)) {
+            /* A small arena (a connection's): every block is malloc'd
+             * and as small as it can be, never a pool block. */
+            size_t sz = n <= a->first_size - sizeof(*b) ? a->first_size : sizeof(*b) + n;
+            if (sz - sizeof(*b) == STD_SIZE)
+                sz++; /* dp_arena_reset takes that size for a pool block */
+            b = malloc(sz);
             if (b == NULL)
                 return NULL;
-            b->size = a->first_size - sizeof(*b);
+            b->size = sz - sizeof(*b);
         } else if (n <= STD_SIZE) {
             b = dp_block_get();
             if (b == NULL)
@@ -41,17 +47,21 @@ void *dp_arena_alloc(struct dp_arena *a, size_t n)
         }
         b->next = a->head;
         a->head = b;
-        a->cur = b->data;
         a->end = b->data + b->size;
+        p = b->data;
     }
-    void *p = a->cur;
-    a->cur += n;
+    a->cur = p + n;
     return p;
+}
+
+void *dp_arena_alloc(struct dp_arena *a, size_t n)
+{
+    return alloc(a, n, alignof(max_align_t));
 }
 
 char *dp_arena_strndup(struct dp_arena *a, const char *s, size_t n)
 {
-    char *p = dp_arena_alloc(a, n + 1);
+    char *p = alloc(a, n + 1, 1); /* characters need no alignment */
     if (p) {
         if (n)
             memcpy(p, s, n);

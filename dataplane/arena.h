@@ -15,13 +15,15 @@ struct dp_arena {
     struct dp_arena_block *head;
     char *cur;
     char *end;
-    size_t first_size; /* 0, or the size of a small first block (malloc'd) */
+    size_t first_size; /* 0, or a small arena's block size: its blocks are
+                          malloc'd, first_size bytes or, for a bigger
+                          allocation, just what it needs; never pool blocks */
 };
 
 /** Returns n bytes aligned for any type, or NULL on allocation failure. */
 void *dp_arena_alloc(struct dp_arena *a, size_t n);
 
-/** Copies n bytes (plus a NUL terminator) into the arena. */
+/** Copies n bytes (plus a NUL terminator) into the arena, unaligned. */
 char *dp_arena_strndup(struct dp_arena *a, const char *s, size_t n);
 
 /** Frees every block. The arena can be used again afterwards. */

@@ -44,7 +44,7 @@ static const struct dp_conn_handler hcm_handler = {
     .on_timeout = hcm_on_timeout,
 };
 
-static void addr_str(const struct sockaddr_storage *ss, char *out, size_t outlen)
+static void addr_fmt(const struct sockaddr_storage *ss, char *out, size_t outlen)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
     unsigned port = 0;
@@ -61,6 +61,15 @@ static void addr_str(const struct sockaddr_storage *ss, char *out, size_t outlen
     } else {
         snprintf(out, outlen, "?");
     }
+}
+
+/* "ip:port" in the connection's arena ("?" when unknown). */
+static const char *addr_str(struct dp_hcm *h, const struct sockaddr_storage *ss)
+{
+    char buf[64] = "?";
+    addr_fmt(ss, buf, sizeof(buf));
+    const char *s = dp_arena_strndup(&h->conn_arena, buf, strlen(buf));
+    return s ? s : "?";
 }
 
 /* ---- lifecycle ------------------------------------------------------- */
@@ -127,9 +136,10 @@ void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, 
     }
     h->w = w;
     h->snap = snap;
-    /* A peer's identity is a few hundred bytes: a pool block would keep a
-     * page per idle connection. */
-    h->peer_arena.first_size = 1024;
+    /* Addresses, the peer's identity and its XFCC element: about 400
+     * bytes for a client certificate (a pool block would keep a page per
+     * idle connection). */
+    h->conn_arena.first_size = 512;
     dp_worker_snap_pin(snap);
     h->listener = l;
     h->chain = fc;
@@ -141,14 +151,19 @@ void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, 
 
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
+    h->remote = h->local = "?";
     if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-        addr_str(&ss, h->remote, sizeof(h->remote));
+        h->remote = addr_str(h, &ss);
     len = sizeof(ss);
     if (od) {
-        h->orig_dst = *od;
-        addr_str(&od->addr, h->local, sizeof(h->local));
+        struct dp_orig_dst *o = dp_arena_alloc(&h->conn_arena, sizeof(*o));
+        if (o) {
+            *o = *od;
+            h->orig_dst = o;
+        }
+        h->local = addr_str(h, &od->addr);
     } else if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
-        addr_str(&ss, h->local, sizeof(h->local));
+        h->local = addr_str(h, &ss);
     }
 
     h->next_in_worker = w->conns;
@@ -201,7 +216,7 @@ static void free_hcm(struct dp_hcm *h)
         nghttp2_session_del(h->ngh2);
     dp_buf_release(&h->h1_hdr);
     dp_conn_free(&h->conn);
-    dp_arena_reset(&h->peer_arena);
+    dp_arena_reset(&h->conn_arena);
     dp_worker_snap_unpin(h->w, h->snap);
     /* The memory goes after this loop iteration: callers up the stack (the
      * connection's own callback) may still look at h->conn. */
@@ -331,7 +346,7 @@ static void hcm_on_connected(struct dp_conn *c)
             dp_hcm_destroy(h);
             return;
         }
-        dp_tls_peer_identity(c->ssl, &h->peer, &h->peer_arena,
+        dp_tls_peer_identity(c->ssl, &h->peer, &h->conn_arena,
                              (h->cfg->xfcc_fields & (DP_XFCC_F_CERT | DP_XFCC_F_CHAIN)) != 0);
         dp_stat_add(h->listener->st.ssl_handshake, 1);
         if (SSL_session_reused(c->ssl))

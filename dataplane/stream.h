@@ -120,14 +120,15 @@ struct dp_hcm {
     enum { H1_FOLD_IN = 0, H1_FOLD_LF, H1_FOLD_LF_CR, H1_FOLD_DONE } h1_fold; /* head scan */
     /* HTTP/2 */
     nghttp2_session *ngh2;
-    /* TLS peer */
-    struct dp_peer_identity peer;
-    struct dp_arena peer_arena;
-    struct dp_str xfcc_elem;              /* this peer's XFCC element, made once (peer_arena) */
+    /* What the connection keeps for its life, in conn_arena: a few hundred
+     * bytes in one small malloc'd block (an idle connection's memory) */
+    struct dp_arena conn_arena;
+    struct dp_peer_identity peer;         /* TLS peer */
+    struct dp_str xfcc_elem;              /* this peer's XFCC element, made once */
     unsigned xfcc_elem_fields;            /* ... with these DP_XFCC_F_* */
-    struct dp_orig_dst orig_dst;          /* len 0: not redirected */
-    char remote[64];                      /* "ip:port" */
-    char local[64];
+    const struct dp_orig_dst *orig_dst;   /* NULL: not redirected */
+    const char *remote;                   /* "ip:port" */
+    const char *local;
     struct dp_hcm *next_in_worker;
     struct dp_hcm *prev_in_worker;
 };

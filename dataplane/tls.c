@@ -86,7 +86,7 @@ struct ssl_state {
     long verify_error;         /* first failure */
     const char *verify_reason;
     int san_checked;
-    char peer_subject[256];    /* the leaf's subject, seen during verification */
+    char *peer_subject;        /* the leaf's subject, kept when its verification failed */
 };
 
 static int ssl_idx = -1;
@@ -128,6 +128,7 @@ static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
         dp_tls_server_unref(st->server);
     if (st->client)
         dp_tls_client_unref(st->client);
+    free(st->peer_subject);
     free(st);
 }
 
@@ -635,11 +636,6 @@ static int verify_cb(int preverify, X509_STORE_CTX *xs)
         return preverify;
     const struct verify_cfg *v = st->v;
     int depth = X509_STORE_CTX_get_error_depth(xs);
-    if (st->peer_subject[0] == '\0') {
-        X509 *leaf = X509_STORE_CTX_get0_cert(xs);
-        if (leaf)
-            X509_NAME_oneline(X509_get_subject_name(leaf), st->peer_subject, sizeof(st->peer_subject));
-    }
     if (!preverify) {
         long err = X509_STORE_CTX_get_error(xs);
         if (v->allow_expired && (err == X509_V_ERR_CERT_HAS_EXPIRED)) {
@@ -661,6 +657,14 @@ static int verify_cb(int preverify, X509_STORE_CTX *xs)
             X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
             preverify = 0;
         }
+    }
+    if (!preverify && st->peer_subject == NULL) {
+        /* For the log line of the failed handshake: only refused
+         * certificates pay for it, and it is never key material. */
+        X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+        char subject[256];
+        if (leaf && X509_NAME_oneline(X509_get_subject_name(leaf), subject, sizeof(subject)))
+            st->peer_subject = strdup(subject);
     }
     if (!preverify && v->accept_untrusted)
         return 1;
@@ -1639,7 +1643,7 @@ const char *dp_tls_failure_reason(SSL *ssl, unsigned long err)
 const char *dp_tls_peer_subject_seen(SSL *ssl)
 {
     struct ssl_state *st = ssl ? state_of(ssl) : NULL;
-    return st && st->peer_subject[0] ? st->peer_subject : NULL;
+    return st ? st->peer_subject : NULL;
 }
 
 enum dp_tls_fail dp_tls_failure_kind(SSL *ssl, unsigned long err)

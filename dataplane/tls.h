@@ -112,8 +112,9 @@ enum dp_tls_fail {
     DP_TLS_FAIL_SAN,         /* it verified but its SAN is not allowed */
 };
 
-/** The subject of the certificate the peer presented, as seen while
- *  verifying it (also after a failed handshake), or NULL. */
+/** The subject of the certificate the peer presented, kept when its
+ *  verification failed (for the log line of the failed handshake), or
+ *  NULL. */
 const char *dp_tls_peer_subject_seen(SSL *ssl);
 
 /** Why a handshake on ssl failed, for the ssl.fail_* stats. */

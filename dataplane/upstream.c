@@ -310,7 +310,7 @@ static struct dp_pool *pick(struct dp_worker *w, struct dp_cluster_rt *rt)
 
 static struct dp_pool *pick_original_dst(struct dp_cluster_rt *rt, const struct dp_orig_dst *od)
 {
-    if (od->len == 0)
+    if (od == NULL || od->len == 0)
         return NULL;
     for (size_t i = 0; i < rt->n_od_pools; i++)
         if (rt->od_pools[i]->addrlen == od->len && memcmp(&rt->od_pools[i]->addr, &od->addr, od->len) == 0)
@@ -443,7 +443,7 @@ int dp_upstream_start(struct dp_stream *s, struct dp_cluster_rt *rt)
         dp_stream_upstream_failed(s, 503, "UO", UPSTREAM_RESET_BODY "overflow");
         return -1;
     }
-    struct dp_pool *p = cfg->type == DP_CLUSTER_ORIGINAL_DST ? pick_original_dst(rt, &s->hcm->orig_dst)
+    struct dp_pool *p = cfg->type == DP_CLUSTER_ORIGINAL_DST ? pick_original_dst(rt, s->hcm->orig_dst)
                                                              : pick(w, rt);
     if (p == NULL) {
         dp_stream_upstream_failed(s, 503, "UH", "no healthy upstream");

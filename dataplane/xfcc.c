@@ -145,11 +145,11 @@ static const struct dp_str *conn_element(struct dp_hcm *h, unsigned fields)
     if (h->xfcc_elem.p && h->xfcc_elem_fields == fields)
         return &h->xfcc_elem;
     const char **by;
-    size_t n_by = local_uris(h->conn.ssl, &h->peer_arena, &by);
+    size_t n_by = local_uris(h->conn.ssl, &h->conn_arena, &by);
     struct dp_buf b = {0};
     const struct dp_str *r = NULL;
     if (format_element(&b, &h->peer, by, n_by, fields) == 0) {
-        char *v = dp_arena_strndup(&h->peer_arena, (const char *)dp_buf_head(&b), dp_buf_size(&b));
+        char *v = dp_arena_strndup(&h->conn_arena, (const char *)dp_buf_head(&b), dp_buf_size(&b));
         if (v) {
             h->xfcc_elem = (struct dp_str){v, dp_buf_size(&b)};
             h->xfcc_elem_fields = fields;

@@ -139,17 +139,37 @@ static void test_arena_small_first_block(void **state)
     void *p = dp_arena_alloc(&a, 100);
     assert_non_null(p);
     assert_int_equal((uintptr_t)p % _Alignof(max_align_t), 0);
-    /* More than the small block holds: a pool block follows. */
+    /* Strings are packed: the next one starts right after the NUL. */
+    char *s2 = dp_arena_strndup(&a, "x", 1);
+    char *s3 = dp_arena_strndup(&a, "yz", 2);
+    assert_ptr_equal(s3, s2 + 2);
+    void *p2 = dp_arena_alloc(&a, 8);
+    assert_int_equal((uintptr_t)p2 % _Alignof(max_align_t), 0);
+    /* More than the small block holds: another small malloc'd block of
+     * just that size (a connection's arena never takes a 16 KiB pool
+     * block), then more small blocks. */
     char *q = dp_arena_alloc(&a, 4000);
     assert_non_null(q);
     memset(q, 1, 4000);
+    assert_int_equal((size_t)(a.end - a.cur), 0);
+    char *t = dp_arena_alloc(&a, 10);
+    assert_non_null(t);
+    assert_true((size_t)(a.end - t) <= 1024);
     /* Bigger than a pool block: a block of its own. */
     char *r = dp_arena_alloc(&a, 3 * DP_BUF_BLOCK);
     assert_non_null(r);
     memset(r, 2, 3 * DP_BUF_BLOCK);
+    /* The one size a reset would take for a pool block. */
+    char *u = dp_arena_alloc(&a, DP_BUF_BLOCK - 16);
+    assert_non_null(u);
+    memset(u, 3, DP_BUF_BLOCK - 16);
     assert_string_equal(s, "spiffe://example.org/client");
     dp_arena_reset(&a);
     assert_null(a.head);
+    /* ... and that malloc'd block went back to malloc, not to the pool. */
+    void *blk = dp_block_get();
+    assert_ptr_not_equal(blk, u - 16);
+    dp_block_put(blk);
     assert_int_equal(a.first_size, 1024); /* kept for reuse */
     assert_string_equal(dp_arena_strndup(&a, "again", 5), "again");
     dp_arena_reset(&a);
