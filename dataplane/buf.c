@@ -227,12 +227,7 @@ int dp_buf_append_slow(struct dp_buf *b, const void *p, size_t n)
 int dp_buf_append_dec(struct dp_buf *b, uint64_t v)
 {
     char tmp[20];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return dp_buf_append(b, tmp + i, sizeof(tmp) - i);
+    return dp_buf_append(b, tmp, dp_fmt_u64(tmp, v));
 }
 
 int dp_buf_append_hex(struct dp_buf *b, uint64_t v)

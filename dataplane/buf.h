@@ -58,6 +58,20 @@ static inline int dp_buf_append(struct dp_buf *b, const void *p, size_t n)
     return dp_buf_append_slow(b, p, n);
 }
 
+/** Writes v in decimal at out (room for 20 digits), no NUL; returns the
+ *  number of digits. */
+static inline size_t dp_fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    __builtin_memcpy(out, tmp + i, sizeof(tmp) - i);
+    return sizeof(tmp) - i;
+}
+
 /** Appends v in decimal. Returns 0, or -1 on allocation failure. */
 int dp_buf_append_dec(struct dp_buf *b, uint64_t v);
 

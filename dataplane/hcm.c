@@ -1184,11 +1184,14 @@ static int h2_submit_response(struct dp_stream *s, int end_stream)
     struct dp_hcm *h = s->hcm;
     size_t n = s->resp.headers.n + 2;
     nghttp2_nv *nva = dp_arena_alloc(&s->arena, n * sizeof(*nva));
-    char *status = dp_arena_alloc(&s->arena, 4);
-    char *clen = dp_arena_alloc(&s->arena, 24);
-    if (nva == NULL || status == NULL || clen == NULL)
+    char *status = dp_arena_alloc(&s->arena, 3 + 20);
+    if (nva == NULL || status == NULL)
         return -1;
-    snprintf(status, 4, "%03d", s->resp.status % 1000);
+    int st = s->resp.status % 1000;
+    status[0] = (char)('0' + st / 100);
+    status[1] = (char)('0' + st / 10 % 10);
+    status[2] = (char)('0' + st % 10);
+    char *clen = status + 3;
     size_t k = 0;
     nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < s->resp.headers.n; i++) {
@@ -1199,8 +1202,8 @@ static int h2_submit_response(struct dp_stream *s, int end_stream)
                                 hd->value.n, NGHTTP2_NV_FLAG_NO_COPY_NAME};
     }
     if (s->resp.content_length >= 0 && !bodyless_status(s->resp.status)) {
-        int l = snprintf(clen, 24, "%lld", (long long)s->resp.content_length);
-        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, (size_t)l,
+        size_t l = dp_fmt_u64(clen, (uint64_t)s->resp.content_length);
+        nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, l,
                                 NGHTTP2_NV_FLAG_NONE};
     }
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = h2_read_cb};
