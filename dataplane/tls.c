@@ -135,6 +135,7 @@ static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
 static void init_once(void)
 {
     OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
+    dp_tls_builtin_ec_keys();
     ssl_idx = SSL_get_ex_new_index(0, "legate", NULL, NULL, state_free);
 }
 
