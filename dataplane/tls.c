@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -36,6 +37,8 @@ struct san_matcher {
 };
 
 struct verify_cfg {
+    uint64_t id;              /* unique per validation context built (verified-chain cache) */
+    time_t crl_until;         /* the earliest nextUpdate of its CRLs, or 0 */
     X509_STORE *store;        /* trusted CAs and CRLs; NULL: no verification */
     struct san_matcher *sans;
     size_t n_sans;
@@ -90,6 +93,7 @@ struct ssl_state {
 };
 
 static int ssl_idx = -1;
+static EVP_MD *sha256; /* fetched once: EVP_sha256() is looked up at each use */
 
 struct terr {
     char *err;
@@ -136,6 +140,7 @@ static void init_once(void)
 {
     OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
     dp_tls_builtin_ec_keys();
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     ssl_idx = SSL_get_ex_new_index(0, "legate", NULL, NULL, state_free);
 }
 
@@ -377,6 +382,15 @@ static int build_string_matcher(struct dp_string_matcher *m,
     return 0;
 }
 
+/* An ASN1_TIME as a time_t, or 0 when absent or unreadable. */
+static time_t asn1_time(const ASN1_TIME *t)
+{
+    struct tm tm;
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+        return 0;
+    return timegm(&tm);
+}
+
 static int build_verify(struct verify_cfg *v,
                         const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *vc,
                         const char *path, struct terr *e)
@@ -431,6 +445,9 @@ static int build_verify(struct verify_cfg *v,
         X509_CRL *crl;
         int n = 0;
         while (b && (crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
+            time_t next = asn1_time(X509_CRL_get0_nextUpdate(crl));
+            if (next && (v->crl_until == 0 || next < v->crl_until))
+                v->crl_until = next;
             X509_STORE_add_crl(v->store, crl);
             X509_CRL_free(crl);
             n++;
@@ -522,6 +539,8 @@ static int build_verify(struct verify_cfg *v,
             v->n_hash++;
         }
     }
+    static uint64_t next_id;
+    v->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -627,6 +646,97 @@ static int pin_ok(const struct verify_cfg *v, X509 *x)
         }
     }
     return 0;
+}
+
+/* ---- verified chains, remembered -------------------------------------------- */
+
+/* Verifying the peer's chain is about a fifth of a full mTLS handshake (the
+ * CA's ECDSA signature on the leaf, one more per intermediate), and a peer
+ * comes back with the same certificate connection after connection. So a
+ * worker remembers, for at most VCACHE_TTL seconds, the chains that
+ * verified: the same bytes under the same validation context verify the
+ * same way until something in them expires. The key is the SHA-256 of the
+ * presented certificates' DER and the context's id (a new CA, CRL or SAN
+ * matcher is a new context). Only successes are kept, never past the
+ * notAfter of a certificate of the chain or a CRL's nextUpdate; a failure
+ * is always verified in full, to be explained. One table per thread: no
+ * lock. */
+#define VCACHE_SLOTS 256
+#define VCACHE_TTL 60
+
+struct vcache_slot {
+    uint64_t cfg;
+    time_t until;
+    unsigned char key[32];
+};
+
+static _Thread_local struct vcache_slot vcache[VCACHE_SLOTS];
+
+static int chain_key(X509 *leaf, STACK_OF(X509) *presented, unsigned char key[32])
+{
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int n;
+    int ok = 0;
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    if (m == NULL || sha256 == NULL || EVP_DigestInit_ex(m, sha256, NULL) != 1)
+        goto done;
+    /* presented starts with the leaf; without it, the leaf alone */
+    int count = presented ? sk_X509_num(presented) : 0;
+    for (int i = 0; i < (count ? count : 1); i++) {
+        X509 *x = count ? sk_X509_value(presented, i) : leaf;
+        if (X509_digest(x, sha256, d, &n) != 1 || EVP_DigestUpdate(m, d, n) != 1)
+            goto done;
+    }
+    ok = EVP_DigestFinal_ex(m, key, &n) == 1 && n == 32;
+done:
+    EVP_MD_CTX_free(m);
+    return ok;
+}
+
+/* Until when a chain that just verified may be taken as verified. */
+static time_t chain_until(X509_STORE_CTX *xs, const struct verify_cfg *v, time_t now)
+{
+    time_t until = now + VCACHE_TTL;
+    if (v->crl_until && v->crl_until < until)
+        until = v->crl_until;
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(xs);
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+        time_t na = asn1_time(X509_get0_notAfter(sk_X509_value(chain, i)));
+        if (na == 0)
+            return 0;
+        if (na < until)
+            until = na;
+    }
+    return until;
+}
+
+/* OpenSSL's verification step (SSL_CTX_set_cert_verify_callback): the
+ * remembered answer, or X509_verify_cert. */
+static int cert_verify_cb(X509_STORE_CTX *xs, void *arg)
+{
+    (void)arg;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct ssl_state *st = ssl ? state_of(ssl) : NULL;
+    const struct verify_cfg *v = st ? st->v : NULL;
+    X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+    struct vcache_slot *slot = NULL;
+    unsigned char key[32];
+    time_t now = time(NULL);
+    if (v && v->id && leaf && chain_key(leaf, X509_STORE_CTX_get0_untrusted(xs), key)) {
+        slot = &vcache[(key[0] | (unsigned)key[1] << 8) % VCACHE_SLOTS];
+        if (slot->cfg == v->id && slot->until > now && memcmp(slot->key, key, sizeof(key)) == 0)
+            return 1; /* the context's error stays X509_V_OK */
+    }
+    int ok = X509_verify_cert(xs);
+    if (ok == 1 && slot && st->verify_error == 0 && X509_STORE_CTX_get_error(xs) == X509_V_OK) {
+        time_t until = chain_until(xs, v, now);
+        if (until > now) {
+            slot->cfg = v->id;
+            slot->until = until;
+            memcpy(slot->key, key, sizeof(key));
+        }
+    }
+    return ok;
 }
 
 static int verify_cb(int preverify, X509_STORE_CTX *xs)
@@ -1281,6 +1391,7 @@ struct dp_tls_server *dp_tls_server_new(
         SSL_CTX_set_alpn_select_cb(tmp, alpn_select_cb, s);
         SSL_CTX_set_session_id_context(tmp, sid_ctx, sizeof(sid_ctx));
         SSL_CTX_set_verify(tmp, s->verify_mode, s->verify_mode ? verify_cb : NULL);
+        SSL_CTX_set_cert_verify_callback(tmp, cert_verify_cb, NULL);
         if (s->v.store) {
             SSL_CTX_set1_verify_cert_store(tmp, s->v.store);
             /* The CA names sent in the CertificateRequest. */
@@ -1456,6 +1567,7 @@ struct dp_tls_client *dp_tls_client_new(
             if (cl->v.store)
                 SSL_CTX_set1_verify_cert_store(cl->ctx, cl->v.store);
             SSL_CTX_set_verify(cl->ctx, SSL_VERIFY_PEER, verify_cb);
+            SSL_CTX_set_cert_verify_callback(cl->ctx, cert_verify_cb, NULL);
             SSL_CTX_set_verify_depth(cl->ctx, cl->v.depth);
         }
     }
@@ -1556,7 +1668,7 @@ static void cert_identity(X509 *x, struct dp_peer_identity *id, struct dp_arena 
     }
     unsigned char md[32];
     unsigned int mdlen;
-    if (X509_digest(x, EVP_sha256(), md, &mdlen) == 1) {
+    if (X509_digest(x, sha256 ? sha256 : EVP_sha256(), md, &mdlen) == 1) {
         char *fp = dp_arena_alloc(a, 65);
         if (fp) {
             for (unsigned i = 0; i < 32; i++)

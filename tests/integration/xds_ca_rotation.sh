@@ -17,7 +17,9 @@ sed -e "s/port_value: 18000/port_value: $P_CP/; s/port_value: 9901/port_value: $
   "$SRC/docs/examples/ads.yaml" > legate.yaml
 start_bg control "$CONTROL" -c control.yaml --listen "127.0.0.1:$P_CP"
 wait_port "$P_CP"
-LEGATE_PORT=$P_L start_legate legate legate.yaml || { finish; exit 1; }
+# One worker, so that the chains it remembers are the ones the steps below
+# look at.
+LEGATE_PORT=$P_L start_legate legate legate.yaml --concurrency 1 || { finish; exit 1; }
 
 # A new client CA and a client certificate from it.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$C/client-ca2.key" \
@@ -62,6 +64,51 @@ import json,sys
 c=json.load(sys.stdin)["certificates"]
 print(" | ".join(x["subject"] for e in c if e["source"].startswith("sds:client-ca") for x in e["ca_cert"]))')
 expect_eq "/certs lists only the new client CA" "/O=legate test/CN=legate test client CA 2" "$out"
+
+# Workers remember chains that verified (for at most 60 s); a new
+# validation context must undo that at once. Step 4: a SAN matcher that no
+# longer matches the client. Step 5: back, with a CRL that revokes nothing;
+# step 6: a CRL that revokes the client. Each step waits for the new secret
+# version to be applied, then the very next handshake must see it.
+sds_updates() { curl -s "http://127.0.0.1:$P_ADMIN/stats" | awk '/^sds.client-ca.update_success:/ { print $2 }'; }
+push() { # push: SIGHUP the control plane, wait until legate applied a new client-ca
+  local n0 end=$((SECONDS + 5))
+  n0=$(sds_updates)
+  kill -HUP "$PID_control"
+  until [ "$(sds_updates)" -gt "$n0" ] || [ $SECONDS -gt $end ]; do sleep 0.02; done
+}
+expect_eq "step 4: before, the client's chain verifies (and is remembered)" "200 200" "$(code client-new) $(code client-new)"
+sed -i 's|prefix: "spiffe://example.org/"|prefix: "spiffe://example.net/"|' control.yaml
+push
+expect_eq "step 4 (a SAN matcher it fails): the next handshake is refused" "000" "$(code client-new)"
+db=$WORK/ca2db
+mkdir -p "$db"
+: > "$db/index.txt"
+echo 1000 > "$db/crlnumber"
+cat > "$db/ca.cnf" <<CNF
+[ ca ]
+default_ca = ca2
+[ ca2 ]
+database = $db/index.txt
+crlnumber = $db/crlnumber
+certificate = $C/client-ca2.pem
+private_key = $C/client-ca2.key
+default_md = sha256
+default_crl_days = 30
+CNF
+openssl ca -batch -config "$db/ca.cnf" -gencrl -out "$C/client-ca.crl" >/dev/null 2>&1
+sed -i -e 's|prefix: "spiffe://example.net/"|prefix: "spiffe://example.org/"|' \
+  -e 's|^\(    trusted_ca: { filename: certs/client-ca.pem }\)$|\1\n    crl: { filename: certs/client-ca.crl }|' control.yaml
+push
+expect_eq "step 5 (SAN matcher back, a CRL that revokes nothing): accepted, twice" "200 200" \
+  "$(code client-new) $(code client-new)"
+openssl ca -batch -config "$db/ca.cnf" -revoke "$C/client-new.pem" >/dev/null 2>&1
+openssl ca -batch -config "$db/ca.cnf" -gencrl -out "$C/client-ca.crl.tmp" >/dev/null 2>&1
+mv "$C/client-ca.crl.tmp" "$C/client-ca.crl"
+push
+expect_eq "step 6 (a CRL that revokes it): the next handshake is refused, though its chain verified a moment ago" \
+  "000" "$(code client-new)"
+check "... and legate says why" grep -q "failed: certificate verify failed: certificate revoked (revoked); client certificate: /O=legate test/CN=client-new" "$WORK/legate.log"
 
 kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
 expect_eq "SIGTERM: exit code 0" "0" "$rc"
