@@ -17,6 +17,7 @@
 
 #include "dataplane/arena.h"
 #include "dataplane/filter.h"
+#include "dataplane/tls_ec.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 
@@ -111,12 +112,6 @@ enum dp_tls_fail {
     DP_TLS_FAIL_VERIFY,      /* the peer's chain did not verify */
     DP_TLS_FAIL_SAN,         /* it verified but its SAN is not allowed */
 };
-
-/** On OpenSSL 3.0 and 3.1: makes certificates with EC keys parse through
- *  OpenSSL's built-in EC method instead of its decoder framework (about a
- *  fifth of a full mTLS handshake; dataplane/tls_ec.c says how). Called
- *  once by dp_tls_init. Returns 1 when it did, 0 when it did not apply. */
-int dp_tls_builtin_ec_keys(void);
 
 /** The subject of the certificate the peer presented, kept when its
  *  verification failed (for the log line of the failed handshake), or

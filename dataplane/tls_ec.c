@@ -27,7 +27,7 @@
 #include <openssl/engine.h>
 #endif
 
-#include "dataplane/tls.h"
+#include "dataplane/tls_ec.h"
 
 #ifndef OPENSSL_NO_ENGINE
 static int ec_pkey_meths(ENGINE *e, EVP_PKEY_METHOD **pmeth, const int **nids, int nid)

@@ -14,6 +14,7 @@
 #include <openssl/x509.h>
 
 #include "dataplane/tls.h"
+#include "dataplane/tls_ec.h"
 
 /* A self-signed certificate for key, DER-encoded. */
 static int self_signed_der(EVP_PKEY *key, const EVP_MD *md, unsigned char **der)
