@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # legate against nginx and HAProxy doing the same job on this machine.
 #
-#   bench/run.sh [--smoke] [-d SECONDS] [-s 0,1,2,3,4,5,6,7] [--idle N] [--clusters N]
+#   bench/run.sh [--smoke] [-d SECONDS] [-r ROUNDS] [-s 0,1,2,3,4,5,6,7] [--idle N] [--clusters N]
 #
 # Builds what it needs (legate, legate-control, legate-load), starts every
 # party on 127.0.0.1 — the proxy pinned to CPU 0, the load generator and the
 # upstream to CPU 1 — runs each scenario for a bounded time, stops
 # everything and prints a table of absolute figures and legate/peer ratios.
 # Every proxy runs one worker. docs/benchmarks.md explains the scenarios and
-# how to read the table. Scenario 0 first checks the load generator against
+# how to read the table. Scenarios 1-4 run ROUNDS rounds (default 3), the
+# proxies taking turns, and report each figure's median, so that a VM's
+# drift over minutes does not favour whoever ran first. Scenario 0 first
+# checks the load generator against
 # wrk and h2load (bench/validate.sh). --smoke runs everything briefly and small, to prove
 # that the bench works (CI does), not to measure.
 set -uo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${LEGATE_BUILD_DIR:-$SRC/build}
 DUR=10
+ROUNDS=3
 SCEN="0,1,2,3,4,5,6,7"
 IDLE=10000
 CLUSTERS=10000
@@ -23,15 +27,16 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
     -d) DUR=$2; shift ;;
+    -r) ROUNDS=$2; shift ;;
     -s) SCEN=$2; shift ;;
     --idle) IDLE=$2; shift ;;
     --clusters) CLUSTERS=$2; shift ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-if [ $SMOKE = 1 ]; then DUR=1; IDLE=300; CLUSTERS=500; SCEN=${SCEN/0,/}; fi
+if [ $SMOKE = 1 ]; then DUR=1; ROUNDS=1; IDLE=300; CLUSTERS=500; SCEN=${SCEN/0,/}; fi
 want() { [[ ",$SCEN," == *",$1,"* ]]; }
 
 # ---- build and tools ------------------------------------------------------------
@@ -139,19 +144,30 @@ load() {
 ROWS=()
 row() { ROWS+=("$(printf '%-34s %-8s %10s %9s %9s %11s %7s' "$@")"); }
 declare -A RPS CPU P99 RSS
-measure() { # measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy)
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+measure() { # measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy, ROUNDS times, taking turns)
   local sc=$1 label=$2; shift 2
-  local px
+  local px r
+  declare -A rps p50 p99 cpu err failed
+  for r in $(seq 1 "$ROUNDS"); do
+    for px in legate nginx haproxy; do
+      start_proxy $px || { failed[$px]=1; continue; }
+      load "$PROXY" "$@"
+      stop "$PROXY"
+      rps[$px]+=" $R_rps"; p50[$px]+=" $R_p50_us"; p99[$px]+=" $R_p99_us"; cpu[$px]+=" $R_cpu"
+      err[$px]=$(( ${err[$px]:-0} + R_errors ))
+    done
+  done
   for px in legate nginx haproxy; do
-    start_proxy $px || { row "$label" $px "-" "-" "-" "-" "start failed"; continue; }
-    load "$PROXY" "$@"
-    stop "$PROXY"
-    RPS[$sc.$px]=$R_rps; CPU[$sc.$px]=$R_cpu; P99[$sc.$px]=$R_p99_us
-    row "$label" $px "$(printf %.0f "$R_rps")" "$R_p50_us" "$R_p99_us" "$R_cpu" "$R_errors"
+    if [ -z "${rps[$px]:-}" ]; then row "$label" $px "-" "-" "-" "-" "start failed"; continue; fi
+    RPS[$sc.$px]=$(median <<<"${rps[$px]}"); CPU[$sc.$px]=$(median <<<"${cpu[$px]}")
+    P99[$sc.$px]=$(median <<<"${p99[$px]}")
+    row "$label" $px "$(printf %.0f "${RPS[$sc.$px]}")" "$(printf %.0f "$(median <<<"${p50[$px]}")")" \
+      "$(printf %.0f "${P99[$sc.$px]}")" "${CPU[$sc.$px]}" "${err[$px]}$([ -n "${failed[$px]:-}" ] && echo '+start failed')"
   done
 }
 
-echo "bench: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $DUR s per run$([ $SMOKE = 1 ] && echo ', smoke mode')"
+echo "bench: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $DUR s per run, scenarios 1-4: median of $ROUNDS round(s)$([ $SMOKE = 1 ] && echo ', smoke mode')"
 echo "bench: $("$LEGATE" --version 2>&1 | head -1); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(openssl version)"
 
 # (0) The load generator measures what wrk and h2load measure.
@@ -275,9 +291,10 @@ import json, sys
 json.dump({"cert": open(sys.argv[1] + ".pem").read(), "key": open(sys.argv[1] + ".key").read()}, open(sys.argv[2], "w"))' \
       "$c" "$W/secret$i"
   done
+  # Without rotation before and after the run with it: the dip is measured
+  # against their mean, so that drift over the three runs cancels out.
   load "$lg" -p h1 -c 50 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
-  base=$R_rps
-  row "(7) xDS config, no rotation" legate "$(printf %.0f "$R_rps")" "$R_p50_us" "$R_p99_us" "$R_cpu" "$R_errors"
+  base1=("$R_rps" "$R_p50_us" "$R_p99_us" "$R_cpu" "$R_errors")
   ( i=0; while :; do
       curl -s -o /dev/null -X PUT "http://127.0.0.1:$P_API/secrets/server-cert" --data-binary "@$W/secret$((i % 2))"
       i=$((i + 1)); sleep 1
@@ -286,10 +303,16 @@ json.dump({"cert": open(sys.argv[1] + ".pem").read(), "key": open(sys.argv[1] + 
   PIDS+=("$rotator")
   load "$lg" -p h1 -c 50 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
   stop $rotator
+  rot=("$R_rps" "$R_p50_us" "$R_p99_us" "$R_cpu" "$R_errors")
   rotations=$(curl -s "http://127.0.0.1:$P_DADMIN/stats" | awk '/^sds.server-cert.update_success:/ { print $2 }')
-  row "(7) rotation every 1 s" legate "$(printf %.0f "$R_rps")" "$R_p50_us" "$R_p99_us" "$R_cpu" "$R_errors"
-  DIP=$(awk -v a="$base" -v b="$R_rps" 'BEGIN { printf "%.1f", (a > 0 ? (a - b) * 100 / a : 0) }')
-  ROT_ERR=$R_errors
+  load "$lg" -p h1 -c 50 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
+  mean() { awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN { printf f, (a + b) / 2 }'; }
+  base=$(mean "${base1[0]}" "$R_rps" %.0f)
+  row "(7) xDS config, no rotation (mean)" legate "$base" "$(mean "${base1[1]}" "$R_p50_us" %.0f)" \
+    "$(mean "${base1[2]}" "$R_p99_us" %.0f)" "$(mean "${base1[3]}" "$R_cpu" %.1f)" "$(( ${base1[4]} + R_errors ))"
+  row "(7) rotation every 1 s" legate "$(printf %.0f "${rot[0]}")" "${rot[1]}" "${rot[2]}" "${rot[3]}" "${rot[4]}"
+  DIP=$(awk -v a="$base" -v b="${rot[0]}" 'BEGIN { printf "%.1f", (a > 0 ? (a - b) * 100 / a : 0) }')
+  ROT_ERR=${rot[4]}
   row "(7) rps dip, rotations applied" legate "$DIP %" "-" "-" "-" "${rotations:-0}"
   stop $lg; stop $cp
 fi

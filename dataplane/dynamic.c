@@ -86,7 +86,8 @@ struct tstate {
     char *nonce;                 /* last nonce seen */
     struct names subs;           /* RDS, EDS, SDS: names asked for */
     double *since;               /* parallel to subs: when first asked for */
-    int *gave_up;                /* parallel to subs */
+    int *gave_up;                /* parallel to subs: 0 waiting, 1 given up (initial fetch
+                                    timeout), 2 arrived in time (never looked at again) */
     int node_sent;               /* on this stream */
     int got_first;               /* a first response arrived (ever) */
     double started;              /* first request (ever) */
@@ -140,16 +141,61 @@ static uint64_t fnv(const uint8_t *p, size_t n, uint64_t h)
     return h;
 }
 
-static uint64_t msg_hash(const ProtobufCMessage *m)
+/* A resource's hash: of its bytes as they came (what a control plane sends
+ * again unchanged hashes the same, and needs no decoding to tell). */
+static uint64_t bytes_hash(const Google__Protobuf__Any *any)
 {
-    size_t len = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL)
-        return 0;
-    protobuf_c_message_pack(m, buf);
-    uint64_t h = fnv(buf, len, 14695981039346656037ull);
-    free(buf);
-    return h;
+    uint64_t h = fnv(any->value.data, any->value.len, 14695981039346656037ull);
+    return fnv((const uint8_t *)&any->value.len, sizeof(any->value.len), h);
+}
+
+/* Resources by hash, to find those a state-of-the-world response sends
+ * again unchanged. Open addressing; slots hold index + 1 (0: empty). */
+struct by_hash {
+    uint64_t *k;
+    size_t *v;
+    size_t mask;
+};
+
+static void by_hash_init(struct by_hash *m, const struct tstate *t)
+{
+    size_t cap = 16;
+    while (cap < t->n * 2)
+        cap *= 2;
+    m->k = calloc(cap, sizeof(*m->k));
+    m->v = calloc(cap, sizeof(*m->v));
+    if (m->k == NULL || m->v == NULL)
+        abort();
+    m->mask = cap - 1;
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->v[i].msg == NULL)
+            continue;
+        size_t j = t->v[i].hash & m->mask;
+        while (m->v[j])
+            j = (j + 1) & m->mask;
+        m->k[j] = t->v[i].hash;
+        m->v[j] = i + 1;
+    }
+}
+
+/* The index of an unclaimed resource with hash h, which is then claimed
+ * (a duplicate in the response decodes on its own and is refused by name). */
+static int by_hash_take(struct by_hash *m, uint64_t h, size_t *at)
+{
+    for (size_t j = h & m->mask; m->v[j]; j = (j + 1) & m->mask) {
+        if (m->k[j] == h && m->v[j] != SIZE_MAX) {
+            *at = m->v[j] - 1;
+            m->v[j] = SIZE_MAX; /* claimed; keeps the probe chain */
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void by_hash_free(struct by_hash *m)
+{
+    free(m->k);
+    free(m->v);
 }
 
 #define NAMES_LINEAR 8
@@ -903,7 +949,8 @@ static int try_dependency(struct dp_dyn *d, int type, const char *name, struct e
  * rebuilds once. On success they are installed and msgs[] is emptied; on a
  * build failure everything is put back as it was and -1 is returned.
  */
-static int apply_together(struct dp_dyn *d, int type, const char *version, ProtobufCMessage **msgs, size_t n)
+static int apply_together(struct dp_dyn *d, int type, const char *version, ProtobufCMessage **msgs,
+                          const uint64_t *hashes, size_t n)
 {
     struct tstate *t = &d->t[type];
     struct res *olds = calloc(n + 1, sizeof(*olds));
@@ -920,7 +967,7 @@ static int apply_together(struct dp_dyn *d, int type, const char *version, Proto
             olds[i] = *slot;
         else
             slot = res_slot(t);
-        *slot = (struct res){xstrdup0(name), xstrdup0(version), msgs[i], msg_hash(msgs[i])};
+        *slot = (struct res){xstrdup0(name), xstrdup0(version), msgs[i], hashes[i]};
         staged++;
     }
     pthread_mutex_unlock(&d->lock);
@@ -974,12 +1021,21 @@ static void on_response(void *ud, struct xds_ads *a,
     t->got_first = 1;
     pthread_mutex_unlock(&d->lock);
 
-    /* Decode everything first. */
+    /* Decode everything first. A state-of-the-world response (LDS, CDS)
+     * sends every resource each time: one sent again byte for byte takes
+     * over the decoded message it had (reused[i]) instead of decoding. */
     size_t n = resp->n_resources;
     ProtobufCMessage **msgs = calloc(n + 1, sizeof(*msgs));
+    uint64_t *hashes = calloc(n + 1, sizeof(*hashes));
+    size_t *reused = calloc(n + 1, sizeof(*reused)); /* the table's index + 1, or 0 */
     struct strmap seen = {0};
-    if (msgs == NULL)
+    struct by_hash prev = {0};
+    int sotw = type == T_LDS || type == T_CDS;
+    if (msgs == NULL || hashes == NULL || reused == NULL)
         abort();
+    /* This thread alone changes the tables: it reads them without the lock. */
+    if (sotw)
+        by_hash_init(&prev, t);
     for (size_t i = 0; i < n; i++) {
         const Google__Protobuf__Any *any = resp->resources[i];
         if (strcmp(any->type_url, type_urls[type]) != 0) {
@@ -987,7 +1043,14 @@ static void on_response(void *ud, struct xds_ads *a,
                     type_urls[type]);
             continue;
         }
-        msgs[i] = protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
+        hashes[i] = bytes_hash(any);
+        size_t at;
+        if (sotw && by_hash_take(&prev, hashes[i], &at)) {
+            msgs[i] = t->v[at].msg; /* the table's entry gives it up below */
+            reused[i] = at + 1;
+        } else {
+            msgs[i] = protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
+        }
         if (msgs[i] == NULL) {
             err_add(&errs, "resources[%zu]: not a valid %s", i, xds_type_url_name(type_urls[type]));
             continue;
@@ -995,21 +1058,29 @@ static void on_response(void *ud, struct xds_ads *a,
         const char *name = res_name(type, msgs[i]);
         if (name[0] == '\0') {
             err_add(&errs, "resources[%zu]: %s without a name", i, type_names[type]);
-            protobuf_c_message_free_unpacked(msgs[i], NULL);
+            if (!reused[i])
+                protobuf_c_message_free_unpacked(msgs[i], NULL);
             msgs[i] = NULL;
             continue;
         }
         if (strmap_get(&seen, name, NULL)) {
             err_add(&errs, "resources[%zu]: %s \"%s\" appears twice", i, type_names[type], name);
-            protobuf_c_message_free_unpacked(msgs[i], NULL);
+            if (!reused[i])
+                protobuf_c_message_free_unpacked(msgs[i], NULL);
             msgs[i] = NULL;
             continue;
         }
         strmap_put(&seen, name, i);
     }
     strmap_free(&seen);
+    by_hash_free(&prev);
 
     pthread_mutex_lock(&d->lock);
+    /* Messages taken over leave their old entries (which stay, without a
+     * message, until the old table is freed below). */
+    for (size_t i = 0; i < n; i++)
+        if (reused[i] && msgs[i] != NULL)
+            t->v[reused[i] - 1].msg = NULL;
     if (type == T_LDS || type == T_CDS) {
         /* State of the world: the response is the whole set. Keep what was
          * there for names whose new version did not decode. */
@@ -1021,7 +1092,7 @@ static void on_response(void *ud, struct xds_ads *a,
             r->name = xstrdup0(res_name(type, msgs[i]));
             r->version = xstrdup0(resp->version_info);
             r->msg = msgs[i];
-            r->hash = msg_hash(msgs[i]);
+            r->hash = hashes[i];
             msgs[i] = NULL;
         }
         struct tstate old = {.v = t->v, .n = t->n, .cap = t->cap, .idx_dirty = 1};
@@ -1042,6 +1113,8 @@ static void on_response(void *ud, struct xds_ads *a,
             struct res *o = res_find(&old, failed[type].v[i]);
             if (r == NULL)
                 continue;
+            if (o && o->msg == NULL)
+                continue; /* r took over o's message: the same resource */
             if (o) {
                 res_clear(r);
                 *r = *o;
@@ -1092,7 +1165,7 @@ static void on_response(void *ud, struct xds_ads *a,
         /* Then all of them at once, with one rebuild of what uses them; one
          * by one only when that fails, to charge the error to the resource
          * that caused it. */
-        int together = apply_together(d, type, resp->version_info, msgs, n) == 0;
+        int together = apply_together(d, type, resp->version_info, msgs, hashes, n) == 0;
         for (size_t i = 0; i < n && !together; i++) {
             if (msgs[i] == NULL)
                 continue;
@@ -1104,7 +1177,7 @@ static void on_response(void *ud, struct xds_ads *a,
                 old = *slot;
             else
                 slot = res_slot(t);
-            struct res nr = {xstrdup0(name), xstrdup0(resp->version_info), msgs[i], msg_hash(msgs[i])};
+            struct res nr = {xstrdup0(name), xstrdup0(resp->version_info), msgs[i], hashes[i]};
             *slot = nr;
             msgs[i] = NULL;
             pthread_mutex_unlock(&d->lock);
@@ -1126,6 +1199,8 @@ static void on_response(void *ud, struct xds_ads *a,
         if (msgs[i])
             protobuf_c_message_free_unpacked(msgs[i], NULL);
     free(msgs);
+    free(hashes);
+    free(reused);
 
     pthread_mutex_lock(&d->lock);
     if (errs.n == 0) {
@@ -1210,15 +1285,22 @@ static double on_tick(void *ud, struct xds_ads *a)
                  type_short[type], d->fetch_timeout);
             changed = 1;
         }
-        for (size_t i = 0; i < t->subs.n; i++)
-            if (!t->gave_up[i] && res_find(t, t->subs.v[i]) == NULL &&
-                now - t->since[i] > d->fetch_timeout) {
+        /* Each subscription is looked up once, when its timeout is due: a
+         * lookup per subscription per tick cost 2% of a core with 10,000
+         * clusters. */
+        for (size_t i = 0; i < t->subs.n; i++) {
+            if (t->gave_up[i] || now - t->since[i] <= d->fetch_timeout)
+                continue;
+            if (res_find(t, t->subs.v[i]) != NULL) {
+                t->gave_up[i] = 2;
+            } else {
                 t->gave_up[i] = 1;
                 LG_W("xds", "%s \"%s\" not received within %g s (initial fetch timeout); what "
                             "needs it stays warming",
                      type_names[type], t->subs.v[i], d->fetch_timeout);
                 changed = 1;
             }
+        }
     }
     pthread_mutex_unlock(&d->lock);
     if (changed) {
