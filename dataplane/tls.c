@@ -680,10 +680,12 @@ static int chain_key(X509 *leaf, STACK_OF(X509) *presented, unsigned char key[32
     EVP_MD_CTX *m = EVP_MD_CTX_new();
     if (m == NULL || sha256 == NULL || EVP_DigestInit_ex(m, sha256, NULL) != 1)
         goto done;
-    /* presented starts with the leaf; without it, the leaf alone */
-    int count = presented ? sk_X509_num(presented) : 0;
-    for (int i = 0; i < (count ? count : 1); i++) {
-        X509 *x = count ? sk_X509_value(presented, i) : leaf;
+    /* The leaf, then the rest of what the peer sent (OpenSSL's list
+     * starts with the leaf too). */
+    for (int i = -1; i < (presented ? sk_X509_num(presented) : 0); i++) {
+        X509 *x = i < 0 ? leaf : sk_X509_value(presented, i);
+        if (i >= 0 && x == leaf)
+            continue;
         if (X509_digest(x, sha256, d, &n) != 1 || EVP_DigestUpdate(m, d, n) != 1)
             goto done;
     }
