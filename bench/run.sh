@@ -123,14 +123,20 @@ start_proxy() { # start_proxy legate|nginx|haproxy: sets PROXY
   wait_port "$P_PLAIN" && wait_port "$P_MTLS"
 }
 
+# Ticks the hypervisor gave other guests while the proxy's CPU wanted to
+# run ("steal"): on a VM, the noise behind run-to-run differences.
+steal_ticks() { awk -v c="cpu$PROXY_CPU" '$1 == c { print $9 }' /proc/stat; }
+STEALS=()
 # load PROXY_PID LOADGEN_ARGS...: runs the load generator and sets R_* from its
 # RESULT line, plus R_cpu (proxy CPU µs per request over the run).
 load() {
   local pid=$1; shift
-  local t0 t1 out
-  t0=$(cpu_ticks "$pid")
+  local t0 t1 out s0 w0
+  t0=$(cpu_ticks "$pid"); s0=$(steal_ticks); w0=$(date +%s%N)
   out=$("${pin_load[@]}" "$LOAD" -w 0 -d "$DUR" "$@" 2>&1 | tail -n 1)
   t1=$(cpu_ticks "$pid")
+  STEALS+=("$(awk -v s=$(( $(steal_ticks) - s0 )) -v hz="$HZ" -v ns=$(( $(date +%s%N) - w0 )) \
+    'BEGIN { printf "%.1f", (ns > 0 ? s / hz * 1e11 / ns : 0) }')")
   if [[ "$out" != RESULT* ]]; then
     echo "bench: the load generator failed: $out" >&2
     R_rps=0 R_requests=0 R_errors=1 R_p50_us=0 R_p99_us=0 R_cpu=0
@@ -355,6 +361,12 @@ if want 5; then
       awk -v p="$peer" -v a="${RSS[legate]}" -v b="${RSS[$peer]}" \
         'BEGIN { printf "  (5) vs %-8s RSS per idle connection x%.2f\n", p, (b > 0 ? a / b : 0) }'
   done
+fi
+
+if [ ${#STEALS[@]} -gt 0 ]; then
+  echo
+  printf '%s\n' "${STEALS[@]}" | sort -g | awk '{ v[NR] = $1 } END {
+    printf "VM steal on the proxy'"'"'s CPU during the load runs: %s%% to %s%% (median %s%%); above a few %%, figures of one run drift\n", v[1], v[NR], v[int((NR + 1) / 2)] }'
 fi
 
 # The smoke run checks that every part worked, not how fast.
