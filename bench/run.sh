@@ -135,8 +135,9 @@ load() {
   t0=$(cpu_ticks "$pid"); s0=$(steal_ticks); w0=$(date +%s%N)
   out=$("${pin_load[@]}" "$LOAD" -w 0 -d "$DUR" "$@" 2>&1 | tail -n 1)
   t1=$(cpu_ticks "$pid")
-  STEALS+=("$(awk -v s=$(( $(steal_ticks) - s0 )) -v hz="$HZ" -v ns=$(( $(date +%s%N) - w0 )) \
-    'BEGIN { printf "%.1f", (ns > 0 ? s / hz * 1e11 / ns : 0) }')")
+  R_steal=$(awk -v s=$(( $(steal_ticks) - s0 )) -v hz="$HZ" -v ns=$(( $(date +%s%N) - w0 )) \
+    'BEGIN { printf "%.1f", (ns > 0 ? s / hz * 1e11 / ns : 0) }')
+  STEALS+=("$R_steal")
   if [[ "$out" != RESULT* ]]; then
     echo "bench: the load generator failed: $out" >&2
     R_rps=0 R_requests=0 R_errors=1 R_p50_us=0 R_p99_us=0 R_cpu=0
@@ -148,19 +149,20 @@ load() {
 }
 
 ROWS=()
-row() { ROWS+=("$(printf '%-34s %-8s %10s %9s %9s %11s %7s' "$@")"); }
+row() { ROWS+=("$(printf '%-34s %-8s %10s %9s %9s %11s %7s %7s' "$@")"); }
 declare -A RPS CPU P99 RSS
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 measure() { # measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy, ROUNDS times, taking turns)
   local sc=$1 label=$2; shift 2
   local px r
-  declare -A rps p50 p99 cpu err failed
+  declare -A rps p50 p99 cpu err failed stl
   for r in $(seq 1 "$ROUNDS"); do
     for px in legate nginx haproxy; do
       start_proxy $px || { failed[$px]=1; continue; }
       load "$PROXY" "$@"
       stop "$PROXY"
       rps[$px]+=" $R_rps"; p50[$px]+=" $R_p50_us"; p99[$px]+=" $R_p99_us"; cpu[$px]+=" $R_cpu"
+      stl[$px]+=" $R_steal"
       err[$px]=$(( ${err[$px]:-0} + R_errors ))
     done
   done
@@ -169,7 +171,8 @@ measure() { # measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy, ROUNDS
     RPS[$sc.$px]=$(median <<<"${rps[$px]}"); CPU[$sc.$px]=$(median <<<"${cpu[$px]}")
     P99[$sc.$px]=$(median <<<"${p99[$px]}")
     row "$label" $px "$(printf %.0f "${RPS[$sc.$px]}")" "$(printf %.0f "$(median <<<"${p50[$px]}")")" \
-      "$(printf %.0f "${P99[$sc.$px]}")" "${CPU[$sc.$px]}" "${err[$px]}$([ -n "${failed[$px]:-}" ] && echo '+start failed')"
+      "$(printf %.0f "${P99[$sc.$px]}")" "${CPU[$sc.$px]}" "${err[$px]}$([ -n "${failed[$px]:-}" ] && echo '+start failed')" \
+      "$(median <<<"${stl[$px]}")"
   done
 }
 
@@ -300,23 +303,25 @@ json.dump({"cert": open(sys.argv[1] + ".pem").read(), "key": open(sys.argv[1] + 
   # Without rotation before and after the run with it: the dip is measured
   # against their mean, so that drift over the three runs cancels out.
   load "$lg" -p h1 -c 50 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
-  base1=("$R_rps" "$R_p50_us" "$R_p99_us" "$R_cpu" "$R_errors")
+  base1=("$R_rps" "$R_p50_us" "$R_p99_us" "$R_cpu" "$R_errors" "$R_steal")
   ( i=0; while :; do
-      curl -s -o /dev/null -X PUT "http://127.0.0.1:$P_API/secrets/server-cert" --data-binary "@$W/secret$((i % 2))"
+      "${pin_load[@]}" curl -s -o /dev/null -X PUT "http://127.0.0.1:$P_API/secrets/server-cert" \
+        --data-binary "@$W/secret$((i % 2))"
       i=$((i + 1)); sleep 1
     done ) &
   rotator=$!
   PIDS+=("$rotator")
   load "$lg" -p h1 -c 50 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
   stop $rotator
-  rot=("$R_rps" "$R_p50_us" "$R_p99_us" "$R_cpu" "$R_errors")
+  rot=("$R_rps" "$R_p50_us" "$R_p99_us" "$R_cpu" "$R_errors" "$R_steal")
   rotations=$(curl -s "http://127.0.0.1:$P_DADMIN/stats" | awk '/^sds.server-cert.update_success:/ { print $2 }')
   load "$lg" -p h1 -c 50 "${CLIENT[@]}" "https://127.0.0.1:$P_PLAIN/"
   mean() { awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN { printf f, (a + b) / 2 }'; }
   base=$(mean "${base1[0]}" "$R_rps" %.0f)
   row "(7) xDS config, no rotation (mean)" legate "$base" "$(mean "${base1[1]}" "$R_p50_us" %.0f)" \
-    "$(mean "${base1[2]}" "$R_p99_us" %.0f)" "$(mean "${base1[3]}" "$R_cpu" %.1f)" "$(( ${base1[4]} + R_errors ))"
-  row "(7) rotation every 1 s" legate "$(printf %.0f "${rot[0]}")" "${rot[1]}" "${rot[2]}" "${rot[3]}" "${rot[4]}"
+    "$(mean "${base1[2]}" "$R_p99_us" %.0f)" "$(mean "${base1[3]}" "$R_cpu" %.1f)" "$(( ${base1[4]} + R_errors ))" \
+    "$(mean "${base1[5]}" "$R_steal" %.1f)"
+  row "(7) rotation every 1 s" legate "$(printf %.0f "${rot[0]}")" "${rot[1]}" "${rot[2]}" "${rot[3]}" "${rot[4]}" "${rot[5]}"
   DIP=$(awk -v a="$base" -v b="${rot[0]}" 'BEGIN { printf "%.1f", (a > 0 ? (a - b) * 100 / a : 0) }')
   ROT_ERR=${rot[4]}
   row "(7) rps dip, rotations applied" legate "$DIP %" "-" "-" "-" "${rotations:-0}"
@@ -342,7 +347,7 @@ if [ ${#VALIDATION[@]} -gt 0 ]; then
   printf '  %s\n' "${VALIDATION[@]}"
 fi
 echo
-printf '%-34s %-8s %10s %9s %9s %11s %7s\n' scenario proxy "rps" "p50 µs" "p99 µs" "CPU µs/req" errors
+printf '%-34s %-8s %10s %9s %9s %11s %7s %7s\n' scenario proxy "rps" "p50 µs" "p99 µs" "CPU µs/req" errors "steal %"
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "ratios legate/peer (rps: higher is better; CPU per request and p99: lower is better)"
