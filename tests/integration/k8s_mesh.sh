@@ -171,6 +171,12 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 http.server.HTTPServer(("0.0.0.0", 8080), H).serve_forever()' > app-b.log 2>&1 &
 PIDS+=($!)
+# The application listens before anything calls it (Python starts slowly on
+# a busy machine).
+for _ in $(seq 1 200); do
+  ip netns exec "$NB" ss -ltn 'sport = :8080' | grep -q LISTEN && break
+  sleep 0.05
+done
 sidecar() { # sidecar NS POD_NAME GATEWAY LOG
   ip netns exec "$1" env POD_NAME="$2" POD_NAMESPACE=default XDS_HOST="$3" \
     setpriv --reuid 1337 --regid 1337 --clear-groups "$BIN/legate" -c "$WORK/bootstrap.yaml" --concurrency 1 -l debug \
