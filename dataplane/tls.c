@@ -39,7 +39,7 @@ struct san_matcher {
 struct verify_cfg {
     uint64_t id;              /* unique per validation context built (verified-chain cache) */
     time_t crl_until;         /* the earliest nextUpdate of its CRLs, or 0 */
-    X509_STORE *store;        /* trusted CAs and CRLs; NULL: no verification */
+    X509_STORE *store;        /* trusted CAs and CRLs; NULL: the chain is not verified, pins decide */
     struct san_matcher *sans;
     size_t n_sans;
     int accept_untrusted;
@@ -506,10 +506,14 @@ static int build_verify(struct verify_cfg *v,
         if (v->spki == NULL)
             return fail(e, "out of memory");
         for (size_t i = 0; i < vc->n_verify_certificate_spki; i++) {
-            unsigned char buf[64];
-            int n = EVP_DecodeBlock(buf, (const unsigned char *)vc->verify_certificate_spki[i],
-                                    (int)strlen(vc->verify_certificate_spki[i]));
-            if (n < 32)
+            /* 32 bytes are 44 base64 characters, the last one '='
+             * (and the length bounds what EVP_DecodeBlock writes). */
+            const char *b64 = vc->verify_certificate_spki[i];
+            unsigned char buf[48];
+            int n = strlen(b64) == 44 && b64[43] == '=' && b64[42] != '='
+                        ? EVP_DecodeBlock(buf, (const unsigned char *)b64, 44)
+                        : -1;
+            if (n != 33)
                 return fail(e, "%s.verify_certificate_spki[%zu]: expected a base64 SHA-256 hash", path, i);
             memcpy(v->spki[i], buf, 32);
             v->n_spki++;
@@ -522,12 +526,14 @@ static int build_verify(struct verify_cfg *v,
         for (size_t i = 0; i < vc->n_verify_certificate_hash; i++) {
             const char *h = vc->verify_certificate_hash[i];
             size_t k = 0;
-            for (const char *p = h; *p && k < 64; p++) {
+            for (const char *p = h; *p; p++) {
                 if (*p == ':')
                     continue;
                 int d = hexval((unsigned char)*p);
-                if (d < 0)
+                if (d < 0 || k == 64) {
+                    k = 0;
                     break;
+                }
                 if (k % 2 == 0)
                     v->hash[i][k / 2] = (unsigned char)(d << 4);
                 else
@@ -541,6 +547,10 @@ static int build_verify(struct verify_cfg *v,
     }
     static uint64_t next_id;
     v->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
+    if (v->store == NULL && !v->accept_untrusted && v->n_spki == 0 && v->n_hash == 0)
+        return fail(e, "%s.trusted_ca: required unless verify_certificate_spki or verify_certificate_hash pins the "
+                       "certificate",
+                    path);
     return 0;
 }
 
@@ -749,6 +759,12 @@ static int verify_cb(int preverify, X509_STORE_CTX *xs)
         return preverify;
     const struct verify_cfg *v = st->v;
     int depth = X509_STORE_CTX_get_error_depth(xs);
+    if (!preverify && v->store == NULL) {
+        /* No trusted_ca: as in Envoy, the chain is not verified; the
+         * certificate must match a pin (build_verify requires one). */
+        X509_STORE_CTX_set_error(xs, X509_V_OK);
+        preverify = 1;
+    }
     if (!preverify) {
         long err = X509_STORE_CTX_get_error(xs);
         if (v->allow_expired && (err == X509_V_ERR_CERT_HAS_EXPIRED)) {
@@ -762,10 +778,11 @@ static int verify_cb(int preverify, X509_STORE_CTX *xs)
     if (depth == 0 && !st->san_checked) {
         st->san_checked = 1;
         X509 *leaf = X509_STORE_CTX_get_current_cert(xs);
-        if (!san_ok(v, leaf) || !pin_ok(v, leaf)) {
+        int san = san_ok(v, leaf), pin = san && pin_ok(v, leaf);
+        if (!san || !pin) {
             if (st->verify_error == 0) {
                 st->verify_error = X509_V_ERR_APPLICATION_VERIFICATION;
-                st->verify_reason = "SAN not allowed";
+                st->verify_reason = san ? "certificate not pinned" : "SAN not allowed";
             }
             X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
             preverify = 0;
@@ -1226,7 +1243,7 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     }
     dp_tls_server_ref(s);
     st->server = s;
-    st->v = s->v.store || s->v.n_sans ? &s->v : NULL;
+    st->v = s->verify_mode ? &s->v : NULL;
     apply_server(ssl, s, has_sni ? sni : NULL);
     return SSL_CLIENT_HELLO_SUCCESS;
 }
@@ -1318,10 +1335,6 @@ struct dp_tls_server *dp_tls_server_new(
     s->require_client_cert = cfg->require_client_certificate && cfg->require_client_certificate->value;
     if (s->require_client_cert && vc == NULL) {
         fail(&e, "require_client_certificate: needs a validation context (trusted_ca)");
-        goto fail;
-    }
-    if (vc && s->v.store == NULL && !s->v.accept_untrusted) {
-        fail(&e, "%s.trusted_ca: required to verify client certificates", vpath);
         goto fail;
     }
     s->verify_mode = vc ? SSL_VERIFY_PEER : SSL_VERIFY_NONE;
@@ -1562,10 +1575,6 @@ struct dp_tls_client *dp_tls_client_new(
             merge_free(&merge);
             if (vrc < 0)
                 goto fail;
-            if (cl->v.store == NULL && !cl->v.accept_untrusted) {
-                fail(&e, "%s.trusted_ca: required to verify the upstream", vpath);
-                goto fail;
-            }
             if (cl->v.store)
                 SSL_CTX_set1_verify_cert_store(cl->ctx, cl->v.store);
             SSL_CTX_set_verify(cl->ctx, SSL_VERIFY_PEER, verify_cb);
@@ -1606,7 +1615,7 @@ SSL *dp_tls_client_new_ssl(struct dp_tls_client *c)
     }
     dp_tls_client_ref(c);
     st->client = c;
-    st->v = c->v.store || c->v.n_sans ? &c->v : NULL;
+    st->v = c->v.id ? &c->v : NULL;
     if (c->sni)
         SSL_set_tlsext_host_name(ssl, c->sni);
     pthread_mutex_lock(&c->sess_lock);

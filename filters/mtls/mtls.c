@@ -184,7 +184,7 @@ const char *dp_mtls_reason(const struct dp_peer_identity *id)
     /* The TLS layer's words (dataplane/tls.c reason_for), passed on only when
      * they are one of the documented ones. */
     static const char *const known[] = {"untrusted chain", "expired", "not yet valid", "revoked",
-                                        "SAN not allowed"};
+                                        "SAN not allowed", "certificate not pinned"};
     if (id->verify_reason)
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             if (strcmp(id->verify_reason, known[i]) == 0)

@@ -133,8 +133,8 @@ enum dp_mtls_verdict dp_mtls_decide(const struct dp_mtls_cfg *cfg, int require,
                                     const struct dp_mtls_consumer **consumer);
 
 /** The reason of a DP_MTLS_UNVERIFIED verdict, one of "untrusted chain",
- *  "expired", "not yet valid", "revoked", "SAN not allowed" (a static
- *  string). */
+ *  "expired", "not yet valid", "revoked", "SAN not allowed", "certificate
+ *  not pinned" (a static string). */
 const char *dp_mtls_reason(const struct dp_peer_identity *id);
 
 /** Writes the JSON body of the local reply for verdict v (401/403) into

@@ -35,14 +35,18 @@ sign nokeyusage root "/CN=wrong key usage" "$LEAF" "keyUsage=critical,keyCertSig
 sign nc root "/CN=constrained intermediate" "$CA" "$KU_CA" "nameConstraints=critical,permitted;DNS:.example.org"
 sign inside nc "/CN=inside" "$LEAF" "extendedKeyUsage=clientAuth" "subjectAltName=DNS:a.example.org"
 sign outside nc "/CN=outside" "$LEAF" "extendedKeyUsage=clientAuth" "subjectAltName=DNS:evil.example.com"
+sign pinned self "/CN=pinned" "$LEAF" "extendedKeyUsage=clientAuth"
+sign pinned2 self "/CN=pinned by key" "$LEAF" "extendedKeyUsage=clientAuth"
+sign stranger self "/CN=stranger" "$LEAF" "extendedKeyUsage=clientAuth"
 cat pki/root.pem pki/root0.pem > pki/trusted.pem
+spki() { openssl x509 -in "pki/$1.pem" -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64; }
+der_hash() { openssl x509 -in "pki/$1.pem" -outform der | openssl dgst -sha256 -c | sed 's/.*= //'; }
 
-P=$(free_port)
-cat > legate.yaml <<YAML
-static_resources:
-  listeners:
-  - name: mtls
-    address: { socket_address: { address: 127.0.0.1, port_value: $P } }
+P=$(free_port); P_PIN=$(free_port); P_ONLY=$(free_port)
+listener() { # listener NAME PORT VALIDATION_CONTEXT
+  cat <<YAML
+  - name: $1
+    address: { socket_address: { address: 127.0.0.1, port_value: $2 } }
     filter_chains:
     - transport_socket:
         name: envoy.transport_sockets.tls
@@ -51,7 +55,7 @@ static_resources:
           require_client_certificate: true
           common_tls_context:
             tls_certificates: [{ certificate_chain: { filename: $C/server.pem }, private_key: { filename: $C/server.key } }]
-            validation_context: { trusted_ca: { filename: $WORK/pki/trusted.pem } }
+            validation_context: { $3 }
       filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
@@ -61,12 +65,22 @@ static_resources:
             virtual_hosts: [{ name: all, domains: ["*"], routes: [{ match: { prefix: / }, direct_response: { status: 200, body: { inline_string: "in\n" } } }] }]
           http_filters: [{ name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }]
 YAML
+}
+{
+  echo "static_resources:"
+  echo "  listeners:"
+  listener mtls "$P" "trusted_ca: { filename: $WORK/pki/trusted.pem }"
+  # A CA and a pin: both must hold.
+  listener pinned "$P_PIN" "trusted_ca: { filename: $WORK/pki/trusted.pem }, verify_certificate_spki: [\"$(spki leaf)\"]"
+  # Pins without a CA (as in Envoy): the chain is not verified, the certificate must be one of these.
+  listener pinonly "$P_ONLY" "verify_certificate_hash: [\"$(der_hash pinned)\"], verify_certificate_spki: [\"$(spki pinned2)\"]"
+} > legate.yaml
 LEGATE_PORT=$P start_legate legate legate.yaml || { finish; exit 1; }
-try() { # try CERT KEY [INTERMEDIATES]: "200" or the TLS alert
+try() { # try CERT KEY [INTERMEDIATES]: "200" or the TLS alert, from the listener on $PORT (default $P)
   local out chain=()
   [ -n "${3:-}" ] && chain=(-cert_chain "$3")
   out=$(printf 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' |
-    timeout 5 openssl s_client -connect "127.0.0.1:$P" -servername localhost -CAfile "$C/ca.pem" \
+    timeout 5 openssl s_client -connect "127.0.0.1:${PORT:-$P}" -servername localhost -CAfile "$C/ca.pem" \
       -cert "$1" -key "$2" "${chain[@]}" -ign_eof 2>&1)
   if grep -q "HTTP/1.1 200" <<<"$out"; then echo 200; else grep -o 'alert [a-z ]*' <<<"$out" | head -1; fi
 }
@@ -84,6 +98,24 @@ for r in "path length constraint exceeded (path length exceeded); client certifi
          "permitted subtree violation (name constraints violated); client certificate: /CN=outside"; do
   check "the log says why: $r" grep -qF "$r" legate.log
 done
+
+expect_eq "CA and SPKI pin: the pinned leaf is accepted" "200" "$(PORT=$P_PIN try pki/leaf.pem pki/leaf.key pki/inter.pem)"
+expect_eq "CA and SPKI pin: another leaf of the same CA is refused" "refused" \
+  "$(r=$(PORT=$P_PIN try pki/inside.pem pki/inside.key pki/nc.pem); [ "$r" != 200 ] && [ -n "$r" ] && echo refused || echo "$r")"
+expect_eq "CA and SPKI pin: the pinned key under no trusted CA is refused" "refused" \
+  "$(r=$(PORT=$P_PIN try pki/leaf.pem pki/leaf.key); [ "$r" != 200 ] && [ -n "$r" ] && echo refused || echo "$r")"
+check "the log says why: (certificate not pinned); client certificate: /CN=inside" \
+  grep -qF "application verification failure (certificate not pinned); client certificate: /CN=inside" legate.log
+expect_eq "pins without a CA: the certificate whose hash is pinned is accepted" "200" \
+  "$(PORT=$P_ONLY try pki/pinned.pem pki/pinned.key)"
+expect_eq "pins without a CA: the certificate whose key is pinned is accepted" "200" \
+  "$(PORT=$P_ONLY try pki/pinned2.pem pki/pinned2.key)"
+for who in stranger leaf; do
+  expect_eq "pins without a CA: $who (not pinned) is refused" "refused" \
+    "$(r=$(PORT=$P_ONLY try pki/$who.pem pki/$who.key); [ "$r" != 200 ] && [ -n "$r" ] && echo refused || echo "$r")"
+done
+check "the log says why: (certificate not pinned); client certificate: /CN=stranger" \
+  grep -qF "application verification failure (certificate not pinned); client certificate: /CN=stranger" legate.log
 kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
 expect_eq "SIGTERM: exit code 0" "0" "$rc"
 finish

@@ -363,8 +363,9 @@ static void test_decide(void **state)
 static void test_reasons_and_bodies(void **state)
 {
     struct dp_peer_identity id = {.tls = 1, .presented = 1};
-    const char *known[] = {"untrusted chain", "expired", "not yet valid", "revoked", "SAN not allowed"};
-    for (size_t i = 0; i < 5; i++) {
+    const char *known[] = {"untrusted chain", "expired",         "not yet valid",
+                           "revoked",         "SAN not allowed", "certificate not pinned"};
+    for (size_t i = 0; i < 6; i++) {
         id.verify_reason = known[i];
         assert_string_equal(dp_mtls_reason(&id), known[i]);
     }
