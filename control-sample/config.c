@@ -277,6 +277,78 @@ static int pack_secret(struct cp_resource *r, const ProtobufCMessage *m, const c
     return rc;
 }
 
+/* Resource names are unique within a list: with 10,000 clusters, checking
+ * that pair by pair, or looking names up one by one, is 10^8 string
+ * comparisons per change. Lists are sorted by name once instead. */
+struct named {
+    const char *name;
+    size_t i;
+};
+
+static int cmp_named(const void *a, const void *b)
+{
+    const struct named *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+static int cmp_res_name(const void *a, const void *b)
+{
+    const struct cp_resource *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+static int cmp_key_res(const void *key, const void *elem)
+{
+    const struct cp_resource *const *r = elem;
+    return strcmp(key, (*r)->name);
+}
+
+static const struct cp_resource *lookup(const struct cp_resource *const *by_name, size_t n,
+                                        const char *name)
+{
+    const struct cp_resource *const *r =
+        n ? bsearch(name, by_name, n, sizeof(*by_name), cmp_key_res) : NULL;
+    return r ? *r : NULL;
+}
+
+/* The first name of arr[] used before (the smallest i with a j < i of the
+ * same name, and that j), as the pairwise check would find it. Names may be
+ * NULL or empty (reported elsewhere). Returns 0 when none, -1 when out of
+ * memory. */
+static int first_duplicate(ProtobufCMessage *const *arr, size_t n, const char *key, size_t *dup_i,
+                           size_t *dup_j)
+{
+    struct named *v = malloc((n ? n : 1) * sizeof(*v));
+    size_t m = 0;
+    int found = 0;
+    if (v == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = resource_name(arr[i], key);
+        if (name && name[0])
+            v[m++] = (struct named){name, i};
+    }
+    qsort(v, m, sizeof(*v), cmp_named);
+    for (size_t k = 1; k < m; k++) {
+        /* v[k - 1] starts a run of one name, or continues it */
+        if (strcmp(v[k - 1].name, v[k].name) != 0)
+            continue;
+        size_t first = k - 1;
+        while (first > 0 && strcmp(v[first - 1].name, v[k].name) == 0)
+            first--;
+        if (!found || v[k].i < *dup_i) {
+            *dup_i = v[k].i;
+            *dup_j = v[first].i;
+            found = 1;
+        }
+        while (k + 1 < m && strcmp(v[k + 1].name, v[k].name) == 0)
+            k++;
+    }
+    free(v);
+    return found;
+}
+
 /* Packs the list of type t of m (a ControlConfig or a NodeScope) into rs;
  * prefix ("" or "nodes[1].") starts each path in a message. */
 static int pack_type(struct cp_rset *rs, enum cp_type t, const ProtobufCMessage *m,
@@ -288,16 +360,18 @@ static int pack_type(struct cp_rset *rs, enum cp_type t, const ProtobufCMessage 
 
     if (n == 0)
         return 0;
-    if ((rs->res[t] = calloc(n, sizeof(*rs->res[t]))) == NULL)
+    size_t dup_i = 0, dup_j = 0;
+    int dup = first_duplicate(arr, n, key, &dup_i, &dup_j);
+    if (dup < 0 || (rs->res[t] = calloc(n, sizeof(*rs->res[t]))) == NULL ||
+        (rs->by_name[t] = calloc(n, sizeof(*rs->by_name[t]))) == NULL)
         return verr(err, errlen, "out of memory");
     for (size_t i = 0; i < n; i++) {
         const char *name = resource_name(arr[i], key);
         if (name == NULL || name[0] == '\0')
             return verr(err, errlen, "%s%s[%zu].%s: a name is required", prefix, field, i, key);
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(rs->res[t][j].name, name) == 0)
-                return verr(err, errlen, "%s%s[%zu].%s: \"%s\" is already used by %s[%zu]",
-                            prefix, field, i, key, name, field, j);
+        if (dup && i == dup_i)
+            return verr(err, errlen, "%s%s[%zu].%s: \"%s\" is already used by %s[%zu]", prefix,
+                        field, i, key, name, field, dup_j);
         struct cp_resource *r = &rs->res[t][i];
         rs->n[t] = i + 1;
         if ((r->name = strdup(name)) == NULL)
@@ -310,7 +384,9 @@ static int pack_type(struct cp_rset *rs, enum cp_type t, const ProtobufCMessage 
         } else if (pack_one(r, arr[i]) < 0) {
             return verr(err, errlen, "out of memory");
         }
+        rs->by_name[t][i] = r;
     }
+    qsort(rs->by_name[t], n, sizeof(*rs->by_name[t]), cmp_res_name);
     return 0;
 }
 
@@ -386,6 +462,7 @@ static void free_rset(struct cp_rset *rs)
             free(rs->res[t][i].data);
         }
         free(rs->res[t]);
+        free(rs->by_name[t]);
     }
 }
 
@@ -450,20 +527,26 @@ size_t cp_config_select(const struct cp_config *cfg, const char *node_id, const 
     *sel = NULL;
     if (all == NULL)
         return 0;
-    for (size_t i = 0; i < cfg->global.n[t]; i++)
-        all[n++] = &cfg->global.res[t][i];
+    const struct cp_rset *g = &cfg->global;
+    for (size_t i = 0; i < g->n[t]; i++)
+        all[n++] = &g->res[t][i];
+    int overlaid = 0;
     for (size_t i = 0; i < cfg->n_scopes; i++) {
         const struct cp_scope *sc = &cfg->scopes[i];
         if (!scope_matches(sc, node_id, node_cluster))
             continue;
         for (size_t j = 0; j < sc->rs.n[t]; j++) {
             const struct cp_resource *r = &sc->rs.res[t][j];
-            size_t k = 0;
-            while (k < n && strcmp(all[k]->name, r->name) != 0)
-                k++;
+            /* a global one of that name: replaced in place */
+            const struct cp_resource *gr = lookup(g->by_name[t], g->n[t], r->name);
+            size_t k = gr ? (size_t)(gr - g->res[t]) : g->n[t];
+            if (gr == NULL) /* else one a scope added (few): after the global ones */
+                while (k < n && strcmp(all[k]->name, r->name) != 0)
+                    k++;
             all[k] = r;
             if (k == n)
                 n++;
+            overlaid = 1;
         }
     }
     if (names == NULL) {
@@ -471,17 +554,28 @@ size_t cp_config_select(const struct cp_config *cfg, const char *node_id, const 
         return n;
     }
     const struct cp_resource **v = calloc(n_names ? n_names : 1, sizeof(*v));
+    const struct cp_resource *const *idx = g->by_name[t];
+    const struct cp_resource **sorted = NULL;
     size_t m = 0;
-    if (v == NULL) {
+    if (v != NULL && overlaid) {
+        /* scopes changed the list: index this node's own */
+        if ((sorted = malloc((n ? n : 1) * sizeof(*sorted))) != NULL) {
+            memcpy(sorted, all, n * sizeof(*sorted));
+            qsort(sorted, n, sizeof(*sorted), cmp_res_name);
+        }
+        idx = sorted;
+    }
+    if (v == NULL || (overlaid && sorted == NULL)) {
+        free(v);
         free(all);
         return 0;
     }
-    for (size_t i = 0; i < n_names; i++)
-        for (size_t k = 0; k < n; k++)
-            if (strcmp(all[k]->name, names[i]) == 0) {
-                v[m++] = all[k];
-                break;
-            }
+    for (size_t i = 0; i < n_names; i++) {
+        const struct cp_resource *r = idx ? lookup(idx, n, names[i]) : NULL;
+        if (r)
+            v[m++] = r;
+    }
+    free(sorted);
     free(all);
     *sel = v;
     return m;
@@ -490,10 +584,7 @@ size_t cp_config_select(const struct cp_config *cfg, const char *node_id, const 
 const struct cp_resource *cp_config_find(const struct cp_config *cfg, enum cp_type t,
                                          const char *name)
 {
-    for (size_t i = 0; i < cfg->global.n[t]; i++)
-        if (strcmp(cfg->global.res[t][i].name, name) == 0)
-            return &cfg->global.res[t][i];
-    return NULL;
+    return lookup(cfg->global.by_name[t], cfg->global.n[t], name);
 }
 
 /* ---- files ---------------------------------------------------------------- */

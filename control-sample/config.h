@@ -44,10 +44,11 @@ struct cp_resource {
     size_t len;
 };
 
-/** Resources by type. */
+/** Resources by type, in config order, with an index by name. */
 struct cp_rset {
     struct cp_resource *res[CP_NTYPES];
     size_t n[CP_NTYPES];
+    const struct cp_resource **by_name[CP_NTYPES]; /* sorted by name; names are unique */
 };
 
 /** A NodeScope: resources for the nodes it matches. */
