@@ -141,7 +141,12 @@ struct out {
 
 static void newline(struct out *o)
 {
-    xds_sb_addf(&o->b, "\n%*s", o->indent * 2, "");
+    static const char spaces[] = "\n                                                                ";
+    size_t n = (size_t)o->indent * 2;
+    xds_sb_add(&o->b, spaces, 1);
+    for (; n > sizeof(spaces) - 2; n -= sizeof(spaces) - 2)
+        xds_sb_add(&o->b, spaces + 1, sizeof(spaces) - 2);
+    xds_sb_add(&o->b, spaces + 1, n);
 }
 
 static void message(struct out *o, const ProtobufCMessage *m);

@@ -56,6 +56,15 @@ void xds_sb_str(struct xds_sb *b, const char *s)
 {
     xds_sb_add(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        /* the run of characters that need no escape, in one copy */
+        const unsigned char *q = p;
+        while (*q >= 0x20 && *q != '"' && *q != '\\')
+            q++;
+        if (q != p) {
+            xds_sb_add(b, (const char *)p, (size_t)(q - p));
+            p = q - 1;
+            continue;
+        }
         switch (*p) {
         case '"':
             xds_sb_add(b, "\\\"", 2);

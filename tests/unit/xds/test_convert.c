@@ -6,12 +6,14 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "convert_test.pb-c.h"
 #include "envoy/config/core/v3/address.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "xds/convert.h"
+#include "xds/json.h"
 
 static char err[512];
 
@@ -305,6 +307,21 @@ static void test_file_errors(void **state)
     assert_string_equal(err, "/nonexistent/legate.yaml: No such file or directory");
 }
 
+static void test_json_string_escapes(void **state)
+{
+    (void)state;
+    struct xds_sb b = {0};
+    xds_sb_str(&b, "plain, then \"quoted\" \\ and\ttab\nline\r\x01\x1f end \xc3\xa9");
+    assert_string_equal(b.p, "\"plain, then \\\"quoted\\\" \\\\ and\\ttab\\nline\\r\\u0001\\u001f end \xc3\xa9\"");
+    b.len = 0;
+    xds_sb_str(&b, "");
+    assert_string_equal(b.p, "\"\"");
+    b.len = 0;
+    xds_sb_str(&b, "\"");
+    assert_string_equal(b.p, "\"\\\"\"");
+    free(b.p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_any_errors),
         cmocka_unit_test(test_document_errors),
         cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_json_string_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
