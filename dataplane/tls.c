@@ -933,6 +933,12 @@ static size_t collect_certs(const Envoy__Extensions__TransportSockets__Tls__V3__
         *err = fail(e, "%scommon_tls_context.tls_certificate_provider_instance: not supported", prefix);
         return 0;
     }
+    if (c->n_tls_certificates + c->n_tls_certificate_sds_secret_configs > MAX_CERTS) {
+        *err = fail(e, "%scommon_tls_context: at most %d certificates (tls_certificates and "
+                       "tls_certificate_sds_secret_configs together), not %zu",
+                    prefix, MAX_CERTS, c->n_tls_certificates + c->n_tls_certificate_sds_secret_configs);
+        return 0;
+    }
     for (size_t i = 0; i < c->n_tls_certificates && n < MAX_CERTS; i++) {
         snprintf(paths[n], 96, "%scommon_tls_context.tls_certificates[%zu]", prefix, i);
         out[n++] = c->tls_certificates[i];
