@@ -16,6 +16,7 @@
 #include "pem.h"
 #include "xds/convert.h"
 #include "xds/datasource.h"
+#include "xds/json.h"
 
 #define TYPE_PREFIX "type.googleapis.com/"
 
@@ -64,8 +65,7 @@ static size_t list_of(const ProtobufCMessage *m, const char *field, ProtobufCMes
 /* ---- secrets: file DataSources become inline_bytes ---------------------- */
 
 struct walk {
-    char path[512];
-    size_t len;
+    struct xds_path path;
     char *err;
     size_t errlen;
     int collect;  /* only list the files (the message is not changed) */
@@ -73,25 +73,6 @@ struct walk {
     size_t n_files;
 };
 
-static size_t path_push(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static size_t path_push(struct walk *w, const char *fmt, ...)
-{
-    size_t mark = w->len;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(w->path + w->len, sizeof(w->path) - w->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        w->len += (size_t)n < sizeof(w->path) - w->len ? (size_t)n : sizeof(w->path) - w->len - 1;
-    return mark;
-}
-
-static void path_pop(struct walk *w, size_t mark)
-{
-    w->len = mark;
-    w->path[mark] = '\0';
-}
 
 static int collect_file(struct walk *w, const char *name)
 {
@@ -117,7 +98,7 @@ static int inline_file(struct walk *w, Envoy__Config__Core__V3__DataSource *ds)
     size_t len;
     char *data = xds_read_file(ds->filename, &len);
     if (data == NULL)
-        return verr(w->err, w->errlen, "%s.filename: %s: %s", w->path, ds->filename,
+        return verr(w->err, w->errlen, "%s.filename: %s: %s", w->path.s, ds->filename,
                     strerror(errno));
     /* filename and inline_bytes share the oneof's storage. */
     free(ds->filename);
@@ -155,19 +136,19 @@ static int walk_message(struct walk *w, ProtobufCMessage *m)
             size_t n = *(size_t *)(base + f->quantifier_offset);
             ProtobufCMessage **arr = *(ProtobufCMessage ***)(base + f->offset);
             for (size_t j = 0; j < n; j++) {
-                size_t mark = path_push(w, ".%s[%zu]", f->name, j);
+                size_t mark = xds_path_push(&w->path, ".%s[%zu]", f->name, j);
                 if (walk_child(w, arr[j]) < 0)
                     return -1;
-                path_pop(w, mark);
+                xds_path_pop(&w->path, mark);
             }
         } else {
             ProtobufCMessage *child = *(ProtobufCMessage **)(base + f->offset);
             if (child == NULL)
                 continue;
-            size_t mark = path_push(w, ".%s", f->name);
+            size_t mark = xds_path_push(&w->path, ".%s", f->name);
             if (walk_child(w, child) < 0)
                 return -1;
-            path_pop(w, mark);
+            xds_path_pop(&w->path, mark);
         }
     }
     return 0;
@@ -266,7 +247,7 @@ static int pack_secret(struct cp_resource *r, const ProtobufCMessage *m, const c
     if (copy == NULL)
         return verr(err, errlen, "out of memory");
     struct walk w = {.err = err, .errlen = errlen};
-    path_push(&w, "%s", path);
+    xds_path_push(&w.path, "%s", path);
     int rc = walk_message(&w, copy);
     if (rc == 0)
         rc = check_secret((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)copy,

@@ -22,6 +22,7 @@
 #include "xds/ads.h"
 #include "xds/datasource.h"
 #include "xds/json.h"
+#include "xds/unsupported.h"
 #include "xds/log.h"
 #include "xds/registry.h"
 #include "xds/version.h"
@@ -1012,6 +1013,7 @@ static void on_response(void *ud, struct xds_ads *a,
     }
     struct tstate *t = &d->t[type];
     struct errs errs = {0};
+    struct names refused = {0}; /* resources that set a field legate does not implement */
     const ProtobufCMessageDescriptor *desc = xds_registry_lookup(type_urls[type]);
     double began = xds_now();
 
@@ -1070,6 +1072,15 @@ static void on_response(void *ud, struct xds_ads *a,
             msgs[i] = NULL;
             continue;
         }
+        char uerr[600];
+        if (!reused[i] && xds_check_unsupported(msgs[i], "", uerr, sizeof(uerr)) < 0) {
+            /* refused whole: the last good version of it stays */
+            err_add(&errs, "%s \"%s\": %s", type_names[type], name, uerr);
+            names_add(&refused, name);
+            protobuf_c_message_free_unpacked(msgs[i], NULL);
+            msgs[i] = NULL;
+            continue;
+        }
         strmap_put(&seen, name, i);
     }
     strmap_free(&seen);
@@ -1100,6 +1111,14 @@ static void on_response(void *ud, struct xds_ads *a,
         t->n = nt.n;
         t->cap = nt.cap;
         t->idx_dirty = 1;
+        for (size_t i = 0; i < refused.n; i++) {
+            /* refused: what served under that name goes on serving */
+            struct res *o = res_find(&old, refused.v[i]);
+            if (o && o->msg) {
+                *res_slot(t) = *o;
+                memset(o, 0, sizeof(*o));
+            }
+        }
         pthread_mutex_unlock(&d->lock);
         /* Build; what fails keeps its installed version (rebuild does that). */
         struct names failed[T_N] = {{0}};
@@ -1201,6 +1220,7 @@ static void on_response(void *ud, struct xds_ads *a,
     free(msgs);
     free(hashes);
     free(reused);
+    names_free(&refused);
 
     pthread_mutex_lock(&d->lock);
     if (errs.n == 0) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "convert.h"
+#include "unsupported.h"
 
 static int verr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -159,7 +160,9 @@ int xds_bootstrap_check(const xds_bootstrap_t *bs, char *err, size_t errlen)
         return -1;
     if (check_static(bs, err, errlen) < 0)
         return -1;
-    return check_dynamic(bs, err, errlen);
+    if (check_dynamic(bs, err, errlen) < 0)
+        return -1;
+    return xds_check_unsupported(&bs->base, "", err, errlen);
 }
 
 /* ${NAME} and ${NAME:-default} from the environment, so that one ConfigMap

@@ -52,6 +52,24 @@ void xds_sb_addf(struct xds_sb *b, const char *fmt, ...)
     free(big);
 }
 
+size_t xds_path_push(struct xds_path *p, const char *fmt, ...)
+{
+    size_t mark = p->len;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(p->s + p->len, sizeof(p->s) - p->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        p->len += (size_t)n < sizeof(p->s) - p->len ? (size_t)n : sizeof(p->s) - p->len - 1;
+    return mark;
+}
+
+void xds_path_pop(struct xds_path *p, size_t mark)
+{
+    p->len = mark;
+    p->s[mark] = '\0';
+}
+
 void xds_sb_str(struct xds_sb *b, const char *s)
 {
     xds_sb_add(b, "\"", 1);

@@ -21,6 +21,15 @@ void xds_sb_addf(struct xds_sb *b, const char *fmt, ...) __attribute__((format(p
 /** Appends s as a JSON string literal (quotes and escapes). */
 void xds_sb_str(struct xds_sb *b, const char *s);
 
+/** A field path built while walking a message ("a.b[2].c"): push returns
+ *  the length to pop back to. Truncated, never overflowed. */
+struct xds_path {
+    char s[512];
+    size_t len;
+};
+size_t xds_path_push(struct xds_path *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void xds_path_pop(struct xds_path *p, size_t mark);
+
 /** Appends m as a JSON object. */
 void xds_json_message(struct xds_sb *b, const ProtobufCMessage *m);
 

@@ -64,4 +64,11 @@ expect_eq "mismatched key message" \
   "legate: error: $SRC/docs/examples/static-mtls.yaml: static_resources.listeners[0].filter_chains[0].transport_socket.typed_config.common_tls_context.tls_certificates[0].private_key: does not match the first certificate of certificate_chain" "$out"
 cp certs/server.key.orig certs/server.key
 
+# Every field that xds/unsupported.c refuses is in the reference's table.
+missing=$(grep -oE '^ +\{[A-Z0-9]+, "[a-z_0-9]+", U_|"[a-z_0-9]+", U_' "$SRC/xds/unsupported.c" | grep -oE '"[a-z_0-9]+"' | tr -d '"' |
+  while read -r f; do grep -q "\.$f\` |" "$SRC/docs/resources.md" || echo "$f"; done)
+n=$(grep -c ', U_[A-Z_]*, ' "$SRC/xds/unsupported.c")
+expect_eq "docs/resources.md lists the $n fields legate refuses" "" "$missing"
+[ "$n" -gt 30 ] || not_ok "xds/unsupported.c's rules were found ($n)"
+
 finish

@@ -157,6 +157,28 @@ expect_eq "the NACK keeps the previous version and names the listener and the fi
 expect_eq "traffic keeps flowing on the last good config" "v3" "$(curl_mtls "https://localhost:$P_L/marker")"
 check "legate logs the rejection" grep -q 'LDS version 3 rejected: listener "broken"' legate.log
 
+# --- a field legate does not implement is refused, not ignored --------------------------------
+last_nack() { # last_nack TYPE: the newest error_detail of that type's requests
+  python3 -c '
+import json,sys
+r=[json.loads(l) for l in open(sys.argv[1]) if sys.argv[2] in l]
+print([x["error_detail"] for x in r if x["error_detail"]][-1])' requests.jsonl "$1"
+}
+sed -i "s/stat_prefix: ingress_https/stat_prefix: ingress_https\n        normalize_path: true/" control.yaml
+sed -i "s/route: { cluster: backend, timeout: 15s }/route: { cluster: backend, timeout: 14s, retry_policy: { retry_on: 5xx, num_retries: 2 } }/" control.yaml
+reload_cp
+for _ in $(seq 1 50); do grep -q 'RDS version [0-9]* rejected' legate.log && grep -q 'LDS version [0-9]* rejected: listener "https"' legate.log && break; sleep 0.1; done
+expect_eq "LDS: normalize_path is refused with its path" \
+  'listener "https": filter_chains[0].filters[0].typed_config.normalize_path: path normalization is not supported; listener "broken": filter_chains[0].filters[0].typed_config.codec_type: only AUTO, HTTP1 and HTTP2 are supported' \
+  "$(last_nack Listener)"
+expect_eq "RDS: a retry policy is refused with its path" \
+  'route configuration "local": virtual_hosts[0].routes[1].route.retry_policy.retry_on: retries are not supported' \
+  "$(last_nack RouteConfiguration)"
+expect_eq "the refused listener keeps serving with its last good version (and routes)" "v3" \
+  "$(curl_mtls "https://localhost:$P_L/marker")"
+cp_config v3 yes "$GOOD_L2"
+reload_cp
+
 # --- a listener update under constant load loses no request -----------------------------------
 urls=(); for i in $(seq 1 300); do urls+=(-o /dev/null "https://localhost:$P_L/app/$i"); done
 # 150 requests a second for 2 s, on kept-alive connections

@@ -154,6 +154,59 @@ static void test_check_rules(void **state)
     assert_int_equal(check_text("node: {id: a}"), 0);
 }
 
+static void test_unsupported_fields(void **state)
+{
+    (void)state;
+#define HCM_AT "static_resources: {listeners: [{name: l, address: {socket_address: {address: 127.0.0.1, " \
+               "port_value: 1}}, filter_chains: [{filters: [{name: h, typed_config: {\"@type\": " \
+               "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
+               "HttpConnectionManager, stat_prefix: s, "
+#define HCM_PATH "static_resources.listeners[0].filter_chains[0].filters[0].typed_config."
+    /* a BoolValue: false is Envoy's default, true is refused */
+    assert_int_equal(check_text(HCM_AT "normalize_path: false}}]}]}]}"), 0);
+    assert_int_equal(check_text(HCM_AT "normalize_path: true}}]}]}]}"), -1);
+    assert_string_equal(err, HCM_PATH "normalize_path: path normalization is not supported");
+    /* an enum: the value legate behaves as is accepted */
+    assert_int_equal(check_text(HCM_AT "path_with_escaped_slashes_action: KEEP_UNCHANGED}}]}]}]}"), 0);
+    assert_int_equal(check_text(HCM_AT "path_with_escaped_slashes_action: REJECT_REQUEST}}]}]}]}"), -1);
+    assert_string_equal(err, HCM_PATH "path_with_escaped_slashes_action: only KEEP_UNCHANGED is supported "
+                                      "(legate forwards escaped slashes as they are)");
+    /* deeper, and inside a repeated field */
+    assert_int_equal(check_text(HCM_AT "http2_protocol_options: {max_concurrent_streams: 10, "
+                                       "connection_keepalive: {interval: 1s, timeout: 1s}}}}]}]}]}"),
+                     -1);
+    assert_string_equal(err, HCM_PATH "http2_protocol_options.connection_keepalive: HTTP/2 PING keepalive "
+                                      "is not supported");
+    assert_int_equal(check_text(HCM_AT "route_config: {virtual_hosts: [{name: a, domains: [a]}, {name: b, "
+                                       "domains: [b], routes: [{match: {prefix: /, headers: [{name: x, "
+                                       "present_match: true, treat_missing_header_as_empty: true}]}, "
+                                       "direct_response: {status: 200}}]}]}}}]}]}]}"),
+                     -1);
+    assert_string_equal(err, HCM_PATH "route_config.virtual_hosts[1].routes[0].match.headers[0]."
+                                      "treat_missing_header_as_empty: not supported");
+    /* a map entry shows under its key */
+    assert_int_equal(
+        check_text("static_resources: {clusters: [{name: c, typed_extension_protocol_options: "
+                   "{envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {\"@type\": "
+                   "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, "
+                   "explicit_http_config: {http2_protocol_options: {hpack_table_size: 0}}}}}]}"),
+        -1);
+    assert_string_equal(err, "static_resources.clusters[0].typed_extension_protocol_options[\"envoy."
+                             "extensions.upstreams.http.v3.HttpProtocolOptions\"].explicit_http_config."
+                             "http2_protocol_options.hpack_table_size: not supported");
+    /* a BoolValue whose default is true: false is refused */
+    assert_int_equal(check_text("static_resources: {listeners: [{name: l, enable_reuse_port: true, address: "
+                                "{socket_address: {address: 127.0.0.1, port_value: 1}}, filter_chains: "
+                                "[{filters: [{name: x}]}]}]}"),
+                     0);
+    assert_int_equal(check_text("static_resources: {listeners: [{name: l, enable_reuse_port: false, address: "
+                                "{socket_address: {address: 127.0.0.1, port_value: 1}}, filter_chains: "
+                                "[{filters: [{name: x}]}]}]}"),
+                     -1);
+    assert_string_equal(err, "static_resources.listeners[0].enable_reuse_port: legate's workers always "
+                             "share the port with SO_REUSEPORT");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -161,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_ads_example),
         cmocka_unit_test(test_json_example_camel_case),
         cmocka_unit_test(test_check_rules),
+        cmocka_unit_test(test_unsupported_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,23 @@
+/*
+ * Fields that legate's protos carry but legate does not implement, and
+ * that change what Envoy would do when they are set (path normalisation,
+ * retries, trusted XFF hops, HTTP/2 flood limits, ...). A resource that
+ * sets one is refused with the field's path, never half-applied
+ * (DESIGN.md: a field that changes meaning must lead to a NACK).
+ */
+#ifndef LEGATE_XDS_UNSUPPORTED_H
+#define LEGATE_XDS_UNSUPPORTED_H
+
+#include <stddef.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+/**
+ * Walks m, its sub-messages and the typed configs (google.protobuf.Any)
+ * inside it. Returns 0, or -1 with "prefix.path.to.field: reason" in err
+ * for the first field set that legate does not implement (prefix may be
+ * "": the path then starts with the field).
+ */
+int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *err, size_t errlen);
+
+#endif
