@@ -279,6 +279,14 @@ struct dp_cluster_stats {
         rq_pending_overflow;
 };
 
+/* STRICT_DNS: which addresses of a name (Cluster.dns_lookup_family). */
+enum dp_dns_family {
+    DP_DNS_ALL,          /* AUTO, ALL: every address */
+    DP_DNS_V4_ONLY,
+    DP_DNS_V6_ONLY,
+    DP_DNS_V4_PREFERRED, /* the IPv4 ones if there are any, else the IPv6 ones */
+};
+
 struct dp_cluster {
     int refs; /* atomic */
     char *name;
@@ -293,6 +301,7 @@ struct dp_cluster {
     struct dp_dns_target *dns;      /* STRICT_DNS: what to resolve */
     size_t n_dns;
     double dns_refresh_rate;        /* default 5 s */
+    enum dp_dns_family dns_family;  /* dns_lookup_family */
     struct dp_endpoint_set *endpoints; /* NULL until known (EDS, DNS) */
     uint32_t per_connection_buffer_limit;
     uint32_t max_connections;       /* circuit breakers; default 1024 each */

@@ -948,6 +948,24 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     }
     c->max_requests_per_connection = u32v(pc->max_requests_per_connection, 0);
     c->dns_refresh_rate = dur(pc->dns_refresh_rate, 5);
+    switch (pc->dns_lookup_family) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__AUTO:
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__ALL:
+        c->dns_family = DP_DNS_ALL;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY:
+        c->dns_family = DP_DNS_V4_ONLY;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V6_ONLY:
+        c->dns_family = DP_DNS_V6_ONLY;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_PREFERRED:
+        c->dns_family = DP_DNS_V4_PREFERRED;
+        break;
+    default:
+        fail(&e, "dns_lookup_family: unknown value %d", (int)pc->dns_lookup_family);
+        goto bad;
+    }
     c->max_connections = c->max_pending_requests = c->max_requests = DEFAULT_CIRCUIT;
     if (pc->cluster_discovery_type_case ==
         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {

@@ -82,8 +82,14 @@ static struct dp_endpoint_set *resolve(const struct dp_cluster *c)
     if (s == NULL)
         return NULL;
     s->refs = 1;
+    /* dns_lookup_family: V4_ONLY and V6_ONLY ask for that family alone,
+     * V4_PREFERRED takes the IPv4 addresses when there are any; AUTO and
+     * ALL take every address (Envoy's AUTO prefers IPv6 instead: legate
+     * does not drop the IPv4 ones). */
+    enum dp_dns_family fam = c->dns_family;
     for (size_t i = 0; i < c->n_dns; i++) {
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+        hints.ai_family = fam == DP_DNS_V4_ONLY ? AF_INET : fam == DP_DNS_V6_ONLY ? AF_INET6 : AF_UNSPEC;
         char port[8];
         snprintf(port, sizeof(port), "%u", c->dns[i].port);
         int rc = getaddrinfo(c->dns[i].host, port, &hints, &res);
@@ -91,8 +97,14 @@ static struct dp_endpoint_set *resolve(const struct dp_cluster *c)
             LG_W("dns", "cluster %s: cannot resolve %s: %s", c->name, c->dns[i].host, gai_strerror(rc));
             continue;
         }
+        int only4 = 0;
+        if (fam == DP_DNS_V4_PREFERRED)
+            for (struct addrinfo *ai = res; ai && !only4; ai = ai->ai_next)
+                only4 = ai->ai_family == AF_INET;
         for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
             if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+                continue;
+            if (only4 && ai->ai_family != AF_INET)
                 continue;
             if (s->n == cap) {
                 cap = cap ? cap * 2 : 4;

@@ -44,6 +44,7 @@ direct() { printf '              - match: { prefix: / }\n                direct_
 cluster() { # cluster NAME TYPE LB ADDR:PORT...
   local name=$1 type=$2 lb=$3; shift 3
   printf '  - name: %s\n    type: %s\n    lb_policy: %s\n    connect_timeout: 1s\n' "$name" "$type" "$lb"
+  [ -n "${DNSFAM:-}" ] && printf '    dns_lookup_family: %s\n' "$DNSFAM"
   printf '    load_assignment:\n      cluster_name: %s\n      endpoints: [{ lb_endpoints: [' "$name"
   local sep=""
   for ep in "$@"; do
@@ -112,6 +113,12 @@ $(hcm plain '              - match: { prefix: /rr/ }
                 route: { cluster: lr }
               - match: { prefix: /dns/ }
                 route: { cluster: dns }
+              - match: { prefix: /dns4/ }
+                route: { cluster: dns4 }
+              - match: { prefix: /dns6/ }
+                route: { cluster: dns6 }
+              - match: { prefix: /dns4pref/ }
+                route: { cluster: dns4pref }
               - match: { prefix: / }
                 route: { cluster: a }')
   clusters:
@@ -119,6 +126,9 @@ $(cluster a STATIC ROUND_ROBIN 127.0.0.1:$P_A)
 $(cluster rr STATIC ROUND_ROBIN 127.0.0.1:$P_A 127.0.0.1:$P_B)
 $(cluster lr STATIC LEAST_REQUEST 127.0.0.1:$P_A 127.0.0.1:$P_B)
 $(cluster dns STRICT_DNS ROUND_ROBIN localhost:$P_B)
+$(DNSFAM=V4_ONLY cluster dns4 STRICT_DNS ROUND_ROBIN localhost:$P_B)
+$(DNSFAM=V6_ONLY cluster dns6 STRICT_DNS ROUND_ROBIN 127.0.0.1:$P_B)
+$(DNSFAM=V4_PREFERRED cluster dns4pref STRICT_DNS ROUND_ROBIN localhost:$P_B)
 YAML
 
 start_legate legate "$WORK/legate.yaml" || { finish; exit 1; }
@@ -207,11 +217,24 @@ check "upstream dies mid-body: the client sees a truncated response, not a hang"
 expect_eq "still serving after all that" "a GET /fine bytes=0" "$(curl -s "$PL/fine")"
 
 # --- load balancing and DNS ------------------------------------------------------------------
-seen=$(for i in $(seq 1 10); do curl -s "$PL/rr/$i" | cut -d' ' -f1; done | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')
+# One connection, so one worker: each worker keeps its own round-robin
+# position (from a random start), so requests spread over both workers need
+# not split 5/5.
+seen=$(curl -s $(for i in $(seq 1 10); do echo "$PL/rr/$i"; done) | grep -o '^[ab] GET' | cut -d' ' -f1 | sort | uniq -c |
+  awk '{print $2 "=" $1}' | tr '\n' ' ')
 expect_eq "ROUND_ROBIN spreads requests evenly over two endpoints" "a=5 b=5 " "$seen"
 seen=$(for i in $(seq 1 30); do curl -s "$PL/lr/$i" | cut -d' ' -f1; done | sort -u | tr '\n' ' ')
 expect_eq "LEAST_REQUEST uses both endpoints" "a b " "$seen"
 expect_eq "STRICT_DNS: localhost resolved to the upstream" "b GET /dns/x bytes=0" "$(curl -s "$PL/dns/x")"
+# the upstream listens on 127.0.0.1 only: whether localhost also has ::1 or not, these reach it
+for i in 1 2 3; do
+  expect_eq "dns_lookup_family V4_ONLY: localhost's IPv4 address ($i)" "b GET /dns4/$i bytes=0" "$(curl -s "$PL/dns4/$i")"
+  expect_eq "dns_lookup_family V4_PREFERRED: localhost's IPv4 address ($i)" "b GET /dns4pref/$i bytes=0" \
+    "$(curl -s "$PL/dns4pref/$i")"
+done
+expect_eq "dns_lookup_family V6_ONLY: an IPv4 address gives no endpoint (503)" "503" \
+  "$(curl -s -o /dev/null -w '%{http_code}' "$PL/dns6/x")"
+check "... and legate says why" grep -q "cluster dns6: cannot resolve 127.0.0.1" "$WORK/legate.log"
 
 kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
 expect_eq "SIGTERM: exit code 0" "0" "$rc"
