@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "envoy/config/core/v3/config_source.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
 #include "json.h"
@@ -57,6 +58,10 @@ static const struct rule rules[] = {
     {H2, "stream_error_on_invalid_http_messaging", U_SET, 0, NULL},
     {H2, "override_stream_error_on_invalid_http_message", U_SET, 0, NULL},
     {H2, "connection_keepalive", U_SET, 0, "HTTP/2 PING keepalive is not supported"},
+    {"envoy.config.core.v3.HttpProtocolOptions", "max_connection_duration", U_SET, 0, NULL},
+    {"envoy.config.core.v3.HttpProtocolOptions", "max_stream_duration", U_SET, 0, NULL},
+    {"envoy.config.core.v3.HttpProtocolOptions", "headers_with_underscores_action", U_SET, 0,
+     "only ALLOW is supported"},
     {"envoy.config.core.v3.UpstreamHttpProtocolOptions", "auto_sni", U_SET, 0,
      "not supported (set the UpstreamTlsContext's sni)"},
     {"envoy.config.core.v3.UpstreamHttpProtocolOptions", "auto_san_validation", U_SET, 0,
@@ -184,6 +189,17 @@ static int walk_message(struct walk *w, const ProtobufCMessage *m, int depth)
     const ProtobufCMessageDescriptor *d = m->descriptor;
     if (depth > 64)
         return 0;
+    if (d == &envoy__config__core__v3__config_source__descriptor) {
+        /* RDS, EDS and SDS come over the ADS stream, whatever else a
+         * ConfigSource names */
+        const Envoy__Config__Core__V3__ConfigSource *cs = (const Envoy__Config__Core__V3__ConfigSource *)m;
+        if (cs->config_source_specifier_case != ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER__NOT_SET &&
+            cs->config_source_specifier_case != ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS &&
+            cs->config_source_specifier_case != ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_SELF) {
+            snprintf(w->err, w->errlen, "%s: only \"ads: {}\" (or \"self: {}\") is supported", w->path.s);
+            return -1;
+        }
+    }
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
         for (size_t k = 0; k < sizeof(rules) / sizeof(rules[0]); k++) {

@@ -194,6 +194,11 @@ static void test_unsupported_fields(void **state)
     assert_string_equal(err, "static_resources.clusters[0].typed_extension_protocol_options[\"envoy."
                              "extensions.upstreams.http.v3.HttpProtocolOptions\"].explicit_http_config."
                              "http2_protocol_options.hpack_table_size: not supported");
+    /* a ConfigSource other than ADS, wherever it is */
+    assert_int_equal(check_text(HCM_AT "rds: {route_config_name: r, config_source: {ads: {}}}}}]}]}]}"), 0);
+    assert_int_equal(check_text(HCM_AT "rds: {route_config_name: r, config_source: {self: {}}}}}]}]}]}"), 0);
+    assert_int_equal(check_text(HCM_AT "rds: {route_config_name: r, config_source: {path: /x}}}}]}]}]}"), -1);
+    assert_string_equal(err, HCM_PATH "rds.config_source: only \"ads: {}\" (or \"self: {}\") is supported");
     /* a BoolValue whose default is true: false is refused */
     assert_int_equal(check_text("static_resources: {listeners: [{name: l, enable_reuse_port: true, address: "
                                 "{socket_address: {address: 127.0.0.1, port_value: 1}}, filter_chains: "
