@@ -20,4 +20,8 @@
  */
 int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *err, size_t errlen);
 
+/** The rules whose message or field legate's protos do not have (a typo
+ *  would switch a rule off): 0 in a correct build. */
+size_t xds_unsupported_unresolved(void);
+
 #endif
