@@ -175,6 +175,8 @@ struct dp_hcm_cfg {
     unsigned xfcc_fields;           /* DP_XFCC_F_* */
     int use_remote_address;
     int skip_xff_append;
+    int normalize_path;             /* RFC 3986 normalization of :path before routing */
+    int merge_slashes;
     int generate_request_id;
     int preserve_external_request_id;
     int always_set_request_id_in_response;

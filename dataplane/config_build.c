@@ -277,6 +277,8 @@ static struct dp_hcm_cfg *build_hcm(const Google__Protobuf__Any *tc, const struc
     }
     h->use_remote_address = pm->use_remote_address && pm->use_remote_address->value;
     h->skip_xff_append = pm->skip_xff_append;
+    h->normalize_path = pm->normalize_path && pm->normalize_path->value;
+    h->merge_slashes = pm->merge_slashes;
     h->generate_request_id = pm->generate_request_id ? pm->generate_request_id->value : 1;
     h->preserve_external_request_id = pm->preserve_external_request_id;
     h->always_set_request_id_in_response = pm->always_set_request_id_in_response;

@@ -216,3 +216,102 @@ int dp_http_append_status_line(struct dp_buf *out, int status)
     dp_buf_commit(out, n);
     return 0;
 }
+
+/* ---- normalize_path, merge_slashes -------------------------------------- */
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int unreserved(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
+}
+
+/* RFC 3986 5.2.4 on buf[0..len), which starts with '/': in place. */
+static size_t remove_dot_segments(char *buf, size_t len)
+{
+    size_t w = 0, r = 0;
+    while (r < len) {
+        size_t s = r + 1, e = s; /* buf[r] is a '/', the segment is buf[s..e) */
+        while (e < len && buf[e] != '/')
+            e++;
+        size_t sl = e - s;
+        int last = e >= len;
+        if (sl == 1 && buf[s] == '.') {
+            if (last)
+                buf[w++] = '/';
+        } else if (sl == 2 && buf[s] == '.' && buf[s + 1] == '.') {
+            while (w > 0 && buf[w - 1] != '/')
+                w--;
+            if (w > 0)
+                w--; /* and the slash before the segment */
+            if (last)
+                buf[w++] = '/';
+        } else {
+            buf[w++] = '/';
+            memmove(buf + w, buf + s, sl);
+            w += sl;
+        }
+        r = e;
+    }
+    if (w == 0)
+        buf[w++] = '/';
+    return w;
+}
+
+long dp_http_normalize_path(const char *in, size_t n, char *out, int normalize, int merge)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t plen = 0, o = 0;
+    while (plen < n && in[plen] != '?' && in[plen] != '#')
+        plen++;
+    if (plen == 0 || in[0] != '/') {
+        memcpy(out, in, n);
+        return (long)n;
+    }
+    if (normalize) {
+        for (size_t i = 0; i < plen; i++) {
+            char c = in[i];
+            if (c == '%') {
+                /* two hex digits, within the path */
+                int hi = i + 2 < plen ? hex_digit(in[i + 1]) : -1;
+                int lo = hi >= 0 ? hex_digit(in[i + 2]) : -1;
+                if (hi < 0 || lo < 0)
+                    return -1;
+                unsigned char v = (unsigned char)(hi << 4 | lo);
+                if (unreserved(v)) {
+                    out[o++] = (char)v;
+                } else {
+                    out[o++] = '%';
+                    out[o++] = hex[hi];
+                    out[o++] = hex[lo];
+                }
+                i += 2;
+            } else {
+                out[o++] = c == '\\' ? '/' : c;
+            }
+        }
+        o = remove_dot_segments(out, o);
+    } else {
+        memcpy(out, in, plen);
+        o = plen;
+    }
+    if (merge) {
+        size_t w = 0;
+        for (size_t r = 0; r < o; r++)
+            if (!(out[r] == '/' && w > 0 && out[w - 1] == '/'))
+                out[w++] = out[r];
+        o = w;
+    }
+    memcpy(out + o, in + plen, n - plen);
+    return (long)(o + n - plen);
+}

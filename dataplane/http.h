@@ -121,4 +121,17 @@ int dp_http_append_field(struct dp_buf *out, struct dp_str name, struct dp_str v
  *  (100-999). Returns 0, or -1 on allocation failure. */
 int dp_http_append_status_line(struct dp_buf *out, int status);
 
+/**
+ * The request path as Envoy's normalize_path and merge_slashes make it,
+ * written to out (room for n bytes; it never grows). With normalize,
+ * RFC 3986: percent-encoded unreserved characters are decoded, other
+ * escapes get upper-case hex (so %2F stays an escaped slash), a backslash
+ * becomes a slash, and "." and ".." segments are removed (never above the
+ * root). Then with merge, runs of slashes become one. The query and
+ * fragment are copied as they are; a path that does not start with '/' (the
+ * asterisk form) is copied unchanged. Returns the length, or -1 when an
+ * escape is not '%' and two hex digits.
+ */
+long dp_http_normalize_path(const char *in, size_t n, char *out, int normalize, int merge);
+
 #endif

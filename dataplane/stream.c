@@ -450,6 +450,23 @@ void dp_stream_request_headers(struct dp_stream *s, int end_stream)
         dp_stream_send_local_reply(s, 500, "text/plain", "out of memory\n", 14);
         return;
     }
+    if ((s->cfg->normalize_path || s->cfg->merge_slashes) && s->req.path.n) {
+        /* before routing and filters, and what goes upstream (as in Envoy) */
+        char *p = dp_arena_alloc(&s->arena, s->req.path.n + 1);
+        if (p == NULL) {
+            dp_stream_send_local_reply(s, 500, "text/plain", "out of memory\n", 14);
+            return;
+        }
+        long n = dp_http_normalize_path(s->req.path.p, s->req.path.n, p, s->cfg->normalize_path,
+                                        s->cfg->merge_slashes);
+        if (n < 0) {
+            dp_stream_set_response_flag(s, "DPE");
+            dp_stream_send_local_reply(s, 400, "text/plain", "invalid path\n", 13);
+            return;
+        }
+        p[n] = '\0';
+        s->req.path = (struct dp_str){p, (size_t)n};
+    }
     LG_T("stream", "C%llu S%llu: %.*s %.*s%.*s", (unsigned long long)h->id,
          (unsigned long long)s->id, (int)s->req.method.n, s->req.method.p,
          (int)s->req.authority.n, s->req.authority.p, (int)s->req.path.n, s->req.path.p);

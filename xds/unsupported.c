@@ -32,8 +32,6 @@ struct rule {
  * implemented, refused where they are read, or do not change what a
  * request gets (metadata, stats names, locality, drain type). */
 static const struct rule rules[] = {
-    {HCM, "normalize_path", U_SET, 0, "path normalization is not supported"},
-    {HCM, "merge_slashes", U_SET, 0, "path normalization is not supported"},
     {HCM, "path_with_escaped_slashes_action", U_NOT_ALLOW, 1,
      "only KEEP_UNCHANGED is supported (legate forwards escaped slashes as they are)"},
     {HCM, "xff_num_trusted_hops", U_SET, 0, NULL},

@@ -164,12 +164,12 @@ import json,sys
 r=[json.loads(l) for l in open(sys.argv[1]) if sys.argv[2] in l]
 print([x["error_detail"] for x in r if x["error_detail"]][-1])' requests.jsonl "$1"
 }
-sed -i "s/stat_prefix: ingress_https/stat_prefix: ingress_https\n        normalize_path: true/" control.yaml
+sed -i "s/stat_prefix: ingress_https/stat_prefix: ingress_https\n        xff_num_trusted_hops: 1/" control.yaml
 sed -i "s/route: { cluster: backend, timeout: 15s }/route: { cluster: backend, timeout: 14s, retry_policy: { retry_on: 5xx, num_retries: 2 } }/" control.yaml
 reload_cp
 for _ in $(seq 1 50); do grep -q 'RDS version [0-9]* rejected' legate.log && grep -q 'LDS version [0-9]* rejected: listener "https"' legate.log && break; sleep 0.1; done
-expect_eq "LDS: normalize_path is refused with its path" \
-  'listener "https": filter_chains[0].filters[0].typed_config.normalize_path: path normalization is not supported; listener "broken": filter_chains[0].filters[0].typed_config.codec_type: only AUTO, HTTP1 and HTTP2 are supported' \
+expect_eq "LDS: xff_num_trusted_hops is refused with its path" \
+  'listener "https": filter_chains[0].filters[0].typed_config.xff_num_trusted_hops: not supported; listener "broken": filter_chains[0].filters[0].typed_config.codec_type: only AUTO, HTTP1 and HTTP2 are supported' \
   "$(last_nack Listener)"
 expect_eq "RDS: a retry policy is refused with its path" \
   'route configuration "local": virtual_hosts[0].routes[1].route.retry_policy.retry_on: retries are not supported' \

@@ -149,6 +149,51 @@ static void appends_across_blocks(void **state)
     assert_null(b.data);
 }
 
+static const char *norm(const char *in, int normalize, int merge)
+{
+    static char out[256];
+    long n = dp_http_normalize_path(in, strlen(in), out, normalize, merge);
+    if (n < 0)
+        return "(invalid)";
+    assert_true((size_t)n <= strlen(in));
+    out[n] = '\0';
+    return out;
+}
+
+static void normalizes_paths(void **state)
+{
+    (void)state;
+    /* RFC 3986 5.2.4's examples, and the root as the floor */
+    assert_string_equal(norm("/a/b/c/./../../g", 1, 0), "/a/g");
+    assert_string_equal(norm("/mid/content=5/../6", 1, 0), "/mid/6");
+    assert_string_equal(norm("/public/../admin", 1, 0), "/admin");
+    assert_string_equal(norm("/../../etc/passwd", 1, 0), "/etc/passwd");
+    assert_string_equal(norm("/a/b/..", 1, 0), "/a/");
+    assert_string_equal(norm("/a/.", 1, 0), "/a/");
+    assert_string_equal(norm("/..", 1, 0), "/");
+    assert_string_equal(norm("/", 1, 0), "/");
+    assert_string_equal(norm("/a/", 1, 0), "/a/");
+    assert_string_equal(norm("/a..b/.c/..d", 1, 0), "/a..b/.c/..d");
+    /* escapes: unreserved decoded (so %2e is a dot), the rest upper-cased */
+    assert_string_equal(norm("/%61%2Db/%2e%2E/c", 1, 0), "/c");
+    assert_string_equal(norm("/a%2fb%3f/%7e", 1, 0), "/a%2Fb%3F/~");
+    assert_string_equal(norm("/a\\..\\b", 1, 0), "/b");
+    assert_string_equal(norm("/a%zz", 1, 0), "(invalid)");
+    assert_string_equal(norm("/a%4", 1, 0), "(invalid)");
+    assert_string_equal(norm("/a%", 1, 0), "(invalid)");
+    /* the query and the fragment are left alone */
+    assert_string_equal(norm("/a/../b?x=/../%zz#/..", 1, 0), "/b?x=/../%zz#/..");
+    assert_string_equal(norm("/a%4?x", 1, 0), "(invalid)");
+    /* merge_slashes, after normalization as in Envoy */
+    assert_string_equal(norm("//a///b/", 0, 1), "/a/b/");
+    assert_string_equal(norm("/a//../b", 1, 1), "/a/b");
+    assert_string_equal(norm("/a//../b", 1, 0), "/a/b");
+    assert_string_equal(norm("//a?x=//y", 0, 1), "/a?x=//y");
+    /* neither, and the asterisk form */
+    assert_string_equal(norm("/a/../b//c", 0, 0), "/a/../b//c");
+    assert_string_equal(norm("*", 1, 1), "*");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,6 +203,7 @@ int main(void)
         cmocka_unit_test(token_characters),
         cmocka_unit_test(serialises_fields_numbers_and_status_lines),
         cmocka_unit_test(appends_across_blocks),
+        cmocka_unit_test(normalizes_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

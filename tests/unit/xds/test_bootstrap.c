@@ -165,9 +165,14 @@ static void test_unsupported_fields(void **state)
 #define HCM_PATH "static_resources.listeners[0].filter_chains[0].filters[0].typed_config."
     assert_int_equal(xds_unsupported_unresolved(), 0); /* every rule names a real field */
     /* a BoolValue: false is Envoy's default, true is refused */
-    assert_int_equal(check_text(HCM_AT "normalize_path: false}}]}]}]}"), 0);
-    assert_int_equal(check_text(HCM_AT "normalize_path: true}}]}]}]}"), -1);
-    assert_string_equal(err, HCM_PATH "normalize_path: path normalization is not supported");
+    assert_int_equal(check_text(HCM_AT "add_user_agent: false}}]}]}]}"), 0);
+    assert_int_equal(check_text(HCM_AT "add_user_agent: true}}]}]}]}"), -1);
+    assert_string_equal(err, HCM_PATH "add_user_agent: not supported");
+    /* a scalar */
+    assert_int_equal(check_text(HCM_AT "xff_num_trusted_hops: 0}}]}]}]}"), 0);
+    assert_int_equal(check_text(HCM_AT "xff_num_trusted_hops: 2}}]}]}]}"), -1);
+    assert_string_equal(err, HCM_PATH "xff_num_trusted_hops: not supported");
+    assert_int_equal(check_text(HCM_AT "normalize_path: true, merge_slashes: true}}]}]}]}"), 0);
     /* an enum: the value legate behaves as is accepted */
     assert_int_equal(check_text(HCM_AT "path_with_escaped_slashes_action: KEEP_UNCHANGED}}]}]}]}"), 0);
     assert_int_equal(check_text(HCM_AT "path_with_escaped_slashes_action: REJECT_REQUEST}}]}]}]}"), -1);
