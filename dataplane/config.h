@@ -159,6 +159,13 @@ struct dp_http_filter {
     void *cfg; /* built by ops->config_new */
 };
 
+/* server_header_transformation */
+enum dp_server_header {
+    DP_SERVER_OVERWRITE,
+    DP_SERVER_APPEND_IF_ABSENT,
+    DP_SERVER_PASS_THROUGH,
+};
+
 struct dp_hcm_cfg {
     char *stat_prefix;
     struct {                        /* http.<stat_prefix>.* */
@@ -176,6 +183,8 @@ struct dp_hcm_cfg {
     int use_remote_address;
     int skip_xff_append;
     int normalize_path;             /* RFC 3986 normalization of :path before routing */
+    enum dp_server_header server_header;
+    char *via;                      /* appended to requests and responses, or NULL */
     int merge_slashes;
     int generate_request_id;
     int preserve_external_request_id;

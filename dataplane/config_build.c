@@ -140,6 +140,7 @@ static void hcm_free(struct dp_hcm_cfg *h)
     free(h->access_logs);
     free(h->rds_name);
     free(h->server_name);
+    free(h->via);
     if (h->routes)
         dp_route_table_unref(h->routes);
     for (size_t i = 0; i < h->n_filters; i++) {
@@ -279,6 +280,28 @@ static struct dp_hcm_cfg *build_hcm(const Google__Protobuf__Any *tc, const struc
     h->skip_xff_append = pm->skip_xff_append;
     h->normalize_path = pm->normalize_path && pm->normalize_path->value;
     h->merge_slashes = pm->merge_slashes;
+    switch (pm->server_header_transformation) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__SERVER_HEADER_TRANSFORMATION__OVERWRITE:
+        h->server_header = DP_SERVER_OVERWRITE;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__SERVER_HEADER_TRANSFORMATION__APPEND_IF_ABSENT:
+        h->server_header = DP_SERVER_APPEND_IF_ABSENT;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__SERVER_HEADER_TRANSFORMATION__PASS_THROUGH:
+        h->server_header = DP_SERVER_PASS_THROUGH;
+        break;
+    default:
+        fail(e, "%s.server_header_transformation: unknown value", sub);
+        goto bad;
+    }
+    if (pm->via[0]) {
+        for (const char *c = pm->via; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+                fail(e, "%s.via: control characters are not allowed in a header value", sub);
+                goto bad;
+            }
+        h->via = xstrdup(pm->via);
+    }
     h->generate_request_id = pm->generate_request_id ? pm->generate_request_id->value : 1;
     h->preserve_external_request_id = pm->preserve_external_request_id;
     h->always_set_request_id_in_response = pm->always_set_request_id_in_response;

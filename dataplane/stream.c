@@ -182,6 +182,24 @@ static void remove_names(struct dp_headers *hs, char *const *names, size_t n)
 
 /* Response headers: route/vhost/table mutations, server, request id, then
  * the response filters in reverse order. */
+/* name: "its value, v", or "v" when it has none. */
+static int append_to_list(struct dp_headers *hs, struct dp_arena *a, struct dp_str name, const char *v)
+{
+    const struct dp_header *h = dp_headers_get(hs, name);
+    size_t vn = strlen(v);
+    if (h == NULL)
+        return dp_headers_add(hs, a, name, (struct dp_str){v, vn});
+    size_t n = h->value.n + 2 + vn;
+    char *p = dp_arena_alloc(a, n + 1);
+    if (p == NULL)
+        return -1;
+    memcpy(p, h->value.p, h->value.n);
+    memcpy(p + h->value.n, ", ", 2);
+    memcpy(p + h->value.n + 2, v, vn + 1);
+    dp_headers_remove(hs, name);
+    return dp_headers_add_ref(hs, a, name, (struct dp_str){p, n});
+}
+
 static void prepare_response(struct dp_stream *s)
 {
     struct dp_headers *hs = &s->resp.headers;
@@ -198,7 +216,12 @@ static void prepare_response(struct dp_stream *s)
         apply_mutations(hs, &s->arena, cfg->routes->resp_add, cfg->routes->n_resp_add);
     }
     const char *server = cfg && cfg->server_name ? cfg->server_name : SERVER_NAME;
-    dp_headers_set(hs, &s->arena, DP_STR_LIT("server"), (struct dp_str){server, strlen(server)});
+    int server_mode = cfg ? cfg->server_header : DP_SERVER_OVERWRITE;
+    if (server_mode == DP_SERVER_OVERWRITE ||
+        (server_mode == DP_SERVER_APPEND_IF_ABSENT && !dp_headers_get(hs, DP_STR_LIT("server"))))
+        dp_headers_set(hs, &s->arena, DP_STR_LIT("server"), (struct dp_str){server, strlen(server)});
+    if (cfg && cfg->via)
+        append_to_list(hs, &s->arena, DP_STR_LIT("via"), cfg->via);
     if (cfg && cfg->always_set_request_id_in_response && s->request_id[0])
         dp_headers_set(hs, &s->arena, DP_STR_LIT("x-request-id"),
                        (struct dp_str){s->request_id, strlen(s->request_id)});
@@ -357,20 +380,11 @@ static int sanitize_request(struct dp_stream *s)
     if (!cfg->skip_xff_append) {
         char ip[64];
         remote_ip(s->hcm->remote, ip, sizeof(ip));
-        const struct dp_header *xff = dp_headers_get(&req->headers, DP_STR_LIT("x-forwarded-for"));
-        if (xff) {
-            size_t n = xff->value.n + 2 + strlen(ip);
-            char *v = dp_arena_alloc(a, n + 1);
-            if (v == NULL)
-                return -1;
-            snprintf(v, n + 1, "%.*s, %s", (int)xff->value.n, xff->value.p, ip);
-            dp_headers_remove(&req->headers, DP_STR_LIT("x-forwarded-for"));
-            dp_headers_add_ref(&req->headers, a, DP_STR_LIT("x-forwarded-for"), (struct dp_str){v, n});
-        } else {
-            dp_headers_add(&req->headers, a, DP_STR_LIT("x-forwarded-for"),
-                           (struct dp_str){ip, strlen(ip)});
-        }
+        if (append_to_list(&req->headers, a, DP_STR_LIT("x-forwarded-for"), ip) < 0)
+            return -1;
     }
+    if (cfg->via && append_to_list(&req->headers, a, DP_STR_LIT("via"), cfg->via) < 0)
+        return -1;
 
     /* x-request-id */
     if (cfg->generate_request_id) {

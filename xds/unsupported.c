@@ -35,8 +35,6 @@ static const struct rule rules[] = {
     {HCM, "path_with_escaped_slashes_action", U_NOT_ALLOW, 1,
      "only KEEP_UNCHANGED is supported (legate forwards escaped slashes as they are)"},
     {HCM, "xff_num_trusted_hops", U_SET, 0, NULL},
-    {HCM, "via", U_SET, 0, NULL},
-    {HCM, "server_header_transformation", U_SET, 0, "only OVERWRITE is supported"},
     {HCM, "add_user_agent", U_SET, 0, NULL},
     {HCM, "proxy_100_continue", U_SET, 0, NULL},
     {HCM, "strip_any_host_port", U_SET, 0, NULL},

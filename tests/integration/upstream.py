@@ -8,6 +8,7 @@ usage: upstream.py PORT NAME
   /reset/...     closes the connection without answering
   /slowbody/...  sends headers and half the body, then closes
   /framing/...   200 "te=<Transfer-Encoding> cl=<Content-Length> bytes=<n>" ("-": absent)
+  /server/...    200 with "Server: upstream-py", body "via=<Via>" ("-": absent)
   anything else  200 "NAME METHOD PATH bytes=<request body length>"
 Keep-alive is honoured; every connection has its own thread.
 """
@@ -63,6 +64,11 @@ def serve(conn, name):
                 out = ("te=%s cl=%s bytes=%d\n" % (headers.get("transfer-encoding", "-"),
                                                   headers.get("content-length", "-"), len(body))).encode()
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
+                continue
+            if path.startswith("/server"):
+                out = ("via=%s\n" % headers.get("via", "-")).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nServer: upstream-py\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(out), out))
                 continue
             if path.startswith("/chunked"):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# normalize_path and merge_slashes: the path is made canonical before
-# routing (so /public/../admin cannot dodge a route for /admin) and goes
-# upstream that way; without them, legate routes and forwards the path as
-# it came. HTTP/1.1 and HTTP/2.
+# HTTP connection manager options that change requests and responses:
+# normalize_path and merge_slashes (the path is made canonical before
+# routing, so /public/../admin cannot dodge a route for /admin, and goes
+# upstream that way; without them legate routes and forwards the path as it
+# came), server_header_transformation and via. HTTP/1.1 and HTTP/2.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
 
-P_NORM=$(free_port); P_RAW=$(free_port); P_UP=$(free_port)
+P_NORM=$(free_port); P_RAW=$(free_port); P_ABSENT=$(free_port); P_UP=$(free_port)
 LEGATE_PORT=$P_NORM
 start_bg up python3 "$SRC/tests/integration/upstream.py" "$P_UP" up
 wait_port "$P_UP"
@@ -40,8 +41,11 @@ YAML
   echo "static_resources:"
   echo "  listeners:"
   listener norm "$P_NORM" "normalize_path: true
-          merge_slashes: true"
+          merge_slashes: true
+          server_header_transformation: PASS_THROUGH
+          via: legate-edge"
   listener raw "$P_RAW" ""
+  listener absent "$P_ABSENT" "server_header_transformation: APPEND_IF_ABSENT"
   cat <<YAML
   clusters:
   - name: up
@@ -70,6 +74,26 @@ expect_eq "a broken escape: 400" "invalid path 400" "$(get "$P_NORM" /public/%zz
 expect_eq "without the options: /public/../admin is routed and forwarded as it came" \
   "up GET /public/../admin bytes=0 200" "$(get "$P_RAW" /public/../admin)"
 expect_eq "... //admin too" "up GET //admin bytes=0 200" "$(get "$P_RAW" //admin)"
+
+
+# --- server_header_transformation, via ------------------------------------------
+server() { # server PORT PATH [curl args]: the response's server and via headers, and the body
+  curl -s -D - -H 'via: 1.1 client' "${@:3}" "http://127.0.0.1:$1$2" | tr -d '\r' |
+    awk 'tolower($1) == "server:" { s = $2 } tolower($1) == "via:" { sub(/^[^ ]* /, ""); v = $0 }
+         /^$/ { body = 1; next } body { b = $0 } END { printf "server=%s via=%s %s", s ? s : "-", v ? v : "-", b }'
+}
+expect_eq "PASS_THROUGH: the upstream's server header; via appended to the request and the response" \
+  "server=upstream-py via=legate-edge via=1.1 client, legate-edge" "$(server "$P_NORM" /server/x)"
+expect_eq "PASS_THROUGH: no server header when the upstream sends none, nor on local replies" \
+  "server=- server=-" "$(server "$P_NORM" /public/x | cut -d' ' -f1) $(server "$P_NORM" /admin | cut -d' ' -f1)"
+expect_eq "OVERWRITE (the default): legate's; no via of its own" "server=legate via=- via=1.1 client" \
+  "$(server "$P_RAW" /server/x)"
+expect_eq "APPEND_IF_ABSENT: the upstream's when it sends one" "server=upstream-py" \
+  "$(server "$P_ABSENT" /server/x | cut -d' ' -f1)"
+expect_eq "APPEND_IF_ABSENT: legate's otherwise" "server=legate" "$(server "$P_ABSENT" /public/x | cut -d' ' -f1)"
+expect_eq "HTTP/2: the same" "server=upstream-py via=legate-edge via=1.1 client, legate-edge" \
+  "$(server "$P_NORM" /server/x --http2-prior-knowledge)"
+expect_eq "... (it was HTTP/2)" "2" "$(curl -s -o /dev/null -w '%{http_version}' --http2-prior-knowledge "http://127.0.0.1:$P_NORM/server/x")"
 
 kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
 expect_eq "SIGTERM: exit code 0" "0" "$rc"
