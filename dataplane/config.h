@@ -80,9 +80,11 @@ struct dp_route {
     int case_insensitive;
     struct dp_header_matcher *headers;
     size_t n_headers;
+    int grpc;                   /* match.grpc: content-type application/grpc only */
     /* action */
     enum dp_route_action_kind action;
     char *cluster;              /* DP_ROUTE_CLUSTER */
+    int cluster_not_found;      /* the status when the cluster does not exist (503) */
     double timeout;             /* seconds; 0 disables; default 15 */
     double idle_timeout;
     char *prefix_rewrite;       /* NULL when unset */
@@ -242,6 +244,8 @@ struct dp_listener {
     uint64_t hash;              /* of the source proto; unchanged -> same object */
     int original_dst;           /* envoy.filters.listener.original_dst */
     int use_original_dst;       /* hand connections to the listener of their original destination */
+    int freebind;               /* IP_FREEBIND: bind to an address not (yet) on the host */
+    int ipv4_compat;            /* an IPv6 address that takes IPv4 connections too */
     struct {                    /* listener.<address>.* */
         dp_stat_t cx_total, cx_active, ssl_handshake, ssl_session_reused, ssl_no_cert, ssl_verify_error,
             ssl_verify_san, ssl_connection_error;

@@ -624,6 +624,8 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
         goto bad;
     }
     l->addr_str = format_addr(sa->address, sa->port_value);
+    l->freebind = pl->freebind && pl->freebind->value;
+    l->ipv4_compat = sa->ipv4_compat;
     {
         /* Envoy's stat name for an address: ':' becomes '_' */
         char tag[80];

@@ -170,6 +170,11 @@ static struct dp_str pseudo_or_header(const struct dp_request_head *req, struct 
 
 static int headers_match(const struct dp_route *r, const struct dp_request_head *req)
 {
+    if (r->grpc) { /* as Envoy: a content-type that starts with application/grpc */
+        const struct dp_header *ct = dp_headers_get(&req->headers, DP_STR_LIT("content-type"));
+        if (ct == NULL || ct->value.n < 16 || strncasecmp(ct->value.p, "application/grpc", 16) != 0)
+            return 0;
+    }
     for (size_t i = 0; i < r->n_headers; i++) {
         const struct dp_header_matcher *hm = &r->headers[i];
         int found;
@@ -465,6 +470,7 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
     r->path_len = r->path ? strlen(r->path) : 0;
     if (m->n_query_parameters)
         return fail(e, "%s.match.query_parameters: not supported", path);
+    r->grpc = m->grpc != NULL;
     if (m->n_headers) {
         r->headers = calloc(m->n_headers, sizeof(*r->headers));
         if (r->headers == NULL)
@@ -486,6 +492,17 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         if (ra->cluster[0] == '\0')
             return fail(e, "%s.route.cluster: required field is missing", path);
         r->cluster = xstrdup(ra->cluster);
+        switch (ra->cluster_not_found_response_code) {
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_NOT_FOUND_RESPONSE_CODE__NOT_FOUND:
+            r->cluster_not_found = 404;
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_NOT_FOUND_RESPONSE_CODE__INTERNAL_SERVER_ERROR:
+            r->cluster_not_found = 500;
+            break;
+        default:
+            r->cluster_not_found = 503;
+            break;
+        }
         r->timeout = duration_s(ra->timeout, DEFAULT_ROUTE_TIMEOUT);
         r->idle_timeout = duration_s(ra->idle_timeout, 0);
         if (ra->prefix_rewrite[0])

@@ -275,8 +275,15 @@ static struct dp_listen_set *open_listen_set(const struct dp_listener *l, int n,
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
             goto fail;
-        if (l->addr.ss_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        if (l->addr.ss_family == AF_INET6) {
+            int v6only = !l->ipv4_compat;
+            if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0)
+                goto fail;
+        }
+        if (l->freebind && setsockopt(fd, l->addr.ss_family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
+                                      l->addr.ss_family == AF_INET6 ? IPV6_FREEBIND : IP_FREEBIND, &one,
+                                      sizeof(one)) < 0)
+            goto fail;
         if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0)
             goto fail;
         if (listen(fd, 1024) < 0)

@@ -76,7 +76,8 @@ static enum dp_filter_status router_request(struct dp_stream *s, const void *cfg
     struct dp_cluster_rt *rt = dp_worker_cluster(s->hcm->w, r->cluster);
     if (rt == NULL) {
         dp_stream_set_response_flag(s, "NC");
-        dp_stream_send_local_reply(s, 503, "text/plain", "cluster not found\n", 18);
+        dp_stream_send_local_reply(s, r->cluster_not_found ? r->cluster_not_found : 503, "text/plain",
+                                   "cluster not found\n", 18);
         return DP_FILTER_STOP;
     }
     /* Route-level request rewriting. */

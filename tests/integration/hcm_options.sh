@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# HTTP connection manager options that change requests and responses:
+# Listener options (freebind, ipv4_compat), route options (match.grpc,
+# cluster_not_found_response_code) and HTTP connection manager options that
+# change requests and responses:
 # normalize_path and merge_slashes (the path is made canonical before
 # routing, so /public/../admin cannot dodge a route for /admin, and goes
 # upstream that way; without them legate routes and forwards the path as it
@@ -8,14 +10,17 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
 
 P_NORM=$(free_port); P_RAW=$(free_port); P_ABSENT=$(free_port); P_UP=$(free_port)
+P_VIP=$(free_port); P_DUAL=$(free_port); P_V6=$(free_port)
+V6=0; grep -q '^0*1 ' /proc/net/if_inet6 2>/dev/null && V6=1
 LEGATE_PORT=$P_NORM
 start_bg up python3 "$SRC/tests/integration/upstream.py" "$P_UP" up
 wait_port "$P_UP"
 
-listener() { # listener NAME PORT EXTRA_HCM_FIELDS
+listener() { # listener NAME PORT EXTRA_HCM_FIELDS [ADDRESS [EXTRA_SOCKET_ADDRESS_FIELDS [EXTRA_LISTENER_FIELDS]]]
   cat <<YAML
   - name: $1
-    address: { socket_address: { address: 127.0.0.1, port_value: $2 } }
+    address: { socket_address: { address: "${4:-127.0.0.1}", port_value: $2 ${5:-} } }
+    ${6:-}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -28,6 +33,14 @@ listener() { # listener NAME PORT EXTRA_HCM_FIELDS
             - name: all
               domains: ["*"]
               routes:
+              - match: { prefix: /rpc/, grpc: {} }
+                direct_response: { status: 200, body: { inline_string: "grpc\n" } }
+              - match: { prefix: /rpc/ }
+                direct_response: { status: 200, body: { inline_string: "not grpc\n" } }
+              - match: { prefix: /gone404 }
+                route: { cluster: gone, cluster_not_found_response_code: NOT_FOUND }
+              - match: { prefix: /gone }
+                route: { cluster: gone }
               - match: { prefix: /admin }
                 direct_response: { status: 403, body: { inline_string: "admin is internal\n" } }
               - match: { prefix: / }
@@ -46,6 +59,12 @@ YAML
           via: legate-edge"
   listener raw "$P_RAW" ""
   listener absent "$P_ABSENT" "server_header_transformation: APPEND_IF_ABSENT"
+  # an address this host does not have: only with freebind
+  listener vip "$P_VIP" "" 192.0.2.7 "" "freebind: true"
+  if [ $V6 = 1 ]; then
+    listener dual "$P_DUAL" "" "::" ", ipv4_compat: true"
+    listener v6 "$P_V6" "" "::"
+  fi
   cat <<YAML
   clusters:
   - name: up
@@ -94,6 +113,26 @@ expect_eq "APPEND_IF_ABSENT: legate's otherwise" "server=legate" "$(server "$P_A
 expect_eq "HTTP/2: the same" "server=upstream-py via=legate-edge via=1.1 client, legate-edge" \
   "$(server "$P_NORM" /server/x --http2-prior-knowledge)"
 expect_eq "... (it was HTTP/2)" "2" "$(curl -s -o /dev/null -w '%{http_version}' --http2-prior-knowledge "http://127.0.0.1:$P_NORM/server/x")"
+
+# --- listener options ----------------------------------------------------------------
+check "freebind: legate listens on 192.0.2.7, which this host does not have" \
+  grep -q "listener vip on 192.0.2.7:$P_VIP" "$WORK/legate.log"
+if [ $V6 = 1 ]; then
+  expect_eq "ipv4_compat: a :: listener takes IPv4 connections" "up GET /x bytes=0 200" "$(get "$P_DUAL" /x)"
+  expect_eq "without it, a :: listener takes IPv6 only" "000 up GET /x bytes=0 200" \
+    "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_V6/x") $(curl -s -w ' %{http_code}' "http://[::1]:$P_V6/x" | tr -d '\n')"
+else
+  echo "skip - IPv6 is not available here: ipv4_compat not checked"
+fi
+
+# --- route options ------------------------------------------------------------------
+expect_eq "match.grpc: a gRPC content-type matches" "grpc 200" \
+  "$(get "$P_RAW" /rpc/x -H 'content-type: application/grpc+proto' -d x)"
+expect_eq "match.grpc: another content-type goes to the next route" "not grpc 200" \
+  "$(get "$P_RAW" /rpc/x -H 'content-type: application/json' -d x)"
+expect_eq "match.grpc: no content-type either" "not grpc 200" "$(get "$P_RAW" /rpc/x)"
+expect_eq "cluster_not_found_response_code: NOT_FOUND" "cluster not found 404" "$(get "$P_RAW" /gone404)"
+expect_eq "... and the default, 503" "cluster not found 503" "$(get "$P_RAW" /gone)"
 
 kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
 expect_eq "SIGTERM: exit code 0" "0" "$rc"
