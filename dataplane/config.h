@@ -55,6 +55,7 @@ struct dp_header_matcher {
     struct dp_string_matcher m;
     int invert;
     int present;        /* for DP_MATCH_PRESENT: must the header be present? */
+    int missing_as_empty; /* treat_missing_header_as_empty */
 };
 
 enum dp_route_action_kind {
@@ -200,6 +201,7 @@ struct dp_hcm_cfg {
     double idle_timeout;            /* connection idle; default 3600 */
     double drain_timeout;           /* default 5 */
     uint32_t h2_max_concurrent_streams; /* default 100 */
+    uint32_t h2_hpack_table_size;       /* default 4096 */
     uint32_t h2_initial_stream_window;
     uint32_t h2_initial_connection_window;
     int proxy_100_continue;
@@ -310,6 +312,7 @@ struct dp_cluster {
     uint32_t least_request_choices; /* default 2 */
     double connect_timeout;         /* default 5 s */
     int http2;                      /* upstream speaks HTTP/2 */
+    uint32_t h2_hpack_table_size; /* default 4096 */
     uint32_t h2_max_concurrent_streams;
     struct dp_tls_client *tls;      /* NULL: plaintext */
     char *eds_service_name;         /* EDS: name to subscribe to */

@@ -324,11 +324,13 @@ static struct dp_hcm_cfg *build_hcm(const Google__Protobuf__Any *tc, const struc
     h->stream_idle_timeout = dur(pm->stream_idle_timeout, 300);
     h->drain_timeout = dur(pm->drain_timeout, 5);
     h->h2_max_concurrent_streams = 100;
+    h->h2_hpack_table_size = 4096;
     h->h2_initial_stream_window = 256 * 1024;
     h->h2_initial_connection_window = 1024 * 1024;
     if (pm->http2_protocol_options) {
         const Envoy__Config__Core__V3__Http2ProtocolOptions *o = pm->http2_protocol_options;
         h->h2_max_concurrent_streams = u32v(o->max_concurrent_streams, 100);
+        h->h2_hpack_table_size = u32v(o->hpack_table_size, 4096);
         h->h2_initial_stream_window = u32v(o->initial_stream_window_size, 256 * 1024);
         h->h2_initial_connection_window = u32v(o->initial_connection_window_size, 1024 * 1024);
         if (h->h2_initial_stream_window < 65535 || h->h2_initial_connection_window < 65535) {
@@ -883,8 +885,10 @@ void dp_cluster_unref(struct dp_cluster *c)
 static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__V3__Cluster *pc,
                             struct berr *e)
 {
-    if (pc->http2_protocol_options)
+    if (pc->http2_protocol_options) {
         c->http2 = 1;
+        c->h2_hpack_table_size = u32v(pc->http2_protocol_options->hpack_table_size, 4096);
+    }
     for (size_t i = 0; i < pc->n_typed_extension_protocol_options; i++) {
         const char *key = pc->typed_extension_protocol_options[i]->key;
         const Google__Protobuf__Any *a = pc->typed_extension_protocol_options[i]->value;
@@ -904,9 +908,11 @@ static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__
             if (x->protocol_config_case ==
                 ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS) {
                 c->http2 = 1;
-                if (x->http2_protocol_options)
+                if (x->http2_protocol_options) {
                     c->h2_max_concurrent_streams =
                         u32v(x->http2_protocol_options->max_concurrent_streams, 100);
+                    c->h2_hpack_table_size = u32v(x->http2_protocol_options->hpack_table_size, 4096);
+                }
             } else if (x->protocol_config_case ==
                        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS) {
                 c->http2 = 0;
@@ -968,6 +974,7 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     }
     c->idle_timeout = 3600;
     c->h2_max_concurrent_streams = 100;
+    c->h2_hpack_table_size = 4096;
     c->per_connection_buffer_limit = u32v(pc->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     if (c->per_connection_buffer_limit < 1024) {
         fail(&e, "per_connection_buffer_limit_bytes: must be at least 1024");

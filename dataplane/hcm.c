@@ -1131,6 +1131,7 @@ static int h2_start(struct dp_hcm *h)
     /* Bounded work per connection (rapid reset, SETTINGS/PING floods). */
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, cfg->h2_hpack_table_size);
     int rc = nghttp2_session_server_new2(&h->ngh2, cbs, h, opt);
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
@@ -1141,6 +1142,7 @@ static int h2_start(struct dp_hcm *h)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->h2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->h2_initial_stream_window},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_request_headers_kb * 1024},
+        {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, cfg->h2_hpack_table_size},
     };
     nghttp2_submit_settings(h->ngh2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     if (cfg->h2_initial_connection_window > 65535)

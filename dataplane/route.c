@@ -179,6 +179,10 @@ static int headers_match(const struct dp_route *r, const struct dp_request_head 
         const struct dp_header_matcher *hm = &r->headers[i];
         int found;
         struct dp_str v = pseudo_or_header(req, hm->name, &found);
+        if (!found && hm->missing_as_empty) {
+            found = 1;
+            v = (struct dp_str){"", 0};
+        }
         int ok;
         if (hm->m.kind == DP_MATCH_PRESENT)
             ok = found == hm->present;
@@ -310,6 +314,7 @@ static int build_header_matcher(struct dp_header_matcher *hm,
         return fail(e, "out of memory");
     for (size_t i = 0; i <= n; i++)
         name[i] = (char)tolower((unsigned char)pm->name[i]);
+    hm->missing_as_empty = pm->treat_missing_header_as_empty;
     hm->name = (struct dp_str){name, n};
     hm->invert = pm->invert_match;
     enum dp_match_kind kind;

@@ -657,6 +657,7 @@ static void uc_on_connected(struct dp_conn *c)
         }
         h2c_callbacks(cbs);
         nghttp2_option_set_no_auto_window_update(opt, 1);
+        nghttp2_option_set_max_deflate_dynamic_table_size(opt, p->rt->cfg->h2_hpack_table_size);
         int rc = nghttp2_session_client_new2(&uc->ngh2, cbs, uc, opt);
         nghttp2_session_callbacks_del(cbs);
         nghttp2_option_del(opt);
@@ -667,8 +668,9 @@ static void uc_on_connected(struct dp_conn *c)
         nghttp2_settings_entry iv[] = {
             {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
             {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+            {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, p->rt->cfg->h2_hpack_table_size},
         };
-        nghttp2_submit_settings(uc->ngh2, NGHTTP2_FLAG_NONE, iv, 2);
+        nghttp2_submit_settings(uc->ngh2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
         nghttp2_session_set_local_window_size(uc->ngh2, NGHTTP2_FLAG_NONE, 0, 16 << 20);
         pool_dispatch(p);
         h2c_flush(uc);

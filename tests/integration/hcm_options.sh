@@ -37,6 +37,8 @@ listener() { # listener NAME PORT EXTRA_HCM_FIELDS [ADDRESS [EXTRA_SOCKET_ADDRES
                 direct_response: { status: 200, body: { inline_string: "grpc\n" } }
               - match: { prefix: /rpc/ }
                 direct_response: { status: 200, body: { inline_string: "not grpc\n" } }
+              - match: { prefix: /viah2/ }
+                route: { cluster: self_h2, prefix_rewrite: /h2seen/ }
               - match: { prefix: /gone404 }
                 route: { cluster: gone, cluster_not_found_response_code: NOT_FOUND }
               - match: { prefix: /gone }
@@ -55,9 +57,10 @@ YAML
   echo "  listeners:"
   listener norm "$P_NORM" "normalize_path: true
           merge_slashes: true
+          http2_protocol_options: { hpack_table_size: 0 }
           server_header_transformation: PASS_THROUGH
           via: legate-edge"
-  listener raw "$P_RAW" ""
+  listener raw "$P_RAW" "access_log: [{ name: envoy.access_loggers.file, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: $WORK/raw.log, log_format: { text_format_source: { inline_string: \"%REQ(:PATH)% %PROTOCOL%\\n\" } } } }]"
   listener absent "$P_ABSENT" "server_header_transformation: APPEND_IF_ABSENT"
   # an address this host does not have: only with freebind
   listener vip "$P_VIP" "" 192.0.2.7 "" "freebind: true"
@@ -71,6 +74,15 @@ YAML
     type: STATIC
     connect_timeout: 1s
     load_assignment: { cluster_name: up, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_UP } } } }] }] }
+  # HTTP/2 without an HPACK dynamic table, to legate's own "raw" listener
+  - name: self_h2
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: { hpack_table_size: 0 } }
+    load_assignment: { cluster_name: self_h2, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_RAW } } } }] }] }
 YAML
 } > "$WORK/legate.yaml"
 start_legate legate "$WORK/legate.yaml" || { finish; exit 1; }
@@ -124,6 +136,18 @@ if [ $V6 = 1 ]; then
 else
   echo "skip - IPv6 is not available here: ipv4_compat not checked"
 fi
+
+# --- HTTP/2 options ---------------------------------------------------------------------
+check "hpack_table_size: 0 is advertised in legate's SETTINGS" \
+  bash -c "nghttp -v 'http://127.0.0.1:$P_NORM/public/x' | grep -q 'SETTINGS_HEADER_TABLE_SIZE(0x01):0\]'"
+check "... and the default (4096) elsewhere" \
+  bash -c "nghttp -v 'http://127.0.0.1:$P_RAW/public/x' | grep -q 'SETTINGS_HEADER_TABLE_SIZE(0x01):4096\]'"
+for i in 1 2 3; do # the same headers again: a dynamic table would index them
+  expect_eq "a cluster with hpack_table_size: 0 speaks HTTP/2 to its upstream ($i)" \
+    "up GET /h2seen/$i bytes=0 200" "$(get "$P_ABSENT" /viah2/$i)"
+done
+for _ in $(seq 1 30); do [ "$(grep -c '^/h2seen/[123] HTTP/2$' "$WORK/raw.log" 2>/dev/null)" = 3 ] && break; sleep 0.1; done
+expect_eq "... over HTTP/2 (legate's own listener logged it)" "3" "$(grep -c '^/h2seen/[123] HTTP/2$' "$WORK/raw.log")"
 
 # --- route options ------------------------------------------------------------------
 expect_eq "match.grpc: a gRPC content-type matches" "grpc 200" \

@@ -120,6 +120,29 @@ static void test_route_matching(void **state)
     dp_route_table_unref(t);
 }
 
+static void test_missing_header_as_empty(void **state)
+{
+    (void)state;
+    struct dp_route_table *t = build(
+        "virtual_hosts:\n"
+        "- name: all\n"
+        "  domains: ['*']\n"
+        "  routes:\n"
+        "  - match: {prefix: /, headers: [{name: x-tenant, string_match: {exact: ''}, "
+        "treat_missing_header_as_empty: true}]}\n"
+        "    route: {cluster: no-tenant}\n"
+        "  - match: {prefix: /, headers: [{name: x-tenant, string_match: {exact: ''}}]}\n"
+        "    route: {cluster: empty-tenant}\n"
+        "  - match: {prefix: /}\n"
+        "    route: {cluster: tenant}\n");
+    assert_non_null(t);
+    /* missing: as if present and empty */
+    assert_string_equal(find(t, "a", "/", NULL, NULL, NULL)->cluster, "no-tenant");
+    assert_string_equal(find(t, "a", "/", "x-tenant", "", NULL)->cluster, "no-tenant");
+    assert_string_equal(find(t, "a", "/", "x-tenant", "acme", NULL)->cluster, "tenant");
+    dp_route_table_unref(t);
+}
+
 static void expect_error(const char *yaml, const char *want)
 {
     struct dp_route_table *t = build(yaml);
@@ -176,6 +199,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vhost_order),
         cmocka_unit_test(test_route_matching),
+        cmocka_unit_test(test_missing_header_as_empty),
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_string_matchers),
     };

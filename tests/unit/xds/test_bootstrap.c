@@ -185,22 +185,22 @@ static void test_unsupported_fields(void **state)
     assert_string_equal(err, HCM_PATH "http2_protocol_options.connection_keepalive: HTTP/2 PING keepalive "
                                       "is not supported");
     assert_int_equal(check_text(HCM_AT "route_config: {virtual_hosts: [{name: a, domains: [a]}, {name: b, "
-                                       "domains: [b], routes: [{match: {prefix: /, headers: [{name: x, "
-                                       "present_match: true, treat_missing_header_as_empty: true}]}, "
-                                       "direct_response: {status: 200}}]}]}}}]}]}]}"),
+                                       "domains: [b], routes: [{match: {prefix: /}, route: {cluster: c, "
+                                       "retry_policy: {num_retries: 2}}}]}]}}}]}]}]}"),
                      -1);
-    assert_string_equal(err, HCM_PATH "route_config.virtual_hosts[1].routes[0].match.headers[0]."
-                                      "treat_missing_header_as_empty: not supported");
+    assert_string_equal(err, HCM_PATH "route_config.virtual_hosts[1].routes[0].route.retry_policy.num_retries: "
+                                      "retries are not supported");
     /* a map entry shows under its key */
     assert_int_equal(
         check_text("static_resources: {clusters: [{name: c, typed_extension_protocol_options: "
                    "{envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {\"@type\": "
                    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, "
-                   "explicit_http_config: {http2_protocol_options: {hpack_table_size: 0}}}}}]}"),
+                   "explicit_http_config: {http2_protocol_options: {max_outbound_frames: 10}}}}}]}"),
         -1);
     assert_string_equal(err, "static_resources.clusters[0].typed_extension_protocol_options[\"envoy."
                              "extensions.upstreams.http.v3.HttpProtocolOptions\"].explicit_http_config."
-                             "http2_protocol_options.hpack_table_size: not supported");
+                             "http2_protocol_options.max_outbound_frames: not supported (nghttp2's own "
+                             "flood limits apply)");
     /* a ConfigSource other than ADS, wherever it is */
     assert_int_equal(check_text(HCM_AT "rds: {route_config_name: r, config_source: {ads: {}}}}}]}]}]}"), 0);
     assert_int_equal(check_text(HCM_AT "rds: {route_config_name: r, config_source: {self: {}}}}}]}]}]}"), 0);
