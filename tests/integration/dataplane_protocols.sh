@@ -189,8 +189,12 @@ expect_eq "an HTTP/1.1 GET without a body goes upstream without chunked coding" 
   "$(curl -s --http1.1 "$PL/framing/get")"
 expect_eq "... a POST with Content-Length: 0 keeps it" "te=- cl=0 bytes=0" \
   "$(curl -s --http1.1 -X POST -H 'content-length: 0' "$PL/framing/post")"
-expect_eq "... a chunked request body stays chunked" "te=chunked cl=- bytes=5" \
-  "$(printf hello | curl -s --http1.1 -H 'transfer-encoding: chunked' --data-binary @- "$PL/framing/chunked")"
+# Chunked upstream, or a content-length when the whole body was in before
+# the upstream connection was ready (both are the same message; which one
+# depends on timing, so either is right).
+out=$(printf hello | curl -s --http1.1 -H 'transfer-encoding: chunked' --data-binary @- "$PL/framing/chunked")
+case "$out" in "te=chunked cl=- bytes=5" | "te=- cl=5 bytes=5") out=ok ;; esac
+expect_eq "... a chunked request body arrives whole, chunked or with its length" "ok" "$out"
 head -c 5000 /dev/urandom > "$WORK/body"
 out=$(curl -sv -H 'Expect: 100-continue' --data-binary @"$WORK/body" "$PL/upload" 2>&1)
 check "Expect: 100-continue gets an interim 100" grep -q "< HTTP/1.1 100 Continue" <<<"$out"
