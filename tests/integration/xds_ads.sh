@@ -167,7 +167,11 @@ print([x["error_detail"] for x in r if x["error_detail"]][-1])' requests.jsonl "
 sed -i "s/stat_prefix: ingress_https/stat_prefix: ingress_https\n        xff_num_trusted_hops: 1/" control.yaml
 sed -i "s/route: { cluster: backend, timeout: 15s }/route: { cluster: backend, timeout: 14s, retry_policy: { retry_on: 5xx, num_retries: 2 } }/" control.yaml
 reload_cp
-for _ in $(seq 1 50); do grep -q 'RDS version [0-9]* rejected' legate.log && grep -q 'LDS version [0-9]* rejected: listener "https"' legate.log && break; sleep 0.1; done
+# until legate-control has logged both NACKs
+for _ in $(seq 1 100); do
+  last_nack Listener 2>/dev/null | grep -q xff_num_trusted_hops && last_nack RouteConfiguration 2>/dev/null | grep -q retry_on && break
+  sleep 0.1
+done
 expect_eq "LDS: xff_num_trusted_hops is refused with its path" \
   'listener "https": filter_chains[0].filters[0].typed_config.xff_num_trusted_hops: not supported; listener "broken": filter_chains[0].filters[0].typed_config.codec_type: only AUTO, HTTP1 and HTTP2 are supported' \
   "$(last_nack Listener)"
