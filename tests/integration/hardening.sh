@@ -134,20 +134,24 @@ for _ in $(seq 1 50); do [ "$(rq_active)" = 0 ] && break; sleep 0.1; done
 expect_eq "/clusters: back to 0 when the clients give up" "0" "$(rq_active)"
 
 # Timeouts: a request body that stalls, and a stream on which nothing happens.
-slow() { # slow BYTES: sends them, waits for the answer; prints its status line and how long it took
+slow() { # slow BYTES MIN MAX: sends them, waits for the answer; prints its status line, and "in time"
+  # when it came after MIN to MAX seconds (else how long it took). The timer
+  # may start a little before the client's clock does: MIN allows for that.
   printf "$1" | timeout 10 python3 -c '
 import socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 s.sendall(sys.stdin.buffer.read())
 t = time.time()
 d = s.recv(4096)
-print("%s %.0f" % (d.split(b"\r\n", 1)[0].decode(), time.time() - t))
-' "$P_T"
+e = time.time() - t
+print("%s %s" % (d.split(b"\r\n", 1)[0].decode(),
+                 "in time" if float(sys.argv[2]) <= e <= float(sys.argv[3]) else "after %.2f s" % e))
+' "$P_T" "$2" "$3"
 }
-expect_eq "request_timeout: a body that never finishes gets 408 after 1 s" "HTTP/1.1 408 Request Timeout 1" \
-  "$(slow 'POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789')"
+expect_eq "request_timeout: a body that never finishes gets 408 after 1 s" "HTTP/1.1 408 Request Timeout in time" \
+  "$(slow 'POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789' 0.9 1.9)"
 expect_eq "stream_idle_timeout: an upstream that never answers, 408 after 1.5 s (route timeout 30 s)" \
-  "HTTP/1.1 408 Request Timeout 2" "$(slow 'GET /idle HTTP/1.1\r\nHost: x\r\n\r\n')"
+  "HTTP/1.1 408 Request Timeout in time" "$(slow 'GET /idle HTTP/1.1\r\nHost: x\r\n\r\n' 1.4 2.4)"
 
 # The connection idle timeout is pushed back by every request (lazily: the
 # timer re-arms itself when it fires early) and closes the connection once
