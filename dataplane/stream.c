@@ -180,8 +180,6 @@ static void remove_names(struct dp_headers *hs, char *const *names, size_t n)
         dp_headers_remove(hs, (struct dp_str){names[i], strlen(names[i])});
 }
 
-/* Response headers: route/vhost/table mutations, server, request id, then
- * the response filters in reverse order. */
 /* name: "its value, v", or "v" when it has none. */
 static int append_to_list(struct dp_headers *hs, struct dp_arena *a, struct dp_str name, const char *v)
 {
@@ -200,6 +198,8 @@ static int append_to_list(struct dp_headers *hs, struct dp_arena *a, struct dp_s
     return dp_headers_add_ref(hs, a, name, (struct dp_str){p, n});
 }
 
+/* Response headers: route/vhost/table mutations, server, request id, then
+ * the response filters in reverse order. */
 static void prepare_response(struct dp_stream *s)
 {
     struct dp_headers *hs = &s->resp.headers;
