@@ -219,14 +219,13 @@ int dp_http_append_status_line(struct dp_buf *out, int status)
 
 /* ---- normalize_path, merge_slashes -------------------------------------- */
 
-static int hex_digit(char c)
+int dp_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
+    c |= 0x20;
     if (c >= 'a' && c <= 'f')
         return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
     return -1;
 }
 
@@ -283,8 +282,8 @@ long dp_http_normalize_path(const char *in, size_t n, char *out, int normalize, 
             char c = in[i];
             if (c == '%') {
                 /* two hex digits, within the path */
-                int hi = i + 2 < plen ? hex_digit(in[i + 1]) : -1;
-                int lo = hi >= 0 ? hex_digit(in[i + 2]) : -1;
+                int hi = i + 2 < plen ? dp_hex_digit((unsigned char)in[i + 1]) : -1;
+                int lo = hi >= 0 ? dp_hex_digit((unsigned char)in[i + 2]) : -1;
                 if (hi < 0 || lo < 0)
                     return -1;
                 unsigned char v = (unsigned char)(hi << 4 | lo);

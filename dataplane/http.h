@@ -111,6 +111,9 @@ const char *dp_http_reason(int status);
 
 struct dp_buf;
 
+/** The value of a hex digit (either case), or -1. */
+int dp_hex_digit(int c);
+
 /** 1 for the characters of a token (RFC 9110 5.6.2: a field name). */
 extern const uint8_t dp_http_tchar[256];
 

@@ -25,6 +25,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include "dataplane/http.h"
 #include "dataplane/route.h"
 #include "xds/datasource.h"
 
@@ -339,16 +340,6 @@ static void verify_cfg_free(struct verify_cfg *v)
     memset(v, 0, sizeof(*v));
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 static int build_string_matcher(struct dp_string_matcher *m,
                                 const Envoy__Type__Matcher__V3__StringMatcher *sm, const char *path,
                                 struct terr *e)
@@ -529,7 +520,7 @@ static int build_verify(struct verify_cfg *v,
             for (const char *p = h; *p; p++) {
                 if (*p == ':')
                     continue;
-                int d = hexval((unsigned char)*p);
+                int d = dp_hex_digit((unsigned char)*p);
                 if (d < 0 || k == 64) {
                     k = 0;
                     break;
