@@ -70,6 +70,13 @@ struct dp_header_mutation {
     int append; /* append vs overwrite */
 };
 
+/* An upgrade_configs entry (the connection manager's, or a route's). */
+struct dp_upgrade_cfg {
+    char *type;            /* lowercase: "websocket", "connect", ... */
+    int enabled;
+    int terminate_connect; /* route: connect_config set: CONNECT ends here, raw TCP upstream */
+};
+
 struct dp_route {
     char *name;
     /* match */
@@ -82,12 +89,19 @@ struct dp_route {
     struct dp_header_matcher *headers;
     size_t n_headers;
     int grpc;                   /* match.grpc: content-type application/grpc only */
+    int connect_match;          /* match.connect_matcher: CONNECT requests only */
     /* action */
     enum dp_route_action_kind action;
     char *cluster;              /* DP_ROUTE_CLUSTER */
     int cluster_not_found;      /* the status when the cluster does not exist (503) */
     double timeout;             /* seconds; 0 disables; default 15 */
     double idle_timeout;
+    double max_stream_duration; /* max_stream_duration.max_stream_duration; 0 unset */
+    double grpc_timeout_max;    /* ...grpc_timeout_header_max; -1 unset, 0 no cap */
+    double grpc_timeout_offset; /* ...grpc_timeout_header_offset */
+    int has_max_stream_duration;
+    struct dp_upgrade_cfg *upgrades; /* overrides the connection manager's, per type */
+    size_t n_upgrades;
     char *prefix_rewrite;       /* NULL when unset */
     char *host_rewrite;
     int direct_status;          /* DP_ROUTE_DIRECT_RESPONSE / REDIRECT */
@@ -205,6 +219,11 @@ struct dp_hcm_cfg {
     uint32_t h2_initial_stream_window;
     uint32_t h2_initial_connection_window;
     int proxy_100_continue;
+    int h1_enable_trailers;         /* http_protocol_options.enable_trailers */
+    int h2_allow_connect;           /* http2_protocol_options.allow_connect (RFC 8441) */
+    double max_stream_duration;     /* common_http_protocol_options; 0 = off */
+    struct dp_upgrade_cfg *upgrades; /* upgrade_configs */
+    size_t n_upgrades;
 };
 
 /* ---- listeners -------------------------------------------------------- */
@@ -314,6 +333,7 @@ struct dp_cluster {
     int http2;                      /* upstream speaks HTTP/2 */
     uint32_t h2_hpack_table_size; /* default 4096 */
     uint32_t h2_max_concurrent_streams;
+    int h1_enable_trailers;         /* http_protocol_options.enable_trailers */
     struct dp_tls_client *tls;      /* NULL: plaintext */
     char *eds_service_name;         /* EDS: name to subscribe to */
     struct dp_dns_target *dns;      /* STRICT_DNS: what to resolve */

@@ -141,6 +141,9 @@ static void hcm_free(struct dp_hcm_cfg *h)
     free(h->rds_name);
     free(h->server_name);
     free(h->via);
+    for (size_t i = 0; i < h->n_upgrades; i++)
+        free(h->upgrades[i].type);
+    free(h->upgrades);
     if (h->routes)
         dp_route_table_unref(h->routes);
     for (size_t i = 0; i < h->n_filters; i++) {
@@ -316,6 +319,7 @@ static struct dp_hcm_cfg *build_hcm(const Google__Protobuf__Any *tc, const struc
     if (pm->common_http_protocol_options) {
         h->max_headers_count = u32v(pm->common_http_protocol_options->max_headers_count, 100);
         h->idle_timeout = dur(pm->common_http_protocol_options->idle_timeout, 3600);
+        h->max_stream_duration = dur(pm->common_http_protocol_options->max_stream_duration, 0);
     }
     /* Unlike Envoy (off by default), a request head must arrive within 10 s:
      * slowloris protection on by default. */
@@ -333,6 +337,7 @@ static struct dp_hcm_cfg *build_hcm(const Google__Protobuf__Any *tc, const struc
         h->h2_hpack_table_size = u32v(o->hpack_table_size, 4096);
         h->h2_initial_stream_window = u32v(o->initial_stream_window_size, 256 * 1024);
         h->h2_initial_connection_window = u32v(o->initial_connection_window_size, 1024 * 1024);
+        h->h2_allow_connect = o->allow_connect;
         if (h->h2_initial_stream_window < 65535 || h->h2_initial_connection_window < 65535) {
             fail(e, "%s.http2_protocol_options: window sizes must be at least 65535", sub);
             goto bad;
@@ -355,9 +360,26 @@ static struct dp_hcm_cfg *build_hcm(const Google__Protobuf__Any *tc, const struc
         }
     }
     if (pm->n_upgrade_configs) {
-        fail(e, "%s.upgrade_configs: protocol upgrades (WebSocket) are not supported", sub);
-        goto bad;
+        h->upgrades = calloc(pm->n_upgrade_configs, sizeof(*h->upgrades));
+        if (h->upgrades == NULL) {
+            fail(e, "out of memory");
+            goto bad;
+        }
+        for (size_t i = 0; i < pm->n_upgrade_configs; i++) {
+            const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__UpgradeConfig
+                *uc = pm->upgrade_configs[i];
+            h->n_upgrades = i + 1;
+            h->upgrades[i].type = dp_upgrade_type_dup(uc->upgrade_type);
+            if (h->upgrades[i].type == NULL) {
+                fail(e, "%s.upgrade_configs[%zu].upgrade_type: %s", sub, i,
+                     uc->upgrade_type[0] ? "not a token" : "required field is missing");
+                goto bad;
+            }
+            h->upgrades[i].enabled = uc->enabled ? uc->enabled->value : 1;
+        }
     }
+    h->proxy_100_continue = pm->proxy_100_continue;
+    h->h1_enable_trailers = pm->http_protocol_options && pm->http_protocol_options->enable_trailers;
     if (build_http_filters(h, pm, sub, e) < 0)
         goto bad;
 
@@ -916,6 +938,8 @@ static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__
             } else if (x->protocol_config_case ==
                        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS) {
                 c->http2 = 0;
+                c->h1_enable_trailers =
+                    x->http_protocol_options && x->http_protocol_options->enable_trailers;
             } else {
                 rc = fail(e, "%s.explicit_http_config: one of http_protocol_options or "
                              "http2_protocol_options is required",
@@ -929,6 +953,9 @@ static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__
             rc = fail(e, "%s: only explicit_http_config is supported", path);
             break;
         }
+        if (rc == 0 && o->common_http_protocol_options && o->common_http_protocol_options->max_stream_duration)
+            rc = fail(e, "%s.common_http_protocol_options.max_stream_duration: not supported on clusters "
+                         "(set it on the connection manager or the route)", path);
         if (rc == 0 && o->common_http_protocol_options) {
             c->idle_timeout = dur(o->common_http_protocol_options->idle_timeout, c->idle_timeout);
             if (o->common_http_protocol_options->max_requests_per_connection)

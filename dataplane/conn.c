@@ -27,6 +27,7 @@
 #define DP_CONN_F_PENDING 0x800    /* an internal close awaits delivery */
 #define DP_CONN_F_RDRAINED 0x2000  /* the last socket read came back short */
 #define DP_CONN_F_NOTIFIED 0x4000  /* graceful close: close_notify sealed */
+#define DP_CONN_F_WR_DONE 0x20000  /* the FIN of dp_conn_shutdown_write is out */
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -421,7 +422,7 @@ static int do_read(struct dp_conn *c)
         dp_buf_release(&c->in);
     /* The owner saw the EOF in on_read and did not close: keep writing what
      * it queued (a response), then close. */
-    if (eof && !(c->flags & DP_CONN_F_CLOSING)) {
+    if (eof && !(c->flags & (DP_CONN_F_CLOSING | DP_CONN_F_HALF_OPEN))) {
         if (dp_buf_size(&c->out) + dp_buf_size(&c->wire) == 0) {
             fail_now(c, DP_CONN_CLOSE_EOF);
             return -1;
@@ -549,6 +550,24 @@ static int closing_ready(const struct dp_conn *c)
  * iteration has had its say. What each connection's owner queued becomes
  * TLS records here (one per 16 KiB, not one per flush) and leaves in one
  * send. */
+/* dp_conn_shutdown_write's FIN, once everything queued before it is out. */
+static void maybe_shut_wr(struct dp_conn *c)
+{
+    if ((c->flags & (DP_CONN_F_SHUT_WR | DP_CONN_F_WR_DONE | DP_CONN_F_CLOSED | DP_CONN_F_CLOSING)) !=
+            DP_CONN_F_SHUT_WR ||
+        dp_buf_size(&c->out) > 0 || (c->flags & DP_CONN_F_WBLOCKED))
+        return;
+    if (c->ssl && !(c->flags & DP_CONN_F_NOTIFIED)) {
+        c->flags |= DP_CONN_F_NOTIFIED;
+        clear_errors();
+        SSL_shutdown(c->ssl); /* our close_notify, sealed into c->wire */
+    }
+    if (send_wire(c) < 0 || (c->flags & DP_CONN_F_WBLOCKED))
+        return; /* the rest goes with EV_WRITE, which calls here again */
+    shutdown(c->fd, SHUT_WR);
+    c->flags |= DP_CONN_F_WR_DONE;
+}
+
 static void sq_run(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)revents;
@@ -566,6 +585,7 @@ static void sq_run(struct ev_loop *loop, ev_prepare *w, int revents)
             if (c->flags & DP_CONN_F_CLOSED)
                 continue;
         }
+        maybe_shut_wr(c);
         update_watch(c);
     }
     ev_prepare_stop(loop, w);
@@ -684,6 +704,8 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (c->flags & DP_CONN_F_CLOSED)
             return;
     }
+    if (progressed)
+        maybe_shut_wr(c);
     /* Everything queued before a graceful close is out (possibly written by
      * dp_conn_flush before this event): finish the close. */
     if (closing_ready(c)) {
@@ -859,6 +881,17 @@ void dp_conn_close(struct dp_conn *c, enum dp_conn_close_reason why)
     close_fd(c);
     /* The owner asked: no on_close for it, but drop a pending fed event. */
     ev_clear_pending(c->loop, &c->io);
+}
+
+void dp_conn_shutdown_write(struct dp_conn *c)
+{
+    if (c->flags & (DP_CONN_F_CLOSED | DP_CONN_F_CLOSING | DP_CONN_F_SHUT_WR))
+        return;
+    c->flags |= DP_CONN_F_SHUT_WR;
+    if (c->flags & (DP_CONN_F_CONNECTING | DP_CONN_F_HANDSHAKE))
+        return; /* after the handshake, with the first flush */
+    dp_conn_flush(c);
+    maybe_shut_wr(c);
 }
 
 void dp_conn_close_graceful(struct dp_conn *c)

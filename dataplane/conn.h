@@ -93,6 +93,8 @@ struct dp_conn {
 #define DP_CONN_F_SERVER 0x100    /* accepted (TLS server side) */
 #define DP_CONN_F_ESTABLISHED 0x200
 #define DP_CONN_F_WBLOCKED 0x1000 /* the socket refused sealed bytes: waiting for EV_WRITE */
+#define DP_CONN_F_HALF_OPEN 0x8000 /* owner's: the peer's EOF does not close (tunnels) */
+#define DP_CONN_F_SHUT_WR 0x10000  /* dp_conn_shutdown_write: our side ends once out */
 /* 0x400, 0x800, 0x2000, 0x4000: private to conn.c */
 
 /** Initialises c around an accepted fd (made non-blocking here). If ssl is
@@ -118,6 +120,10 @@ void dp_conn_resume_read(struct dp_conn *c);
  *  call on every request: the timer is lazy (a later deadline only moves a
  *  number; the timer re-arms itself when it fires early). */
 void dp_conn_set_timeout(struct dp_conn *c, double seconds);
+
+/** Half-close: once what is queued is out, a TLS close_notify and a FIN
+ *  end our direction; reading goes on. */
+void dp_conn_shutdown_write(struct dp_conn *c);
 
 void dp_conn_close(struct dp_conn *c, enum dp_conn_close_reason why);
 void dp_conn_close_graceful(struct dp_conn *c);

@@ -412,6 +412,19 @@ static void hcm_on_drained(struct dp_conn *c)
     struct dp_hcm *h = c->owner;
     if (h->h2) {
         h2_flush(h);
+        /* A stream whose upstream was paused is resumed when its buffer
+         * drains, which the flush above may have done; a stream that no
+         * read callback reaches any more must not stay parked. */
+        size_t half = h->listener->per_connection_buffer_limit / 2;
+        while (!dp_conn_closed(c)) {
+            /* Resuming one may end (and free) others: look again each time. */
+            struct dp_stream *s = h->streams;
+            while (s && !((s->flags & DP_STREAM_F_UPSTREAM_PAUSED) && dp_buf_size(&s->resp_body) < half))
+                s = s->next;
+            if (s == NULL)
+                break;
+            dp_stream_downstream_drained(s);
+        }
         return;
     }
     /* HTTP/1: the upstream may have been paused by our full output. */
@@ -463,6 +476,8 @@ void dp_hcm_drain(struct dp_hcm *h)
 static int h1_hdr_commit(struct dp_hcm *h)
 {
     struct dp_stream *s = h->h1_cur;
+    /* Chunked trailers: kept with enable_trailers, as Envoy, else dropped. */
+    struct dp_headers *into = (h->parser.flags & F_TRAILING) ? &s->req_trailers : &s->req.headers;
     size_t total = dp_buf_size(&h->h1_hdr);
     if (!h->h1_last_was_value) /* a name without a value: the URL, or nothing */
         return 0;
@@ -484,7 +499,9 @@ static int h1_hdr_commit(struct dp_hcm *h)
             return -1;
     }
     /* Optional whitespace is already trimmed by http-parser. */
-    int rc = dp_headers_add(&s->req.headers, &s->arena, name, value);
+    int rc = 0;
+    if (into == &s->req.headers || (h->cfg && h->cfg->h1_enable_trailers))
+        rc = dp_headers_add(into, &s->arena, name, value);
     dp_buf_reset(&h->h1_hdr); /* released when the head is complete */
     h->h1_name_len = 0;
     h->h1_last_was_value = 0;
@@ -593,6 +610,8 @@ static int h1_on_body(http_parser *p, const char *at, size_t len)
 static int h1_on_message_complete(http_parser *p)
 {
     struct dp_hcm *h = p->data;
+    if ((p->flags & F_TRAILING) && h1_hdr_commit(h) < 0) /* the last trailer */
+        return -1;
     h->h1_event = H1_EV_COMPLETE;
     http_parser_pause(p, 1);
     return 0;
@@ -645,10 +664,16 @@ static int h1_finish_head(struct dp_hcm *h, struct dp_stream *s)
     if (host) {
         s->req.authority = host->value;
         dp_headers_remove(&s->req.headers, DP_STR_LIT("host"));
-    } else if (s->req.version == DP_HTTP_11 && !(s->req.path.n && s->req.path.p[0] != '/')) {
+    } else if (s->req.version == DP_HTTP_11 && !(s->req.path.n && s->req.path.p[0] != '/') &&
+               p->method != HTTP_CONNECT) {
         return 400;
     }
-    if (s->req.path.n && s->req.path.p[0] != '/' && !(s->req.path.n == 1 && s->req.path.p[0] == '*')) {
+    if (p->method == HTTP_CONNECT) {
+        /* authority-form (RFC 9112 3.2.3): the target is host:port */
+        if (s->req.path.n == 0 || s->req.path.p[0] == '/')
+            return 400;
+        s->req.authority = s->req.path;
+    } else if (s->req.path.n && s->req.path.p[0] != '/' && !(s->req.path.n == 1 && s->req.path.p[0] == '*')) {
         /* absolute-form: take the authority and path from the URL */
         struct http_parser_url u;
         http_parser_url_init(&u);
@@ -669,6 +694,24 @@ static int h1_finish_head(struct dp_hcm *h, struct dp_stream *s)
         s->flags |= DP_STREAM_F_CLOSE_AFTER;
     if (p->method == HTTP_HEAD)
         s->flags |= DP_STREAM_F_HEAD;
+    if (p->method == HTTP_CONNECT) {
+        s->flags |= DP_STREAM_F_UPGRADE | DP_STREAM_F_CONNECT;
+        s->upgrade = DP_STR_LIT("connect");
+        s->req.path = (struct dp_str){0};
+    } else if (p->upgrade) {
+        /* Connection: upgrade with an Upgrade: the first protocol named
+         * (RFC 9110 7.8) is the one routes enable. */
+        const struct dp_header *up = dp_headers_get(&s->req.headers, DP_STR_LIT("upgrade"));
+        if (up && up->value.n) {
+            size_t n = 0;
+            while (n < up->value.n && up->value.p[n] != ',' && up->value.p[n] != ' ' && up->value.p[n] != '\t')
+                n++;
+            s->upgrade = (struct dp_str){up->value.p, n};
+            s->flags |= DP_STREAM_F_UPGRADE;
+        }
+    }
+    if (s->flags & DP_STREAM_F_UPGRADE)
+        h->conn.flags |= DP_CONN_F_HALF_OPEN; /* the client's EOF half-closes the tunnel */
     return 0;
 }
 
@@ -735,6 +778,16 @@ static void h1_process(struct dp_hcm *h)
         }
         if (h->h1_cur && (h->h1_cur->flags & DP_STREAM_F_DOWNSTREAM_PAUSED))
             return;
+        if (h->h1_cur && h->h1_tunnel) {
+            /* After an upgrade or CONNECT head, what follows is the tunnel's
+             * (http-parser is done with this connection). */
+            struct dp_stream *s = h->h1_cur;
+            size_t n = dp_buf_size(&c->in);
+            dp_stream_request_data(s, dp_buf_head(&c->in), n, 0);
+            if (!dp_conn_closed(c))
+                dp_buf_consume(&c->in, n);
+            continue;
+        }
         const char *data = (const char *)dp_buf_head(&c->in);
         size_t len = dp_buf_size(&c->in);
         h->h1_event = H1_EV_NONE;
@@ -790,6 +843,10 @@ static void h1_process(struct dp_hcm *h)
             break;
         case H1_EV_COMPLETE:
             dp_buf_consume(&c->in, n);
+            if (s->flags & DP_STREAM_F_UPGRADE) {
+                h->h1_tunnel = 1; /* the head is done; the rest is the tunnel's */
+                break;
+            }
             dp_stream_request_data(s, NULL, 0, 1);
             break;
         default:
@@ -803,6 +860,15 @@ static void h1_process(struct dp_hcm *h)
         /* The client half-closed: finish the current response, then close. */
         if (h->h1_cur == NULL) {
             dp_hcm_destroy(h);
+            return;
+        }
+        struct dp_stream *s = h->h1_cur;
+        if (h->h1_tunnel || (s->flags & DP_STREAM_F_UPGRADE)) {
+            /* A tunnel's half-close goes on to the upstream; the other
+             * direction runs until the upstream ends it. */
+            s->flags |= DP_STREAM_F_CLOSE_AFTER;
+            if (!(s->flags & DP_STREAM_F_REQ_COMPLETE))
+                dp_stream_request_data(s, NULL, 0, 1);
             return;
         }
         if (!(h->h1_cur->flags & DP_STREAM_F_REQ_COMPLETE)) {
@@ -845,12 +911,30 @@ static void h1_send_headers(struct dp_stream *s, int end_stream)
     if (!(s->flags & (DP_STREAM_F_REQ_COMPLETE | DP_STREAM_F_LOCAL_REPLY)))
         s->flags |= DP_STREAM_F_CLOSE_AFTER;
 
+    /* An upgrade request that did not become a tunnel leaves the
+     * connection in an unknown state: it is not reused. A tunnel never
+     * returns to HTTP either. */
+    if (s->flags & DP_STREAM_F_UPGRADE)
+        s->flags |= DP_STREAM_F_CLOSE_AFTER;
+
     dp_http_append_status_line(out, status);
     for (size_t i = 0; i < s->resp.headers.n; i++) {
         const struct dp_header *hd = &s->resp.headers.v[i];
         if (skip_response_header(hd->name))
             continue;
         dp_http_append_field(out, hd->name, hd->value);
+    }
+    if (s->flags & DP_STREAM_F_TUNNEL) {
+        /* 101 Switching Protocols, or 2xx to CONNECT: no framing, the body
+         * is the tunnel's bytes until either side closes. */
+        if (status == 101) {
+            dp_buf_append(out, "connection: upgrade\r\nupgrade: ", 30);
+            dp_buf_append(out, s->upgrade.p, s->upgrade.n);
+            dp_buf_append(out, "\r\n\r\n", 4);
+        } else {
+            dp_buf_append(out, "\r\n", 2);
+        }
+        return;
     }
     if (!bodyless_status(status)) {
         if (s->resp.content_length >= 0) {
@@ -874,6 +958,20 @@ static void h1_send_headers(struct dp_stream *s, int end_stream)
     dp_buf_append(out, "\r\n", 2);
 }
 
+/* The last chunk, with the response trailers when enable_trailers lets
+ * them through (an HTTP/1.1 response can carry them only when chunked). */
+static void h1_last_chunk(struct dp_stream *s, struct dp_buf *out)
+{
+    dp_buf_append(out, "0\r\n", 3);
+    if (s->cfg && s->cfg->h1_enable_trailers)
+        for (size_t i = 0; i < s->resp_trailers.n; i++) {
+            const struct dp_header *hd = &s->resp_trailers.v[i];
+            if (!skip_response_header(hd->name))
+                dp_http_append_field(out, hd->name, hd->value);
+        }
+    dp_buf_append(out, "\r\n", 2);
+}
+
 static void h1_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream)
 {
     struct dp_buf *out = &s->hcm->conn.out;
@@ -887,10 +985,28 @@ static void h1_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int en
             dp_buf_append(out, "\r\n", 2);
         }
         if (end_stream)
-            dp_buf_append(out, "0\r\n\r\n", 5);
+            h1_last_chunk(s, out);
     } else if (n) {
         dp_buf_append(out, p, n);
     }
+}
+
+/* An informational head for an HTTP/1.1 client (not HTTP/1.0, RFC 9110
+ * 15.2): status line and fields, no framing. */
+static int h1_send_informational(struct dp_stream *s)
+{
+    struct dp_buf *out = &s->hcm->conn.out;
+    if (s->req.version != DP_HTTP_11)
+        return 0;
+    dp_http_append_status_line(out, s->resp.status);
+    for (size_t i = 0; i < s->resp.headers.n; i++) {
+        const struct dp_header *hd = &s->resp.headers.v[i];
+        if (!skip_response_header(hd->name))
+            dp_http_append_field(out, hd->name, hd->value);
+    }
+    dp_buf_append(out, "\r\n", 2);
+    dp_conn_flush(&s->hcm->conn);
+    return 1;
 }
 
 /* The response is complete: next request, or close. */
@@ -900,6 +1016,7 @@ static void h1_response_done(struct dp_hcm *h, struct dp_stream *s)
     if (!(s->flags & DP_STREAM_F_REQ_COMPLETE))
         close_after = 1;
     h->h1_cur = NULL;
+    h->h1_tunnel = 0;
     dp_stream_free(s);
     if (close_after || h->draining) {
         close_graceful(h);
@@ -916,6 +1033,35 @@ static void h1_response_done(struct dp_hcm *h, struct dp_stream *s)
 
 /* ---- HTTP/2 server codec ----------------------------------------------- */
 
+/* Header fields as nghttp2 name/value pairs in the stream's arena, without
+ * the codec's own fields; n_extra slots are left free at the front.
+ * Returns the count, or -1. */
+static ssize_t h2_nva(struct dp_stream *s, const struct dp_headers *hs, size_t n_extra, nghttp2_nv **out)
+{
+    nghttp2_nv *nva = dp_arena_alloc(&s->arena, (hs->n + n_extra + 1) * sizeof(*nva));
+    if (nva == NULL)
+        return -1;
+    size_t k = n_extra;
+    for (size_t i = 0; i < hs->n; i++) {
+        const struct dp_header *hd = &hs->v[i];
+        if (skip_response_header(hd->name) || (hd->name.n && hd->name.p[0] == ':'))
+            continue;
+        nva[k++] = (nghttp2_nv){(uint8_t *)hd->name.p, (uint8_t *)hd->value.p, hd->name.n, hd->value.n,
+                                NGHTTP2_NV_FLAG_NO_COPY_NAME};
+    }
+    *out = nva;
+    return (ssize_t)k;
+}
+
+static int h2_submit_trailers(struct dp_stream *s)
+{
+    nghttp2_nv *nva;
+    ssize_t k = h2_nva(s, &s->resp_trailers, 0, &nva);
+    if (k <= 0)
+        return -1;
+    return nghttp2_submit_trailer(s->hcm->ngh2, s->h2_id, nva, (size_t)k) == 0 ? 0 : -1;
+}
+
 static ssize_t h2_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
                           uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
@@ -930,6 +1076,8 @@ static ssize_t h2_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *
     }
     if (dp_buf_size(&s->resp_body) == 0 && (s->flags & DP_STREAM_F_RESP_COMPLETE)) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->resp_trailers.n && h2_submit_trailers(s) == 0)
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         return (ssize_t)n;
     }
     if (n == 0) {
@@ -965,11 +1113,22 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
                         void *user_data)
 {
     struct dp_hcm *h = user_data;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* trailers are dropped */
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
     struct dp_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (s == NULL)
         return 0;
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* Trailers (nghttp2 has refused pseudo-headers in them). */
+        if (h->cfg && s->req_trailers.n >= h->cfg->max_headers_count) {
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+        return dp_headers_add(&s->req_trailers, &s->arena, (struct dp_str){(const char *)name, namelen},
+                              (struct dp_str){(const char *)value, valuelen}) < 0
+                   ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+                   : 0;
+    }
     struct dp_str n = {(const char *)name, namelen};
     char *v = dp_arena_strndup(&s->arena, (const char *)value, valuelen);
     if (v == NULL)
@@ -985,6 +1144,8 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
             s->req.authority = vs;
         else if (dp_str_eq(n, DP_STR_LIT(":path")))
             s->req.path = vs;
+        else if (dp_str_eq(n, DP_STR_LIT(":protocol"))) /* RFC 8441, only after our SETTINGS allowed it */
+            s->upgrade = vs;
         return 0;
     }
     if (dp_str_eq(n, DP_STR_LIT("host"))) {
@@ -1050,8 +1211,28 @@ static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            if (s->req.method.p && dp_str_eq(s->req.method, DP_STR_LIT("CONNECT"))) {
+                /* nghttp2 checked the pseudo-headers (RFC 9113 8.5, RFC
+                 * 8441 4); legate takes CONNECT with allow_connect, as
+                 * Envoy. Extended CONNECT goes on as the upgrade it
+                 * names (a GET with Upgrade to an HTTP/1.1 upstream). */
+                if (!s->cfg || !s->cfg->h2_allow_connect) {
+                    s->flags |= DP_STREAM_F_REQ_COMPLETE;
+                    dp_stream_set_response_flag(s, "DPE");
+                    dp_stream_send_local_reply(s, 403, "text/plain", "CONNECT is not allowed\n", 23);
+                    return 0;
+                }
+                s->flags |= DP_STREAM_F_UPGRADE;
+                if (s->upgrade.n) {
+                    s->flags |= DP_STREAM_F_H2_EXT_CONNECT;
+                    s->req.method = DP_STR_LIT("GET");
+                } else {
+                    s->flags |= DP_STREAM_F_CONNECT;
+                    s->upgrade = DP_STR_LIT("connect");
+                    s->req.path = (struct dp_str){"", 0};
+                }
+            }
             if (s->req.method.p == NULL || s->req.path.p == NULL) {
-                /* CONNECT without :path is not supported */
                 s->flags |= DP_STREAM_F_REQ_COMPLETE;
                 dp_stream_send_local_reply(s, 400, "text/plain", "malformed HTTP/2 request\n", 25);
                 return 0;
@@ -1064,7 +1245,7 @@ static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame
                 s->req.content_length = 0;
             dp_stream_request_headers(s, end);
         } else if (end) {
-            dp_stream_request_data(s, NULL, 0, 1); /* trailers end the request */
+            dp_stream_request_trailers(s); /* trailers end the request */
         }
         break;
     case NGHTTP2_DATA:
@@ -1143,8 +1324,10 @@ static int h2_start(struct dp_hcm *h)
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->h2_initial_stream_window},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_request_headers_kb * 1024},
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, cfg->h2_hpack_table_size},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
-    nghttp2_submit_settings(h->ngh2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    size_t niv = sizeof(iv) / sizeof(iv[0]) - (cfg->h2_allow_connect ? 0 : 1);
+    nghttp2_submit_settings(h->ngh2, NGHTTP2_FLAG_NONE, iv, niv);
     if (cfg->h2_initial_connection_window > 65535)
         nghttp2_session_set_local_window_size(h->ngh2, NGHTTP2_FLAG_NONE, 0,
                                               (int32_t)cfg->h2_initial_connection_window);
@@ -1261,6 +1444,50 @@ void dp_hcm_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_s
         dp_hcm_stream_done(s);
 }
 
+void dp_hcm_send_trailers(struct dp_stream *s)
+{
+    struct dp_hcm *h = s->hcm;
+    if (s->flags & DP_STREAM_F_RESP_COMPLETE)
+        return;
+    if (!(s->flags & DP_STREAM_F_RESP_HEADERS_SENT)) {
+        /* Nothing can precede trailers but a head; no head, no trailers. */
+        dp_hcm_send_headers(s, 1);
+        return;
+    }
+    if (h->h2) {
+        s->flags |= DP_STREAM_F_RESP_COMPLETE;
+        if (s->flags & DP_STREAM_F_HEAD)
+            return;
+        if (s->flags & DP_STREAM_F_DEFERRED) {
+            s->flags &= ~DP_STREAM_F_DEFERRED;
+            nghttp2_session_resume_data(h->ngh2, s->h2_id);
+        }
+        h2_flush(h);
+        return;
+    }
+    dp_hcm_send_data(s, NULL, 0, 1); /* h1_last_chunk writes them when it can */
+}
+
+int dp_hcm_send_informational(struct dp_stream *s)
+{
+    struct dp_hcm *h = s->hcm;
+    if (s->flags & (DP_STREAM_F_RESP_HEADERS_SENT | DP_STREAM_F_DONE))
+        return 0;
+    if (!h->h2)
+        return h1_send_informational(s);
+    nghttp2_nv *nva;
+    ssize_t k = h2_nva(s, &s->resp.headers, 1, &nva);
+    char *status = dp_arena_alloc(&s->arena, 4);
+    if (k < 0 || status == NULL)
+        return 0;
+    snprintf(status, 4, "%03d", s->resp.status % 1000);
+    nva[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    if (nghttp2_submit_headers(h->ngh2, NGHTTP2_FLAG_NONE, s->h2_id, NULL, nva, (size_t)k, NULL) < 0)
+        return 0;
+    h2_flush(h);
+    return 1;
+}
+
 void dp_hcm_stream_done(struct dp_stream *s)
 {
     struct dp_hcm *h = s->hcm;
@@ -1291,8 +1518,11 @@ void dp_hcm_reset_stream(struct dp_stream *s)
 
 size_t dp_hcm_pending_out(struct dp_stream *s)
 {
+    /* HTTP/2: what the stream holds. The connection's own buffer is bounded
+     * by h2_flush (nghttp2 is not asked for more while it is full), and it
+     * is shared: counting it here parked streams that nothing resumed. */
     if (s->hcm->h2)
-        return dp_buf_size(&s->resp_body) + dp_conn_unsent(&s->hcm->conn);
+        return dp_buf_size(&s->resp_body);
     return dp_conn_unsent(&s->hcm->conn);
 }
 

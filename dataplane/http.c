@@ -314,3 +314,12 @@ long dp_http_normalize_path(const char *in, size_t n, char *out, int normalize, 
     memcpy(out + o, in + plen, n - plen);
     return (long)(o + n - plen);
 }
+
+int dp_http_is_grpc_content_type(struct dp_str v)
+{
+    static const char g[] = "application/grpc";
+    size_t n = sizeof(g) - 1;
+    if (v.n < n || !dp_str_ieq_lit((struct dp_str){v.p, n}, g))
+        return 0;
+    return v.n == n || v.p[n] == '+' || v.p[n] == ';';
+}

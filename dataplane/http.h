@@ -106,6 +106,10 @@ static inline int dp_http_is_hop_field(struct dp_str n)
     }
 }
 
+/** True for a gRPC content type, as Envoy decides: "application/grpc",
+ *  alone or followed by '+' or ';' (not grpc-web). */
+int dp_http_is_grpc_content_type(struct dp_str v);
+
 /** Reason phrase for a status code ("Not Found"), "Unknown" if none. */
 const char *dp_http_reason(int status);
 

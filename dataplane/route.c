@@ -215,6 +215,38 @@ static int path_match(const struct dp_route *r, struct dp_str path)
     }
 }
 
+char *dp_upgrade_type_dup(const char *type)
+{
+    size_t n = strlen(type);
+    if (n == 0)
+        return NULL;
+    char *t = malloc(n + 1);
+    if (t == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)type[i];
+        if (!dp_http_tchar[c]) {
+            free(t);
+            return NULL;
+        }
+        t[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    t[n] = '\0';
+    return t;
+}
+
+const struct dp_upgrade_cfg *dp_upgrade_find(const struct dp_route *r, const struct dp_hcm_cfg *h,
+                                             struct dp_str type)
+{
+    for (size_t i = 0; r && i < r->n_upgrades; i++)
+        if (dp_str_ieq_lit(type, r->upgrades[i].type))
+            return &r->upgrades[i];
+    for (size_t i = 0; h && i < h->n_upgrades; i++)
+        if (dp_str_ieq_lit(type, h->upgrades[i].type))
+            return &h->upgrades[i];
+    return NULL;
+}
+
 const struct dp_route *dp_route_find(const struct dp_route_table *t,
                                      const struct dp_request_head *req,
                                      const struct dp_virtual_host **vh_out)
@@ -235,9 +267,14 @@ const struct dp_route *dp_route_find(const struct dp_route_table *t,
     *vh_out = vh;
     if (vh == NULL)
         return NULL;
+    int is_connect = dp_str_eq(req->method, DP_STR_LIT("CONNECT"));
     for (size_t i = 0; i < vh->n_routes; i++) {
         const struct dp_route *r = &vh->routes[i];
-        if (path_match(r, req->path) && headers_match(r, req))
+        /* CONNECT requests (authority-form, no path) match connect_matcher
+         * routes only, and those match nothing else, as in Envoy. */
+        if (r->connect_match != is_connect)
+            continue;
+        if ((is_connect || path_match(r, req->path)) && headers_match(r, req))
             return r;
     }
     return NULL;
@@ -467,8 +504,13 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         r->has_path_re = 1;
         break;
     }
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_CONNECT_MATCHER:
+        r->connect_match = 1;
+        r->path_kind = DP_MATCH_PREFIX;
+        r->path = xstrdup("");
+        break;
     default:
-        return fail(e, "%s.match: one of prefix, path or safe_regex is required", path);
+        return fail(e, "%s.match: one of prefix, path, safe_regex or connect_matcher is required", path);
     }
     if (r->path_kind != DP_MATCH_REGEX && r->path == NULL)
         return fail(e, "out of memory");
@@ -510,6 +552,38 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         }
         r->timeout = duration_s(ra->timeout, DEFAULT_ROUTE_TIMEOUT);
         r->idle_timeout = duration_s(ra->idle_timeout, 0);
+        r->grpc_timeout_max = -1;
+        if (ra->max_stream_duration) {
+            const Envoy__Config__Route__V3__RouteAction__MaxStreamDuration *md = ra->max_stream_duration;
+            r->has_max_stream_duration = md->max_stream_duration != NULL;
+            r->max_stream_duration = duration_s(md->max_stream_duration, 0);
+            r->grpc_timeout_max = md->grpc_timeout_header_max ? duration_s(md->grpc_timeout_header_max, 0) : -1;
+            r->grpc_timeout_offset = duration_s(md->grpc_timeout_header_offset, 0);
+        }
+        if (ra->n_upgrade_configs) {
+            r->upgrades = calloc(ra->n_upgrade_configs, sizeof(*r->upgrades));
+            if (r->upgrades == NULL)
+                return fail(e, "out of memory");
+            for (size_t i = 0; i < ra->n_upgrade_configs; i++) {
+                const Envoy__Config__Route__V3__RouteAction__UpgradeConfig *uc = ra->upgrade_configs[i];
+                struct dp_upgrade_cfg *u = &r->upgrades[i];
+                r->n_upgrades = i + 1;
+                u->type = dp_upgrade_type_dup(uc->upgrade_type);
+                if (u->type == NULL)
+                    return fail(e, "%s.route.upgrade_configs[%zu].upgrade_type: %s", path, i,
+                                uc->upgrade_type[0] ? "not a token" : "required field is missing");
+                u->enabled = uc->enabled ? uc->enabled->value : 1;
+                if (uc->connect_config) {
+                    if (strcmp(u->type, "connect") != 0)
+                        return fail(e, "%s.route.upgrade_configs[%zu].connect_config: only for upgrade_type CONNECT",
+                                    path, i);
+                    if (uc->connect_config->allow_post)
+                        return fail(e, "%s.route.upgrade_configs[%zu].connect_config.allow_post: not supported",
+                                    path, i);
+                    u->terminate_connect = 1;
+                }
+            }
+        }
         if (ra->prefix_rewrite[0])
             r->prefix_rewrite = xstrdup(ra->prefix_rewrite);
         if (ra->regex_rewrite)
@@ -663,6 +737,9 @@ static void free_route(struct dp_route *r, const struct dp_http_filter *filters)
         dp_string_matcher_free(&r->headers[i].m);
     }
     free(r->headers);
+    for (size_t i = 0; i < r->n_upgrades; i++)
+        free(r->upgrades[i].type);
+    free(r->upgrades);
     free(r->cluster);
     free(r->prefix_rewrite);
     free(r->host_rewrite);

@@ -26,6 +26,15 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
                                             const struct dp_http_filter *filters, size_t n_filters,
                                             char *err, size_t errlen);
 
+/** A malloc'd lowercase copy of an upgrade_type, or NULL when it is empty,
+ *  not a token, or memory ran out. */
+char *dp_upgrade_type_dup(const char *type);
+
+/** The upgrade config for type (case-insensitive): the route's, else the
+ *  connection manager's (either may be NULL), else NULL, as Envoy chooses. */
+const struct dp_upgrade_cfg *dp_upgrade_find(const struct dp_route *r, const struct dp_hcm_cfg *h,
+                                             struct dp_str type);
+
 /** Finds the route for a request. *vh_out gets the virtual host (or NULL
  *  when no virtual host matches the authority). Returns NULL for no route. */
 const struct dp_route *dp_route_find(const struct dp_route_table *t,

@@ -31,13 +31,19 @@ static double guard_next(struct dp_stream *s, ev_tstamp now)
         if (next <= 0 || r < next)
             next = r;
     }
+    if (s->stream_deadline > 0) {
+        double d = s->stream_deadline - now;
+        if (next <= 0 || d < next)
+            next = d > 0 ? d : 0.001;
+    }
     return next;
 }
 
 static void guard_arm(struct dp_stream *s, ev_tstamp now)
 {
     double next = guard_next(s, now);
-    if (next == 0 && !(s->cfg && (s->cfg->stream_idle_timeout > 0 || s->cfg->request_timeout > 0)))
+    if (next == 0 && !(s->cfg && (s->cfg->stream_idle_timeout > 0 || s->cfg->request_timeout > 0)) &&
+        s->stream_deadline <= 0)
         return;
     ev_timer_stop(s->hcm->w->loop, &s->guard);
     ev_timer_set(&s->guard, next > 0.001 ? next : 0.001, 0.);
@@ -234,6 +240,68 @@ static void prepare_response(struct dp_stream *s)
     }
 }
 
+/* gRPC's status for an HTTP status (gRPC's doc/http-grpc-status-mapping.md,
+ * as Envoy's Grpc::Utility::httpToGrpcStatus). */
+static int grpc_status_of(int http)
+{
+    switch (http) {
+    case 400:
+        return 13; /* INTERNAL */
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+        return 12; /* UNIMPLEMENTED */
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+/* A local reply to a gRPC request: trailers-only (one HEADERS frame with
+ * :status 200, grpc-status and grpc-message), as Envoy sends. The message
+ * is the body's text, percent-encoded as gRPC requires. */
+static void grpc_local_reply(struct dp_stream *s, int status, const char *body, size_t body_len)
+{
+    struct dp_arena *a = &s->arena;
+    char *code = dp_arena_alloc(a, 4);
+    char *msg = dp_arena_alloc(a, body_len * 3 + 1);
+    s->resp.status = 200;
+    s->resp.content_length = -1;
+    if (code == NULL || msg == NULL)
+        return;
+    int g = grpc_status_of(status);
+    size_t k = 0;
+    if (g >= 10)
+        code[k++] = (char)('0' + g / 10);
+    code[k++] = (char)('0' + g % 10);
+    code[k] = '\0';
+    while (body_len && (body[body_len - 1] == '\n' || body[body_len - 1] == '\r'))
+        body_len--;
+    static const char hex[] = "0123456789ABCDEF";
+    size_t m = 0;
+    for (size_t i = 0; i < body_len; i++) {
+        unsigned char c = (unsigned char)body[i];
+        if (c >= 0x20 && c <= 0x7e && c != '%') {
+            msg[m++] = (char)c;
+        } else {
+            msg[m++] = '%';
+            msg[m++] = hex[c >> 4];
+            msg[m++] = hex[c & 15];
+        }
+    }
+    msg[m] = '\0';
+    dp_headers_set(&s->resp.headers, a, DP_STR_LIT("content-type"), DP_STR_LIT("application/grpc"));
+    dp_headers_add_ref(&s->resp.headers, a, DP_STR_LIT("grpc-status"), (struct dp_str){code, k});
+    if (m)
+        dp_headers_add_ref(&s->resp.headers, a, DP_STR_LIT("grpc-message"), (struct dp_str){msg, m});
+}
+
 void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *content_type,
                                 const char *body, size_t body_len)
 {
@@ -243,6 +311,16 @@ void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *con
         dp_upstream_cancel(s->up);
     ev_timer_stop(s->hcm->w->loop, &s->timer);
     s->flags |= DP_STREAM_F_LOCAL_REPLY;
+    s->flags &= ~DP_STREAM_F_TUNNEL;
+    if ((s->flags & DP_STREAM_F_GRPC) && status >= 300) {
+        s->resp.status = status; /* for the access log until prepare_response */
+        grpc_local_reply(s, status, body ? body : "", body ? body_len : 0);
+        prepare_response(s);
+        LG_D("stream", "C%llu S%llu: local gRPC reply for %d%s%s", (unsigned long long)s->hcm->id,
+             (unsigned long long)s->id, status, s->response_flags[0] ? " " : "", s->response_flags);
+        dp_hcm_send_headers(s, 1);
+        return;
+    }
     s->resp.status = status;
     /* s->resp.headers may hold headers the caller added (a Location). */
     s->resp.content_length = (int64_t)body_len;
@@ -268,18 +346,39 @@ void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *con
 /* ---- request processing ------------------------------------------------- */
 
 /* Connection-level request fields (RFC 9110 7.6.1), and Expect, which is
- * answered here. TE survives only as "trailers". */
+ * answered here unless proxy_100_continue. TE is put back as "trailers"
+ * by sanitize_request when the client listed it. */
 static int request_hop(const struct dp_header *h, void *arg)
 {
-    (void)arg;
+    const struct dp_hcm_cfg *cfg = arg;
     struct dp_str n = h->name;
-    if (dp_str_eq(n, DP_STR_LIT("te")))
-        return !dp_str_ieq_lit(h->value, "trailers");
+    if (dp_str_eq(n, DP_STR_LIT("expect")))
+        return !cfg->proxy_100_continue;
     return (dp_http_is_hop_field(n) && !dp_str_eq(n, DP_STR_LIT("content-length"))) ||
-           dp_str_eq(n, DP_STR_LIT("http2-settings")) || dp_str_eq(n, DP_STR_LIT("expect"));
+           dp_str_eq(n, DP_STR_LIT("http2-settings"));
 }
 
-static void strip_hop_by_hop(struct dp_request_head *req)
+/* 1 when the comma-separated list v has the token t (lowercase), whatever
+ * its parameters ("trailers", "Trailers;q=1"). */
+static int list_has_token(struct dp_str v, const char *t)
+{
+    size_t tn = strlen(t);
+    const char *p = v.p, *end = v.p + v.n;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *b = p;
+        while (p < end && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
+            p++;
+        if ((size_t)(p - b) == tn && dp_str_ieq_lit((struct dp_str){b, tn}, t))
+            return 1;
+        while (p < end && *p != ',')
+            p++;
+    }
+    return 0;
+}
+
+static void strip_hop_by_hop(struct dp_request_head *req, const struct dp_hcm_cfg *cfg, struct dp_arena *a)
 {
     /* Tokens named in Connection are hop-by-hop too. */
     const struct dp_header *conn = dp_headers_get(&req->headers, DP_STR_LIT("connection"));
@@ -306,7 +405,14 @@ static void strip_hop_by_hop(struct dp_request_head *req)
             }
         }
     }
-    dp_headers_remove_if(&req->headers, request_hop, NULL);
+    int te_trailers = 0;
+    for (size_t i = 0; i < req->headers.n; i++)
+        if (dp_str_eq(req->headers.v[i].name, DP_STR_LIT("te")) && list_has_token(req->headers.v[i].value, "trailers"))
+            te_trailers = 1;
+    dp_headers_remove_if(&req->headers, request_hop, (void *)cfg);
+    /* The one hop-by-hop value that goes on: gRPC servers require it. */
+    if (te_trailers)
+        dp_headers_add_ref(&req->headers, a, DP_STR_LIT("te"), DP_STR_LIT("trailers"));
 }
 
 /* Writes the low `digits` hex digits of v; returns the end. */
@@ -367,9 +473,12 @@ static int sanitize_request(struct dp_stream *s)
     struct dp_arena *a = &s->arena;
 
     const struct dp_header *exp = dp_headers_get(&req->headers, DP_STR_LIT("expect"));
-    if (exp && dp_str_ieq_lit(exp->value, "100-continue") && req->version == DP_HTTP_11)
+    if (exp && dp_str_ieq_lit(exp->value, "100-continue") && req->version != DP_HTTP_10)
         s->flags |= DP_STREAM_F_EXPECT_CONTINUE;
-    strip_hop_by_hop(req);
+    const struct dp_header *ct = dp_headers_get(&req->headers, DP_STR_LIT("content-type"));
+    if (ct && dp_http_is_grpc_content_type(ct->value))
+        s->flags |= DP_STREAM_F_GRPC;
+    strip_hop_by_hop(req, cfg, a);
 
     /* x-forwarded-proto */
     struct dp_str scheme = s->hcm->conn.ssl ? DP_STR_LIT("https") : DP_STR_LIT("http");
@@ -405,12 +514,16 @@ static int sanitize_request(struct dp_stream *s)
     return dp_xfcc_apply(s, cfg->xfcc, cfg->xfcc_fields);
 }
 
+/* Answers Expect: 100-continue here (proxy_100_continue off), as Envoy
+ * does, for HTTP/1.1 and HTTP/2 clients alike. */
 static void send_100_continue(struct dp_stream *s)
 {
-    if (s->hcm->h2)
-        return; /* an HTTP/2 client does not wait for it */
-    dp_buf_append(&s->hcm->conn.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    dp_conn_flush(&s->hcm->conn);
+    struct dp_response_head saved = s->resp;
+    s->resp.status = 100;
+    s->resp.headers = (struct dp_headers){0};
+    if (dp_hcm_send_informational(s))
+        s->flags |= DP_STREAM_F_CONTINUE_SENT;
+    s->resp = saved;
 }
 
 static int run_request_filters(struct dp_stream *s)
@@ -442,6 +555,51 @@ static int run_request_filters(struct dp_stream *s)
             return 1;
     }
     return 0;
+}
+
+/* grpc-timeout (gRPC's PROTOCOL-HTTP2.md): digits and a unit; seconds,
+ * or -1 when absent or malformed. */
+static double grpc_timeout_of(const struct dp_request_head *req)
+{
+    const struct dp_header *h = dp_headers_get(&req->headers, DP_STR_LIT("grpc-timeout"));
+    if (h == NULL || h->value.n < 2 || h->value.n > 9)
+        return -1;
+    double v = 0;
+    for (size_t i = 0; i + 1 < h->value.n; i++) {
+        char c = h->value.p[i];
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    switch (h->value.p[h->value.n - 1]) {
+    case 'H': return v * 3600;
+    case 'M': return v * 60;
+    case 'S': return v;
+    case 'm': return v / 1e3;
+    case 'u': return v / 1e6;
+    case 'n': return v / 1e9;
+    default: return -1;
+    }
+}
+
+/* The route timeout of a request, as Envoy's router computes it: the
+ * route's timeout, or for a gRPC request on a route with
+ * grpc_timeout_header_max, the grpc-timeout header less the offset (0:
+ * none), capped by the maximum unless that is 0. Tunnels and streams
+ * are bounded by idle timeouts instead once established. */
+static double route_timeout(struct dp_stream *s)
+{
+    const struct dp_route *r = s->route;
+    if (!(s->flags & DP_STREAM_F_GRPC) || r->grpc_timeout_max < 0)
+        return r->timeout;
+    double t = grpc_timeout_of(&s->req);
+    if (t < 0)
+        t = 0;
+    if (r->grpc_timeout_offset > 0 && t > r->grpc_timeout_offset)
+        t -= r->grpc_timeout_offset;
+    if (r->grpc_timeout_max > 0 && (t == 0 || t > r->grpc_timeout_max))
+        t = r->grpc_timeout_max;
+    return t;
 }
 
 void dp_stream_request_headers(struct dp_stream *s, int end_stream)
@@ -486,11 +644,35 @@ void dp_stream_request_headers(struct dp_stream *s, int end_stream)
          (int)s->req.authority.n, s->req.authority.p, (int)s->req.path.n, s->req.path.p);
 
     s->route = s->cfg->routes ? dp_route_find(s->cfg->routes, &s->req, &s->vhost) : NULL;
-    if (s->route && s->route->action == DP_ROUTE_CLUSTER && s->route->timeout > 0) {
-        ev_timer_set(&s->timer, s->route->timeout, 0.);
-        ev_timer_start(h->w->loop, &s->timer);
+    if (s->flags & DP_STREAM_F_UPGRADE) {
+        /* As Envoy: an upgrade the route (or else the connection manager)
+         * does not enable is refused, not forwarded without its Upgrade. */
+        const struct dp_upgrade_cfg *u = s->route ? dp_upgrade_find(s->route, s->cfg, s->upgrade) : NULL;
+        if (s->route && s->route->action == DP_ROUTE_CLUSTER && (u == NULL || !u->enabled)) {
+            dp_stream_set_response_flag(s, "UPE");
+            s->flags |= DP_STREAM_F_CLOSE_AFTER;
+            dp_stream_send_local_reply(s, 403, NULL, NULL, 0);
+            return;
+        }
+        if (u && u->terminate_connect && (s->flags & DP_STREAM_F_CONNECT))
+            s->flags |= DP_STREAM_F_TUNNEL_TCP;
     }
-    if (s->flags & DP_STREAM_F_EXPECT_CONTINUE)
+    if (s->route && s->route->action == DP_ROUTE_CLUSTER) {
+        double timeout = route_timeout(s);
+        if (timeout > 0) {
+            ev_timer_set(&s->timer, timeout, 0.);
+            ev_timer_start(h->w->loop, &s->timer);
+        }
+        double msd = s->route->has_max_stream_duration ? s->route->max_stream_duration : s->cfg->max_stream_duration;
+        if (msd > 0) {
+            s->stream_deadline = s->start + msd;
+            guard_arm(s, ev_now(h->w->loop));
+        }
+    } else if (s->cfg->max_stream_duration > 0) {
+        s->stream_deadline = s->start + s->cfg->max_stream_duration;
+        guard_arm(s, ev_now(h->w->loop));
+    }
+    if ((s->flags & DP_STREAM_F_EXPECT_CONTINUE) && !s->cfg->proxy_100_continue)
         send_100_continue(s);
     int rc = run_request_filters(s);
     if (rc < 0) {
@@ -533,6 +715,21 @@ void dp_stream_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int
         dp_upstream_kick(s->up);
 }
 
+void dp_stream_request_trailers(struct dp_stream *s)
+{
+    if (s->flags & DP_STREAM_F_DONE)
+        return;
+    /* Trailers are forwarded where the upstream codec can carry them
+     * (HTTP/2, or HTTP/1.1 chunked with enable_trailers); the request ends
+     * either way. */
+    dp_stream_request_data(s, NULL, 0, 1);
+}
+
+int dp_stream_wants_upgrade(const struct dp_stream *s)
+{
+    return (s->flags & (DP_STREAM_F_UPGRADE | DP_STREAM_F_TUNNEL_TCP)) == DP_STREAM_F_UPGRADE;
+}
+
 void dp_stream_upstream_drained(struct dp_stream *s)
 {
     if ((s->flags & DP_STREAM_F_DOWNSTREAM_PAUSED) &&
@@ -566,11 +763,45 @@ static void strip_response_hop_by_hop(struct dp_response_head *r)
     dp_headers_remove_if(&r->headers, response_hop, NULL);
 }
 
+/* The upstream accepted an upgrade (101, or 2xx to a CONNECT): from now on
+ * both bodies are raw bytes, bounded by the idle timeouts, not the route
+ * timeout. An HTTP/2 client asked with CONNECT and gets 200 (RFC 8441). */
+static void accept_tunnel(struct dp_stream *s)
+{
+    s->flags |= DP_STREAM_F_TUNNEL;
+    ev_timer_stop(s->hcm->w->loop, &s->timer);
+    if (s->req.version == DP_HTTP_2) {
+        s->resp.status = 200;
+        dp_headers_remove(&s->resp.headers, DP_STR_LIT("sec-websocket-accept"));
+    }
+}
+
+void dp_stream_upstream_informational(struct dp_stream *s)
+{
+    if (s->flags & (DP_STREAM_F_DONE | DP_STREAM_F_RESP_HEADERS_SENT))
+        return;
+    touch(s);
+    strip_response_hop_by_hop(&s->resp);
+    /* A 100 goes to a client that asked for it, once; with
+     * proxy_100_continue off legate sent its own already. */
+    int fwd = 1;
+    if (s->resp.status == 100)
+        fwd = (s->flags & DP_STREAM_F_EXPECT_CONTINUE) && !(s->flags & DP_STREAM_F_CONTINUE_SENT);
+    if (fwd && dp_hcm_send_informational(s) && s->resp.status == 100)
+        s->flags |= DP_STREAM_F_CONTINUE_SENT;
+    s->resp.status = 0;
+    s->resp.headers.n = 0;
+    s->resp.content_length = -1;
+}
+
 void dp_stream_upstream_headers(struct dp_stream *s, int end_stream)
 {
     if (s->flags & (DP_STREAM_F_DONE | DP_STREAM_F_RESP_HEADERS_SENT))
         return;
     touch(s);
+    if ((s->flags & DP_STREAM_F_UPGRADE) && !end_stream &&
+        (s->resp.status == 101 || ((s->flags & DP_STREAM_F_CONNECT) && s->resp.status / 100 == 2)))
+        accept_tunnel(s);
     if (s->resp.status >= 100 && s->resp.status < 600)
         dp_stat_add(s->up_st.rq_xx[s->resp.status / 100 - 1], 1);
     if (end_stream)
@@ -600,6 +831,16 @@ void dp_stream_upstream_data(struct dp_stream *s, const uint8_t *p, size_t n, in
     }
 }
 
+void dp_stream_upstream_trailers(struct dp_stream *s)
+{
+    if (s->flags & DP_STREAM_F_DONE)
+        return;
+    touch(s);
+    ev_timer_stop(s->hcm->w->loop, &s->timer);
+    dp_stat_observe_ms(s->up_st.rq_time, (ev_now(s->hcm->w->loop) - s->start) * 1000.0);
+    dp_hcm_send_trailers(s);
+}
+
 void dp_stream_upstream_failed(struct dp_stream *s, int status, const char *flag, const char *body)
 {
     s->up = NULL;
@@ -625,12 +866,15 @@ static void guard_cb(struct ev_loop *loop, ev_timer *t, int revents)
     int idle = s->cfg->stream_idle_timeout > 0 && now - s->last_activity >= s->cfg->stream_idle_timeout;
     int req = s->cfg->request_timeout > 0 && !(s->flags & DP_STREAM_F_REQ_COMPLETE) &&
               now - s->start >= s->cfg->request_timeout;
-    if (!idle && !req) {
+    int dur = s->stream_deadline > 0 && now >= s->stream_deadline;
+    if (!idle && !req && !dur) {
         guard_arm(s, now);
         return;
     }
     LG_D("stream", "C%llu S%llu: %s", (unsigned long long)s->hcm->id, (unsigned long long)s->id,
-         req ? "request timeout" : "stream idle timeout");
+         dur ? "max stream duration" : req ? "request timeout" : "stream idle timeout");
+    if (dur)
+        dp_stream_set_response_flag(s, "DT");
     if (s->up) {
         dp_upstream_cancel(s->up);
         s->up = NULL;
@@ -642,7 +886,9 @@ static void guard_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     s->flags |= DP_STREAM_F_CLOSE_AFTER;
     s->resp.headers.n = 0;
-    if (req)
+    if (dur)
+        dp_stream_send_local_reply(s, 408, "text/plain", "downstream duration timeout\n", 28);
+    else if (req)
         dp_stream_send_local_reply(s, 408, "text/plain", "request timeout\n", 16);
     else
         dp_stream_send_local_reply(s, 408, "text/plain", "stream timeout\n", 15);

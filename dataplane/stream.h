@@ -48,6 +48,14 @@ struct dp_hcm;
 #define DP_STREAM_F_DEFERRED 0x1000          /* HTTP/2: data provider deferred */
 #define DP_STREAM_F_DONE 0x2000              /* finished, awaiting free */
 #define DP_STREAM_F_REQ_NO_BODY 0x4000       /* HTTP/1: the head says there is no body */
+#define DP_STREAM_F_GRPC 0x8000              /* content-type application/grpc[+...]: gRPC replies */
+#define DP_STREAM_F_CONTINUE_SENT 0x10000    /* a 100 went to the client */
+#define DP_STREAM_F_UPGRADE 0x20000          /* an upgrade (s->upgrade) or CONNECT was requested */
+#define DP_STREAM_F_TUNNEL 0x40000           /* the upgrade was accepted: bodies are raw bytes */
+#define DP_STREAM_F_CONNECT 0x80000          /* CONNECT (HTTP/1.1, or HTTP/2 without :protocol) */
+#define DP_STREAM_F_H2_EXT_CONNECT 0x100000  /* HTTP/2 extended CONNECT (RFC 8441) */
+#define DP_STREAM_F_TUNNEL_TCP 0x200000      /* CONNECT terminated here: raw TCP to the cluster */
+#define DP_STREAM_F_DOWN_EOF_SENT 0x400000   /* tunnel: our half towards the client is closed */
 
 struct dp_stream {
     struct dp_hcm *hcm;
@@ -59,6 +67,10 @@ struct dp_stream {
     struct dp_arena arena;
     struct dp_request_head req;
     struct dp_response_head resp;
+    struct dp_headers req_trailers;  /* HTTP/2 trailers, or HTTP/1.1 chunked ones */
+    struct dp_headers resp_trailers; /* the same, from the upstream */
+    struct dp_str upgrade;       /* the requested upgrade, lowercase ("websocket", "connect") */
+    double stream_deadline;      /* max_stream_duration's absolute deadline, or 0 */
     struct dp_buf req_body;      /* request bytes not yet taken by upstream */
     struct dp_buf resp_body;     /* HTTP/2: response bytes not yet framed */
     const struct dp_hcm_cfg *cfg;
@@ -110,6 +122,7 @@ struct dp_hcm {
     /* HTTP/1 */
     http_parser parser;
     int h1_event;                         /* H1_EV_* recorded by a parser callback */
+    int h1_tunnel;                        /* past an upgrade head: c->in is tunnel bytes */
     const uint8_t *h1_body;
     size_t h1_body_len;
     struct dp_stream *h1_cur;             /* stream being parsed or answered */
@@ -140,6 +153,8 @@ struct dp_stream *dp_stream_new(struct dp_hcm *h, int32_t h2_id);
 void dp_stream_request_headers(struct dp_stream *s, int end_stream);
 /** Request body bytes (possibly empty with end_stream). */
 void dp_stream_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
+/** The request ends with trailers (in s->req_trailers). */
+void dp_stream_request_trailers(struct dp_stream *s);
 /** The downstream reset the stream or the connection went away. */
 void dp_stream_downstream_reset(struct dp_stream *s);
 /** Codec finished writing the response and the request is complete. */
@@ -149,6 +164,15 @@ void dp_stream_free(struct dp_stream *s);
 
 void dp_stream_upstream_headers(struct dp_stream *s, int end_stream);
 void dp_stream_upstream_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
+/** The response ends with trailers (in s->resp_trailers). */
+void dp_stream_upstream_trailers(struct dp_stream *s);
+/** An informational (1xx other than 101) response head is in s->resp:
+ *  forwarded to the client when it can take it, then s->resp is cleared
+ *  for the final head. */
+void dp_stream_upstream_informational(struct dp_stream *s);
+/** True when the upstream should see an upgrade: the codec writes the
+ *  upgrade head (HTTP/1.1 Upgrade, or CONNECT). */
+int dp_stream_wants_upgrade(const struct dp_stream *s);
 /** The upstream failed. Before the response started: a local reply with
  *  status and body; after: the downstream stream is reset. */
 void dp_stream_upstream_failed(struct dp_stream *s, int status, const char *flag,
@@ -163,6 +187,12 @@ void dp_stream_downstream_drained(struct dp_stream *s);
 
 /** Writes the response head. */
 void dp_hcm_send_headers(struct dp_stream *s, int end_stream);
+/** Writes the response trailers (s->resp_trailers) and ends the response;
+ *  a codec that cannot carry them drops them. */
+void dp_hcm_send_trailers(struct dp_stream *s);
+/** Writes the informational head in s->resp (status 1xx) if the client can
+ *  take one. Returns 1 when sent. */
+int dp_hcm_send_informational(struct dp_stream *s);
 /** Writes body bytes (copied). */
 void dp_hcm_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
 /** Resets the stream downstream (HTTP/1: closes the connection). */

@@ -16,6 +16,7 @@
 
 #include <http_parser.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
 
 #include "dataplane/stream.h"
 #include "dataplane/tls.h"
@@ -43,7 +44,7 @@ struct dp_pool {
     struct dp_pool *next_retired;
 };
 
-enum { UH1_EV_NONE = 0, UH1_EV_HEADERS, UH1_EV_BODY, UH1_EV_COMPLETE };
+enum { UH1_EV_NONE = 0, UH1_EV_HEADERS, UH1_EV_INFO, UH1_EV_BODY, UH1_EV_COMPLETE };
 
 struct dp_uconn {
     struct dp_conn conn;
@@ -54,6 +55,8 @@ struct dp_uconn {
     struct dp_uconn *next;
     struct dp_uconn *prev;
     int h2;
+    int raw;                      /* a terminated CONNECT's TCP connection: no HTTP */
+    int tunnel;                   /* HTTP/1: past a 101 (or 2xx to CONNECT): raw bytes */
     int idle;
     int goaway;
     unsigned served;
@@ -80,6 +83,7 @@ struct dp_uconn {
 #define UREQ_F_PAUSED 0x20
 #define UREQ_F_DEFERRED 0x40
 #define UREQ_F_WAITING 0x80
+#define UREQ_F_UPGRADE 0x100 /* the request asked for an upgrade: the connection is not reused */
 
 struct dp_upstream_req {
     struct dp_stream *s;
@@ -93,6 +97,7 @@ struct dp_upstream_req {
 };
 
 static void uc_on_connected(struct dp_conn *c);
+static struct dp_uconn *uc_new_on(struct dp_pool *p, struct dp_worker *w);
 static void uc_on_read(struct dp_conn *c);
 static void uc_on_drained(struct dp_conn *c);
 static void uc_on_close(struct dp_conn *c, enum dp_conn_close_reason why);
@@ -463,6 +468,32 @@ int dp_upstream_start(struct dp_stream *s, struct dp_cluster_rt *rt)
     p->active++;
     dp_stat_add(p->st_rq_active, 1);
     rt->active_requests++;
+    if (s->flags & DP_STREAM_F_TUNNEL_TCP) {
+        /* A CONNECT that ends here: one TCP (or TLS) connection of its own,
+         * bytes relayed as they are, never pooled. */
+        if (rt->active_connections >= cfg->max_connections) {
+            req_free(u);
+            dp_stream_upstream_failed(s, 503, "UO", UPSTREAM_RESET_BODY "overflow");
+            return -1;
+        }
+        struct dp_uconn *uc = uc_new_on(p, w);
+        if (uc == NULL) {
+            fail_req(u, 503, "UF", UPSTREAM_RESET_BODY "connection failure");
+            return -1;
+        }
+        uc->raw = 1;
+        uc->tunnel = 1;
+        uc->cur = u;
+        u->uc = uc;
+        u->flags |= UREQ_F_UPGRADE;
+        return 0;
+    }
+    if (cfg->http2 && dp_stream_wants_upgrade(s)) {
+        req_free(u);
+        dp_stream_upstream_failed(s, 503, "UPE",
+                                  "upgrades and CONNECT to an HTTP/2 cluster are not supported");
+        return -1;
+    }
     if (rt->pending_requests >= cfg->max_pending_requests && p->n_conns >= cfg->max_connections) {
         dp_stat_add(cfg->st.rq_pending_overflow, 1);
         req_free(u);
@@ -483,8 +514,12 @@ const char *dp_upstream_host(const struct dp_upstream_req *u)
 
 static struct dp_uconn *uc_new(struct dp_pool *p)
 {
+    return uc_new_on(p, p->wait_head->s->hcm->w);
+}
+
+static struct dp_uconn *uc_new_on(struct dp_pool *p, struct dp_worker *w)
+{
     const struct dp_cluster *cfg = p->rt->cfg;
-    struct dp_worker *w = p->wait_head->s->hcm->w;
     struct dp_uconn *uc = calloc(1, sizeof(*uc));
     if (uc == NULL)
         return NULL;
@@ -676,6 +711,20 @@ static void uc_on_connected(struct dp_conn *c)
         h2c_flush(uc);
         return;
     }
+    if (uc->raw) {
+        struct dp_upstream_req *u = uc->cur;
+        if (u == NULL || u->s == NULL) {
+            uc_destroy(uc);
+            return;
+        }
+        u->flags |= UREQ_F_HEAD_SENT | UREQ_F_RESP_STARTED;
+        u->s->resp.status = 200;
+        u->s->resp.content_length = -1;
+        dp_stream_upstream_headers(u->s, 0);
+        if (uc->cur == u && u->s)
+            h1_push_body(uc, u);
+        return;
+    }
     uc->idle = 1;
     pool_dispatch(p);
     if (!dp_conn_closed(c) && uc->idle && uc->cur == NULL)
@@ -746,7 +795,16 @@ static void uc_on_close(struct dp_conn *c, enum dp_conn_close_reason why)
 {
     struct dp_uconn *uc = c->owner;
     struct dp_pool *p = uc->pool;
-    if (uc->cur && why == DP_CONN_CLOSE_EOF && (uc->cur->flags & UREQ_F_RESP_STARTED)) {
+    if (uc->cur && why == DP_CONN_CLOSE_EOF && uc->tunnel && (uc->cur->flags & UREQ_F_RESP_STARTED)) {
+        /* The upstream ended the tunnel: so does the stream. */
+        struct dp_upstream_req *u = uc->cur;
+        struct dp_stream *s = u->s;
+        uc->cur = NULL;
+        u->uc = NULL;
+        req_free(u);
+        if (s)
+            dp_stream_upstream_data(s, NULL, 0, 1);
+    } else if (uc->cur && why == DP_CONN_CLOSE_EOF && (uc->cur->flags & UREQ_F_RESP_STARTED)) {
         /* A close-delimited response ends here: a zero-length execute
          * tells http-parser of the EOF, and it calls on_message_complete. */
         struct dp_upstream_req *u = uc->cur;
@@ -799,9 +857,15 @@ static void h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u)
     http_parser_init(&uc->parser, HTTP_RESPONSE);
     uc->parser.data = uc;
 
-    dp_buf_append(out, r->method.p, r->method.n);
-    dp_buf_append(out, " ", 1);
-    dp_buf_append(out, r->path.p, r->path.n);
+    int upgrade = dp_stream_wants_upgrade(s);
+    if (upgrade && (s->flags & DP_STREAM_F_CONNECT)) {
+        dp_buf_append(out, "CONNECT ", 8); /* authority-form */
+        dp_buf_append(out, r->authority.p, r->authority.n);
+    } else {
+        dp_buf_append(out, r->method.p, r->method.n);
+        dp_buf_append(out, " ", 1);
+        dp_buf_append(out, r->path.p, r->path.n);
+    }
     dp_buf_append(out, " HTTP/1.1\r\n", 11);
     dp_http_append_field(out, DP_STR_LIT("host"), r->authority);
     for (size_t i = 0; i < r->headers.n; i++) {
@@ -809,6 +873,32 @@ static void h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u)
         if (is_hop(h->name))
             continue;
         dp_http_append_field(out, h->name, h->value);
+    }
+    if (upgrade) {
+        /* The upgrade head; what follows it is the tunnel's, unframed. */
+        u->flags |= UREQ_F_UPGRADE;
+        if (!(s->flags & DP_STREAM_F_CONNECT)) {
+            dp_buf_append(out, "connection: upgrade\r\nupgrade: ", 30);
+            dp_buf_append(out, s->upgrade.p, s->upgrade.n);
+            dp_buf_append(out, "\r\n", 2);
+            /* RFC 8441 has no Sec-WebSocket-Key; an HTTP/1.1 server needs
+             * one (RFC 6455 4.1). Its Accept is dropped on the way back. */
+            if ((s->flags & DP_STREAM_F_H2_EXT_CONNECT) && dp_str_ieq_lit(s->upgrade, "websocket") &&
+                !dp_headers_get(&r->headers, DP_STR_LIT("sec-websocket-key"))) {
+                unsigned char key[16];
+                char b64[32];
+                for (int i = 0; i < 16; i += 4) {
+                    uint32_t v = dp_worker_rand(s->hcm->w);
+                    memcpy(key + i, &v, 4);
+                }
+                int n = EVP_EncodeBlock((unsigned char *)b64, key, 16);
+                dp_http_append_field(out, DP_STR_LIT("sec-websocket-key"), (struct dp_str){b64, (size_t)n});
+            }
+        }
+        dp_buf_append(out, "\r\n", 2);
+        u->flags |= UREQ_F_HEAD_SENT;
+        h1_push_body(uc, u);
+        return;
     }
     if (r->content_length >= 0) {
         if (r->content_length > 0 || dp_str_eq(r->method, DP_STR_LIT("POST")) ||
@@ -824,7 +914,8 @@ static void h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u)
         if (dp_str_eq(r->method, DP_STR_LIT("POST")) || dp_str_eq(r->method, DP_STR_LIT("PUT")) ||
             dp_str_eq(r->method, DP_STR_LIT("PATCH")))
             dp_buf_append(out, "content-length: 0\r\n", 19);
-    } else if ((s->flags & DP_STREAM_F_REQ_COMPLETE)) {
+    } else if ((s->flags & DP_STREAM_F_REQ_COMPLETE) &&
+               !(s->req_trailers.n && uc->pool->rt->cfg->h1_enable_trailers)) {
         dp_buf_append(out, "content-length: ", 16);
         dp_buf_append_dec(out, dp_buf_size(&s->req_body));
         dp_buf_append(out, "\r\n", 2);
@@ -862,9 +953,21 @@ static void h1_push_body(struct dp_uconn *uc, struct dp_upstream_req *u)
         moved += n;
     }
     if ((s->flags & DP_STREAM_F_REQ_COMPLETE) && dp_buf_size(&s->req_body) == 0) {
-        if (u->flags & UREQ_F_CHUNKED)
-            dp_buf_append(out, "0\r\n\r\n", 5);
+        if (u->flags & UREQ_F_CHUNKED) {
+            /* The last chunk, with the trailers if the cluster enables them. */
+            dp_buf_append(out, "0\r\n", 3);
+            if (uc->pool->rt->cfg->h1_enable_trailers)
+                for (size_t i = 0; i < s->req_trailers.n; i++)
+                    if (!is_hop(s->req_trailers.v[i].name))
+                        dp_http_append_field(out, s->req_trailers.v[i].name, s->req_trailers.v[i].value);
+            dp_buf_append(out, "\r\n", 2);
+        }
         u->flags |= UREQ_F_REQ_DONE;
+        if (u->flags & UREQ_F_UPGRADE) {
+            dp_conn_shutdown_write(&uc->conn); /* the client half-closed the tunnel */
+            if (dp_conn_closed(&uc->conn))
+                return;
+        }
     }
     dp_conn_flush(&uc->conn);
     if (moved) {
@@ -873,20 +976,31 @@ static void h1_push_body(struct dp_uconn *uc, struct dp_upstream_req *u)
     }
 }
 
+/* The field in uc->hdr goes to the response head, or after the body
+ * (chunked trailers) to the trailers when the cluster enables them. */
+static int uh1_commit(struct dp_uconn *uc, struct dp_stream *s)
+{
+    const char *b = (const char *)dp_buf_head(&uc->hdr);
+    size_t total = dp_buf_size(&uc->hdr);
+    int rc = 0;
+    if (!(uc->parser.flags & F_TRAILING))
+        rc = dp_headers_add(&s->resp.headers, &s->arena, (struct dp_str){b, uc->name_len},
+                            (struct dp_str){b + uc->name_len, total - uc->name_len});
+    else if (uc->pool->rt->cfg->h1_enable_trailers)
+        rc = dp_headers_add(&s->resp_trailers, &s->arena, (struct dp_str){b, uc->name_len},
+                            (struct dp_str){b + uc->name_len, total - uc->name_len});
+    dp_buf_reset(&uc->hdr); /* released when the head is complete */
+    uc->name_len = 0;
+    uc->last_was_value = 0;
+    return rc;
+}
+
 static int uh1_on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct dp_uconn *uc = p->data;
     struct dp_stream *s = uc->cur ? uc->cur->s : NULL;
-    if (uc->last_was_value && s) {
-        const char *b = (const char *)dp_buf_head(&uc->hdr);
-        size_t total = dp_buf_size(&uc->hdr);
-        if (dp_headers_add(&s->resp.headers, &s->arena, (struct dp_str){b, uc->name_len},
-                           (struct dp_str){b + uc->name_len, total - uc->name_len}) < 0)
-            return -1;
-        dp_buf_reset(&uc->hdr); /* released when the head is complete */
-        uc->name_len = 0;
-        uc->last_was_value = 0;
-    }
+    if (uc->last_was_value && s && uh1_commit(uc, s) < 0)
+        return -1;
     uc->name_len += len;
     return dp_buf_append(&uc->hdr, at, len);
 }
@@ -914,18 +1028,26 @@ static int uh1_on_headers_complete(http_parser *p)
 {
     struct dp_uconn *uc = p->data;
     struct dp_stream *s = uc->cur ? uc->cur->s : NULL;
-    if (uc->last_was_value && s) {
-        const char *b = (const char *)dp_buf_head(&uc->hdr);
-        size_t total = dp_buf_size(&uc->hdr);
-        if (dp_headers_add(&s->resp.headers, &s->arena, (struct dp_str){b, uc->name_len},
-                           (struct dp_str){b + uc->name_len, total - uc->name_len}) < 0)
-            return -1;
-    }
+    if (uc->last_was_value && s && uh1_commit(uc, s) < 0)
+        return -1;
     dp_buf_release(&uc->hdr);
     uc->name_len = 0;
     uc->last_was_value = 0;
-    if (p->status_code >= 100 && p->status_code < 200)
-        return 0; /* interim response: not forwarded */
+    if (s && (uc->cur->flags & UREQ_F_UPGRADE) &&
+        (p->status_code == 101 || ((s->flags & DP_STREAM_F_CONNECT) && p->status_code / 100 == 2))) {
+        /* Switching protocols (or CONNECT established): the parser stops
+         * after this head (2 = upgrade, no body) and the rest of the
+         * connection is the tunnel's. No pause: execute returns past the
+         * head's last byte. */
+        uc->tunnel = 1;
+        uc->ev = UH1_EV_HEADERS;
+        return 2;
+    }
+    if (p->status_code >= 100 && p->status_code < 200) {
+        uc->ev = UH1_EV_INFO; /* an interim head; its message ends at once */
+        http_parser_pause(p, 1);
+        return 0;
+    }
     uc->ev = UH1_EV_HEADERS;
     http_parser_pause(p, 1);
     return (s && (s->flags & DP_STREAM_F_HEAD)) ? 1 : 0;
@@ -944,8 +1066,11 @@ static int uh1_on_body(http_parser *p, const char *at, size_t len)
 static int uh1_on_message_complete(http_parser *p)
 {
     struct dp_uconn *uc = p->data;
-    if (p->status_code >= 100 && p->status_code < 200)
+    if (uc->tunnel || (p->status_code >= 100 && p->status_code < 200))
         return 0;
+    if ((p->flags & F_TRAILING) && uc->last_was_value && uc->cur && uc->cur->s &&
+        uh1_commit(uc, uc->cur->s) < 0)
+        return -1;
     uc->ev = UH1_EV_COMPLETE;
     http_parser_pause(p, 1);
     return 0;
@@ -963,14 +1088,17 @@ static const http_parser_settings uh1_settings = {
 static void uh1_response_done(struct dp_uconn *uc)
 {
     struct dp_upstream_req *u = uc->cur;
-    int keep = http_should_keep_alive(&uc->parser) && (u->flags & UREQ_F_REQ_DONE);
+    int keep = http_should_keep_alive(&uc->parser) && (u->flags & UREQ_F_REQ_DONE) &&
+               !(u->flags & UREQ_F_UPGRADE);
     struct dp_stream *s = u->s;
     uc->cur = NULL;
     u->uc = NULL;
     u->flags |= UREQ_F_RESP_DONE;
     req_free(u);
     if (s) {
-        if (!(u == NULL))
+        if (s->resp_trailers.n)
+            dp_stream_upstream_trailers(s);
+        else
             dp_stream_upstream_data(s, NULL, 0, 1);
     }
     if (dp_conn_closed(&uc->conn))
@@ -992,6 +1120,16 @@ static void uc_read_h1(struct dp_uconn *uc)
         }
         if (uc->cur->flags & UREQ_F_PAUSED)
             return;
+        if (uc->tunnel) {
+            struct dp_upstream_req *u = uc->cur;
+            size_t n = dp_buf_size(&c->in);
+            if (u->s == NULL || !(u->flags & UREQ_F_RESP_STARTED))
+                return;
+            dp_stream_upstream_data(u->s, dp_buf_head(&c->in), n, 0);
+            if (!dp_conn_closed(c))
+                dp_buf_consume(&c->in, n);
+            continue;
+        }
         uc->ev = UH1_EV_NONE;
         const char *data = (const char *)dp_buf_head(&c->in);
         size_t len = dp_buf_size(&c->in);
@@ -1029,8 +1167,8 @@ static void uc_read_h1(struct dp_uconn *uc)
                 s->resp.content_length = strtoll(tmp, NULL, 10);
             }
             int st = s->resp.status;
-            int end = (s->flags & DP_STREAM_F_HEAD) || st == 204 || st == 304 ||
-                      (has_len && uc->parser.content_length == 0);
+            int end = !uc->tunnel && ((s->flags & DP_STREAM_F_HEAD) || st == 204 || st == 304 ||
+                                      (has_len && uc->parser.content_length == 0));
             dp_stream_upstream_headers(s, end);
             if (end && uc->cur == u) {
                 /* No body follows: finish the message in the parser. */
@@ -1038,6 +1176,11 @@ static void uc_read_h1(struct dp_uconn *uc)
             }
             break;
         }
+        case UH1_EV_INFO:
+            dp_buf_consume(&c->in, n);
+            s->resp.status = uc->parser.status_code;
+            dp_stream_upstream_informational(s);
+            break;
         case UH1_EV_BODY:
             dp_stream_upstream_data(s, uc->body, uc->body_len, 0);
             if (!dp_conn_closed(c))
@@ -1047,7 +1190,8 @@ static void uc_read_h1(struct dp_uconn *uc)
             dp_buf_consume(&c->in, n);
             if (u->flags & UREQ_F_RESP_DONE) {
                 /* end already signalled with the headers */
-                int keep = http_should_keep_alive(&uc->parser) && (u->flags & UREQ_F_REQ_DONE);
+                int keep = http_should_keep_alive(&uc->parser) && (u->flags & UREQ_F_REQ_DONE) &&
+                           !(u->flags & UREQ_F_UPGRADE);
                 uc->cur = NULL;
                 u->uc = NULL;
                 req_free(u);
@@ -1184,6 +1328,26 @@ void dp_upstream_resume(struct dp_upstream_req *u)
 
 /* ---- HTTP/2 client --------------------------------------------------------------- */
 
+/* The request trailers, after the last DATA frame. */
+static int h2c_submit_trailers(nghttp2_session *session, struct dp_upstream_req *u)
+{
+    struct dp_stream *s = u->s;
+    nghttp2_nv *nva = dp_arena_alloc(&s->arena, s->req_trailers.n * sizeof(*nva));
+    if (nva == NULL)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < s->req_trailers.n; i++) {
+        const struct dp_header *h = &s->req_trailers.v[i];
+        if (is_hop(h->name))
+            continue;
+        nva[k++] = (nghttp2_nv){(uint8_t *)h->name.p, (uint8_t *)h->value.p, h->name.n, h->value.n,
+                                NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+    }
+    if (k == 0)
+        return -1;
+    return nghttp2_submit_trailer(session, u->h2_id, nva, k) == 0 ? 0 : -1;
+}
+
 static ssize_t h2c_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
                            uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
@@ -1202,6 +1366,8 @@ static ssize_t h2c_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t 
     if (dp_buf_size(&s->req_body) == 0 && (s->flags & DP_STREAM_F_REQ_COMPLETE)) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
         u->flags |= UREQ_F_REQ_DONE;
+        if (s->req_trailers.n && h2c_submit_trailers(session, u) == 0)
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         return (ssize_t)n;
     }
     if (n == 0) {
@@ -1229,14 +1395,15 @@ static int h2c_submit(struct dp_uconn *uc, struct dp_upstream_req *u)
     NV(":path", 5, r->path.p, r->path.n);
     for (size_t i = 0; i < r->headers.n; i++) {
         const struct dp_header *h = &r->headers.v[i];
-        if (is_hop(h->name) && !dp_str_eq(h->name, DP_STR_LIT("content-length")))
-            continue;
-        if (dp_str_eq(h->name, DP_STR_LIT("te")))
+        /* te is only ever "trailers" by now (stream.c): gRPC needs it. */
+        if (is_hop(h->name) && !dp_str_eq(h->name, DP_STR_LIT("content-length")) &&
+            !dp_str_eq(h->name, DP_STR_LIT("te")))
             continue;
         NV(h->name.p, h->name.n, h->value.p, h->value.n);
     }
 #undef NV
-    int has_body = !(s->flags & DP_STREAM_F_REQ_COMPLETE) || dp_buf_size(&s->req_body) > 0;
+    int has_body = !(s->flags & DP_STREAM_F_REQ_COMPLETE) || dp_buf_size(&s->req_body) > 0 ||
+                   s->req_trailers.n > 0;
     nghttp2_data_provider prd = {.source.ptr = u, .read_callback = h2c_read_cb};
     int32_t id = nghttp2_submit_request(uc->ngh2, NULL, nva, k, has_body ? &prd : NULL, u);
     if (id < 0)
@@ -1275,12 +1442,20 @@ static int h2c_on_header(nghttp2_session *session, const nghttp2_frame *frame, c
                          size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                          void *user_data)
 {
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_RESPONSE)
+    if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     struct dp_upstream_req *u = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (u == NULL || u->s == NULL)
         return 0;
     struct dp_stream *s = u->s;
+    if (u->flags & UREQ_F_RESP_STARTED) {
+        /* Trailers. A HEADERS frame that follows a 1xx is the final head,
+         * not trailers (RFC 9113 8.1): RESP_STARTED tells them apart. */
+        return dp_headers_add(&s->resp_trailers, &s->arena, (struct dp_str){(const char *)name, namelen},
+                              (struct dp_str){(const char *)value, valuelen}) < 0
+                   ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+                   : 0;
+    }
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
         char tmp[4] = {0};
         memcpy(tmp, value, valuelen < 3 ? valuelen : 3);
@@ -1316,16 +1491,18 @@ static int h2c_on_frame_recv(nghttp2_session *session, const nghttp2_frame *fram
     struct dp_stream *s = u->s;
     int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     if (frame->hd.type == NGHTTP2_HEADERS) {
-        if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
-            if (s->resp.status >= 100 && s->resp.status < 200)
+        if (!(u->flags & UREQ_F_RESP_STARTED)) {
+            if (s->resp.status >= 100 && s->resp.status < 200) {
+                dp_stream_upstream_informational(s);
                 return 0;
+            }
             u->flags |= UREQ_F_RESP_STARTED;
             if (end)
                 u->flags |= UREQ_F_RESP_DONE;
             dp_stream_upstream_headers(s, end);
         } else if (end && !(u->flags & UREQ_F_RESP_DONE)) {
             u->flags |= UREQ_F_RESP_DONE;
-            dp_stream_upstream_data(s, NULL, 0, 1); /* trailers are dropped */
+            dp_stream_upstream_trailers(s);
         }
     } else if (frame->hd.type == NGHTTP2_DATA && end && !(u->flags & UREQ_F_RESP_DONE)) {
         u->flags |= UREQ_F_RESP_DONE;
