@@ -1342,23 +1342,31 @@ static void h2_flush(struct dp_hcm *h)
     if (h->ngh2 == NULL || dp_conn_closed(c))
         return;
     size_t limit = h->listener->per_connection_buffer_limit;
-    while (dp_buf_size(&c->out) < limit) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(h->ngh2, &data);
-        if (n < 0) {
-            dp_hcm_destroy(h);
-            return;
+    for (;;) {
+        ssize_t n = 1;
+        while (dp_buf_size(&c->out) < limit) {
+            const uint8_t *data;
+            n = nghttp2_session_mem_send(h->ngh2, &data);
+            if (n < 0) {
+                dp_hcm_destroy(h);
+                return;
+            }
+            if (n == 0)
+                break;
+            if (dp_buf_append(&c->out, data, (size_t)n) < 0) {
+                dp_hcm_destroy(h);
+                return;
+            }
         }
-        if (n == 0)
+        dp_conn_flush(c);
+        if (dp_conn_closed(c))
+            return;
+        /* The socket took a full buffer at once: no writable event will
+         * follow (on_drained), so ask nghttp2 for more now, or streams
+         * whose upstream waits for this one to drain would stall. */
+        if (n == 0 || dp_buf_size(&c->out) > 0 || (c->flags & DP_CONN_F_WBLOCKED))
             break;
-        if (dp_buf_append(&c->out, data, (size_t)n) < 0) {
-            dp_hcm_destroy(h);
-            return;
-        }
     }
-    dp_conn_flush(c);
-    if (dp_conn_closed(c))
-        return;
     if (!nghttp2_session_want_read(h->ngh2) && !nghttp2_session_want_write(h->ngh2) &&
         dp_conn_unsent(c) == 0)
         close_graceful(h);

@@ -1423,14 +1423,20 @@ static void h2c_flush(struct dp_uconn *uc)
     if (uc->ngh2 == NULL || dp_conn_closed(c))
         return;
     size_t limit = uc->pool->rt->cfg->per_connection_buffer_limit;
-    while (dp_buf_size(&c->out) < limit) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(uc->ngh2, &data);
-        if (n <= 0)
+    for (;;) {
+        ssize_t n = 1;
+        while (dp_buf_size(&c->out) < limit) {
+            const uint8_t *data;
+            n = nghttp2_session_mem_send(uc->ngh2, &data);
+            if (n <= 0)
+                break;
+            dp_buf_append(&c->out, data, (size_t)n);
+        }
+        dp_conn_flush(c);
+        /* As h2_flush: a socket that took everything calls nobody back. */
+        if (n <= 0 || dp_conn_closed(c) || dp_buf_size(&c->out) > 0 || (c->flags & DP_CONN_F_WBLOCKED))
             break;
-        dp_buf_append(&c->out, data, (size_t)n);
     }
-    dp_conn_flush(c);
     if (!dp_conn_closed(c) && uc->goaway && uc->n_streams == 0) {
         struct dp_pool *p = uc->pool;
         uc_destroy(uc);
