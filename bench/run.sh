@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # legate against nginx and HAProxy doing the same job on this machine.
 #
-#   bench/run.sh [--smoke] [-d SECONDS] [-r ROUNDS] [-s 0,1,2,3,4,5,6,7] [--idle N] [--clusters N]
+#   bench/run.sh [--smoke] [-d SECONDS] [-r ROUNDS] [-s 0,1,2,3,4,5,6,7,8] [--idle N] [--clusters N]
 #
 # Builds what it needs (legate, legate-control, legate-load), starts every
 # party on 127.0.0.1 — the proxy pinned to CPU 0, the load generator and the
 # upstream to CPU 1 — runs each scenario for a bounded time, stops
 # everything and prints a table of absolute figures and legate/peer ratios.
 # Every proxy runs one worker. docs/benchmarks.md explains the scenarios and
-# how to read the table. Scenarios 1-4 run ROUNDS rounds (default 3), the
-# proxies taking turns, and report each figure's median, so that a VM's
-# drift over minutes does not favour whoever ran first. Scenario 0 first
-# checks the load generator against
-# wrk and h2load (bench/validate.sh). --smoke runs everything briefly and small, to prove
-# that the bench works (CI does), not to measure.
+# how to read the table. Scenarios 1-4 and 8 run ROUNDS rounds (default 3),
+# the proxies taking turns, and report each figure's median, so that a VM's
+# drift over minutes does not favour whoever ran first. Scenario 8 (unary
+# gRPC over h2c, h2load against nghttpd) first checks that each proxy
+# returns the upstream's grpc-status trailer; a proxy that does not is not
+# timed and its row says INVALID. Scenario 0 first checks the load
+# generator against wrk and h2load (bench/validate.sh). --smoke runs
+# everything briefly and small, to prove that the bench works (CI does),
+# not to measure.
 set -uo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${LEGATE_BUILD_DIR:-$SRC/build}
 DUR=10
 ROUNDS=3
-SCEN="0,1,2,3,4,5,6,7"
+SCEN="0,1,2,3,4,5,6,7,8"
 IDLE=10000
 CLUSTERS=10000
 SMOKE=0
@@ -31,7 +34,7 @@ while [ $# -gt 0 ]; do
     -s) SCEN=$2; shift ;;
     --idle) IDLE=$2; shift ;;
     --clusters) CLUSTERS=$2; shift ;;
-    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,19p "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -51,6 +54,19 @@ PATH=$PATH:/usr/sbin
 for t in nginx haproxy openssl python3 curl; do
   command -v $t >/dev/null || { echo "bench: $t is missing (scripts/packages.txt lists it)" >&2; exit 1; }
 done
+if want 8 && ! command -v nghttpd >/dev/null; then
+  # Scenario 8's upstream; not in scripts/packages.txt (yet), so installed here.
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  echo "bench: installing nghttp2-server (nghttpd, scenario 8's upstream)"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends nghttp2-server >"$BUILD/bench-apt.log" 2>&1 ||
+    { $sudo apt-get update -q >>"$BUILD/bench-apt.log" 2>&1
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends nghttp2-server >>"$BUILD/bench-apt.log" 2>&1; }
+fi
+if want 8; then
+  for t in h2load nghttp nghttpd; do
+    command -v $t >/dev/null || { echo "bench: $t is missing (scenario 8 needs nghttp2-client and nghttp2-server)" >&2; exit 1; }
+  done
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 if [ "$(ulimit -n)" -lt $((IDLE * 2 + 200)) ]; then
   IDLE=$(( ($(ulimit -n) - 200) / 2 ))
@@ -93,7 +109,7 @@ HZ=$(getconf CLK_TCK)
 fill() { # fill TEMPLATE OUT: @VARS@ from the environment of this script
   sed -e "s|@DIR@|$2.d|g" -e "s|@CERTS@|$W/certs|g" -e "s|@PORT_PLAIN@|$P_PLAIN|g" \
       -e "s|@PORT_MTLS@|$P_MTLS|g" -e "s|@UP_PLAIN@|$U_PLAIN|g" -e "s|@UP_MTLS@|$U_MTLS|g" \
-      -e "s|@ADMIN@|$P_ADMIN|g" -e "s|@MAXCONN@|$(( ($(ulimit -n) - 100) / 2 ))|g" "$1" > "$2"
+      -e "s|@PORT_GRPC@|$P_GRPC|g" -e "s|@UP_GRPC@|$U_GRPC|g" -e "s|@ADMIN@|$P_ADMIN|g" -e "s|@MAXCONN@|$(( ($(ulimit -n) - 100) / 2 ))|g" "$1" > "$2"
   mkdir -p "$2.d"
 }
 
@@ -101,31 +117,37 @@ fill() { # fill TEMPLATE OUT: @VARS@ from the environment of this script
 "$SRC/scripts/gen-certs.sh" "$W/certs" || exit 1
 cat "$W/certs/server.pem" "$W/certs/server.key" > "$W/certs/server-bundle.pem"
 cat "$W/certs/upstream-client.pem" "$W/certs/upstream-client.key" > "$W/certs/upstream-client-bundle.pem"
-P_PLAIN=$(port); P_MTLS=$(port); U_PLAIN=$(port); U_MTLS=$(port); P_ADMIN=$(port)
+P_PLAIN=$(port); P_MTLS=$(port); U_PLAIN=$(port); U_MTLS=$(port); P_ADMIN=$(port); P_GRPC=$(port); U_GRPC=$(port)
 fill "$SRC/bench/peers/upstream.conf.in" "$W/upstream.conf"
 bg upstream "${pin_load[@]}" nginx -c "$W/upstream.conf"
 wait_port "$U_PLAIN" || exit 1
 CLIENT=(--cert "$W/certs/client.pem" --key "$W/certs/client.key" --cacert "$W/certs/ca.pem" --sni localhost)
 
-start_proxy() { # start_proxy legate|nginx|haproxy: sets PROXY
+start_proxy() { # start_proxy legate|nginx|haproxy [grpc]: sets PROXY (grpc: the peers/*-grpc.* configs)
+  local v=${2:+-$2}
   case "$1" in
     legate)
-      fill "$SRC/bench/peers/legate.yaml.in" "$W/legate.yaml"
-      bg legate "${pin_proxy[@]}" "$LEGATE" -c "$W/legate.yaml" --concurrency 1 -l warning ;;
+      fill "$SRC/bench/peers/legate$v.yaml.in" "$W/legate$v.yaml"
+      bg legate$v "${pin_proxy[@]}" "$LEGATE" -c "$W/legate$v.yaml" --concurrency 1 -l warning ;;
     nginx)
-      fill "$SRC/bench/peers/nginx.conf.in" "$W/nginx.conf"
-      bg nginx "${pin_proxy[@]}" nginx -c "$W/nginx.conf" ;;
+      fill "$SRC/bench/peers/nginx$v.conf.in" "$W/nginx$v.conf"
+      bg nginx$v "${pin_proxy[@]}" nginx -c "$W/nginx$v.conf" ;;
     haproxy)
-      fill "$SRC/bench/peers/haproxy.cfg.in" "$W/haproxy.cfg"
-      bg haproxy "${pin_proxy[@]}" haproxy -f "$W/haproxy.cfg" ;;
+      fill "$SRC/bench/peers/haproxy$v.cfg.in" "$W/haproxy$v.cfg"
+      bg haproxy$v "${pin_proxy[@]}" haproxy -f "$W/haproxy$v.cfg" ;;
   esac
   PROXY=$LAST
-  wait_port "$P_PLAIN" && wait_port "$P_MTLS"
+  if [ -n "$v" ]; then wait_port "$P_GRPC"; else wait_port "$P_PLAIN" && wait_port "$P_MTLS"; fi
 }
 
 # Ticks the hypervisor gave other guests while the proxy's CPU wanted to
 # run ("steal"): on a VM, the noise behind run-to-run differences.
 steal_ticks() { awk -v c="cpu$PROXY_CPU" '$1 == c { print $9 }' /proc/stat; }
+steal_since() { # steal_since STEAL0 WALL0_NS: sets R_steal (% of the wall time) and records it
+  R_steal=$(awk -v s=$(( $(steal_ticks) - $1 )) -v hz="$HZ" -v ns=$(( $(date +%s%N) - $2 )) \
+    'BEGIN { printf "%.1f", (ns > 0 ? s / hz * 1e11 / ns : 0) }')
+  STEALS+=("$R_steal")
+}
 STEALS=()
 # load PROXY_PID LOADGEN_ARGS...: runs the load generator and sets R_* from its
 # RESULT line, plus R_cpu (proxy CPU µs per request over the run).
@@ -135,9 +157,7 @@ load() {
   t0=$(cpu_ticks "$pid"); s0=$(steal_ticks); w0=$(date +%s%N)
   out=$("${pin_load[@]}" "$LOAD" -w 0 -d "$DUR" "$@" 2>&1 | tail -n 1)
   t1=$(cpu_ticks "$pid")
-  R_steal=$(awk -v s=$(( $(steal_ticks) - s0 )) -v hz="$HZ" -v ns=$(( $(date +%s%N) - w0 )) \
-    'BEGIN { printf "%.1f", (ns > 0 ? s / hz * 1e11 / ns : 0) }')
-  STEALS+=("$R_steal")
+  steal_since "$s0" "$w0"
   if [[ "$out" != RESULT* ]]; then
     echo "bench: the load generator failed: $out" >&2
     R_rps=0 R_requests=0 R_errors=1 R_p50_us=0 R_p99_us=0 R_cpu=0
@@ -148,18 +168,78 @@ load() {
   R_cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v n="$R_requests" 'BEGIN { printf "%.1f", (n ? t * 1e6 / hz / n : 0) }')
 }
 
+# Scenario 8: unary gRPC calls over h2c. GRPC_ARGS are h2load's request
+# (POST, gRPC headers, a gRPC-framed body) and GRPC_URL its target.
+GRPC_PATH=/legate.test.Echo/Unary
+GRPC_URL=http://127.0.0.1:$P_GRPC$GRPC_PATH
+GRPC_ARGS=(-d "$W/grpc-request.bin" -H 'content-type: application/grpc' -H 'te: trailers')
+# load_h2 PROXY_PID H2LOAD_ARGS...: as load, with h2load for DUR seconds;
+# calls are 2xx responses, p50/p99 come from h2load's per-request log.
+load_h2() {
+  local pid=$1; shift
+  local t0 t1 out s0 w0 secs n2xx ndone
+  rm -f "$W/h2load.tsv"
+  t0=$(cpu_ticks "$pid"); s0=$(steal_ticks); w0=$(date +%s%N)
+  out=$("${pin_load[@]}" h2load -D "$DUR" --log-file="$W/h2load.tsv" "$@" 2>&1)
+  t1=$(cpu_ticks "$pid")
+  steal_since "$s0" "$w0"
+  secs=$(sed -n 's/^finished in \([0-9.]*\)s,.*/\1/p' <<<"$out")
+  n2xx=$(sed -n 's/^status codes: \([0-9]*\) 2xx.*/\1/p' <<<"$out")
+  ndone=$(sed -n 's/^requests: .* \([0-9]*\) done,.*/\1/p' <<<"$out")
+  if [ -z "$secs" ] || [ -z "$n2xx" ] || [ -z "$ndone" ]; then
+    echo "bench: h2load failed: $(tail -n 3 <<<"$out")" >&2
+    R_rps=0 R_requests=0 R_errors=1 R_p50_us=0 R_p99_us=0 R_cpu=0
+    return 1
+  fi
+  R_requests=$n2xx
+  R_errors=$(( ndone - n2xx ))
+  R_rps=$(awk -v n="$n2xx" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
+  read -r R_p50_us R_p99_us < <(cut -f3 "$W/h2load.tsv" | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) print v[int((NR - 1) * 0.5) + 1], v[int((NR - 1) * 0.99) + 1]; else print 0, 0 }')
+  R_cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v n="$R_requests" 'BEGIN { printf "%.1f", (n ? t * 1e6 / hz / n : 0) }')
+}
+# grpc_check PROXY: one call through the proxy (nghttp -v) must come back
+# with :status 200, the upstream's body and then a grpc-status: 0 trailer
+# (a HEADERS frame after the DATA). Prints FAIL once per proxy otherwise.
+declare -A GRPC_FAIL
+grpc_check() {
+  local why
+  timeout 10 "${pin_load[@]}" nghttp -v -n -d "$W/grpc-request.bin" -H 'content-type: application/grpc' \
+    -H 'te: trailers' "$GRPC_URL" > "$W/grpc-check-$1.log" 2>&1
+  why=$(awk -v len="$(stat -c %s "$W/grpc/htdocs$GRPC_PATH")" '
+    /recv \(stream_id=[0-9]+\) :status: 200$/ { ok = 1 }
+    /recv DATA frame <length=/ { d = 1; sub(/.*<length=/, ""); sub(/,.*/, ""); body += $0 }
+    d && /recv \(stream_id=[0-9]+\) grpc-status: 0$/ { t = 1 }
+    END {
+      if (!ok) print "no :status 200"
+      else if (body != len) print "body of " body " bytes, not the upstream'"'"'s " len
+      else if (!t) print "no grpc-status trailer"
+    }' "$W/grpc-check-$1.log")
+  [ -z "$why" ] && return 0
+  [ -n "${GRPC_FAIL[$1]:-}" ] || echo "FAIL $1: $why"
+  GRPC_FAIL[$1]=$why
+  return 1
+}
+
 ROWS=()
 row() { ROWS+=("$(printf '%-34s %-8s %10s %9s %9s %11s %7s %7s' "$@")"); }
 declare -A RPS CPU P99 RSS
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
-measure() { # measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy, ROUNDS times, taking turns)
+# measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy, ROUNDS times,
+# taking turns). Scenario 8 sets M_FLAVOUR=grpc (start_proxy's configs),
+# M_LOAD=load_h2 and M_CHECK=grpc_check: a proxy that fails the check is
+# not timed, and its row says INVALID.
+M_FLAVOUR="" M_LOAD=load M_CHECK=""
+declare -A INVALID
+measure() {
   local sc=$1 label=$2; shift 2
   local px r
   declare -A rps p50 p99 cpu err failed stl
   for r in $(seq 1 "$ROUNDS"); do
     for px in legate nginx haproxy; do
-      start_proxy $px || { failed[$px]=1; continue; }
-      load "$PROXY" "$@"
+      start_proxy $px $M_FLAVOUR || { failed[$px]=1; stop "$PROXY"; continue; }
+      if [ -n "$M_CHECK" ] && ! $M_CHECK $px; then INVALID[$sc.$px]=1; stop "$PROXY"; continue; fi
+      $M_LOAD "$PROXY" "$@"
       stop "$PROXY"
       rps[$px]+=" $R_rps"; p50[$px]+=" $R_p50_us"; p99[$px]+=" $R_p99_us"; cpu[$px]+=" $R_cpu"
       stl[$px]+=" $R_steal"
@@ -167,6 +247,9 @@ measure() { # measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy, ROUNDS
     done
   done
   for px in legate nginx haproxy; do
+    if [ -n "${INVALID[$sc.$px]:-}" ]; then
+      row "$label" $px "-" "-" "-" "-" "INVALID: ${GRPC_FAIL[$px]:-failed its check}"; continue
+    fi
     if [ -z "${rps[$px]:-}" ]; then row "$label" $px "-" "-" "-" "-" "start failed"; continue; fi
     RPS[$sc.$px]=$(median <<<"${rps[$px]}"); CPU[$sc.$px]=$(median <<<"${cpu[$px]}")
     P99[$sc.$px]=$(median <<<"${p99[$px]}")
@@ -176,7 +259,7 @@ measure() { # measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy, ROUNDS
   done
 }
 
-echo "bench: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $DUR s per run, scenarios 1-4: median of $ROUNDS round(s)$([ $SMOKE = 1 ] && echo ', smoke mode')"
+echo "bench: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $DUR s per run, scenarios 1-4 and 8: median of $ROUNDS round(s)$([ $SMOKE = 1 ] && echo ', smoke mode')"
 echo "bench: $("$LEGATE" --version 2>&1 | head -1); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(openssl version)"
 
 # (0) The load generator measures what wrk and h2load measure.
@@ -328,6 +411,26 @@ json.dump({"cert": open(sys.argv[1] + ".pem").read(), "key": open(sys.argv[1] + 
   stop $lg; stop $cp
 fi
 
+# (8) unary gRPC calls over h2c: h2load -> proxy -> nghttpd, which answers
+# every call with the same gRPC-framed message and a grpc-status: 0 trailer.
+if want 8; then
+  mkdir -p "$W/grpc/htdocs${GRPC_PATH%/*}"
+  # An Echo message (field 1, a string) in a gRPC frame: flag 0, 4-byte length.
+  printf '\0\0\0\0\015\n\013hello world' > "$W/grpc-request.bin"
+  printf '\0\0\0\0\015\n\013hello world' > "$W/grpc/htdocs$GRPC_PATH"
+  bg nghttpd "${pin_load[@]}" nghttpd --no-tls -a 127.0.0.1 -d "$W/grpc/htdocs" -m 1000 \
+    --trailer 'grpc-status: 0' "$U_GRPC"
+  up=$LAST
+  if wait_port "$U_GRPC"; then
+    M_FLAVOUR=grpc M_LOAD=load_h2 M_CHECK=grpc_check
+    measure 8 "(8) gRPC unary h2c 10 x 10" -c 10 -m 10 "${GRPC_ARGS[@]}" "$GRPC_URL"
+    M_FLAVOUR="" M_LOAD=load M_CHECK=""
+  else
+    for px in legate nginx haproxy; do row "(8) gRPC unary h2c 10 x 10" $px "-" "-" "-" "-" "no upstream"; done
+  fi
+  stop $up
+fi
+
 # Crypto bound for (4): per server-side full TLS 1.3 mTLS handshake, one
 # ECDSA sign, two verifies (the client's CertificateVerify and its
 # certificate) and two ECDH operations (key share and shared secret).
@@ -351,7 +454,7 @@ printf '%-34s %-8s %10s %9s %9s %11s %7s %7s\n' scenario proxy "rps" "p50 µs" "
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "ratios legate/peer (rps: higher is better; CPU per request and p99: lower is better)"
-for sc in 1 2 3 4; do
+for sc in 1 2 3 4 8; do
   want $sc || continue
   for peer in nginx haproxy; do
     [ -n "${RPS[$sc.legate]:-}" ] && [ -n "${RPS[$sc.$peer]:-}" ] || continue
@@ -360,6 +463,27 @@ for sc in 1 2 3 4; do
       'BEGIN { printf "  (%s) vs %-8s rps x%.2f   CPU/req x%.2f   p99 x%.2f\n", s, p, (r2 > 0 ? r1 / r2 : 0), (c2 > 0 ? c1 / c2 : 0), (l2 > 0 ? l1 / l2 : 0) }'
   done
 done
+if want 8; then
+  # calls/s x CPU per call: how busy the proxy's CPU was. Well below 100%,
+  # the load side (h2load and nghttpd, sharing CPU 1) or another process was the limit.
+  busy=""
+  for px in legate nginx haproxy; do
+    [ -n "${RPS[8.$px]:-}" ] && busy+=$(awk -v p=$px -v r="${RPS[8.$px]}" -v c="${CPU[8.$px]}" 'BEGIN { printf " %s %.0f%%", p, r * c / 1e4 }')
+  done
+  [ -n "$busy" ] && echo "  (8) the proxy's CPU busy:$busy (well below 100% means that the load side, or something else on the machine, was the limit)"
+  if [ -n "${INVALID[8.legate]:-}" ]; then
+    echo "  (8) legate is INVALID (${GRPC_FAIL[legate]:-failed its check}): no ratio"
+  else
+    better=""
+    for peer in nginx haproxy; do
+      [ -n "${CPU[8.$peer]:-}" ] && [ -z "${INVALID[8.$peer]:-}" ] || continue
+      if [ -z "$better" ] || awk -v a="${CPU[8.$peer]}" -v b="${CPU[8.$better]}" 'BEGIN { exit !(a < b) }'; then better=$peer; fi
+    done
+    [ -n "$better" ] && [ -n "${CPU[8.legate]:-}" ] &&
+      awk -v p="$better" -v a="${CPU[8.legate]}" -v b="${CPU[8.$better]}" \
+        'BEGIN { r = (b > 0 ? int(a / b * 100 + 0.5) / 100 : 0); printf "  (8) legate CPU per call / the better peer'"'"'s (%s): x%.2f (goal <= x0.60: %s)\n", p, r, (r <= 0.6 ? "met" : "not met") }'
+  fi
+fi
 if want 5; then
   for peer in nginx haproxy; do
     [ -n "${RSS[legate]:-}" ] && [ -n "${RSS[$peer]:-}" ] &&
@@ -390,6 +514,13 @@ if [ $SMOKE = 1 ]; then
   fi
   if want 6; then
     [ -n "${SCALE_ONE:-}" ] || { echo "smoke: (6) the changed cluster was not applied"; bad=$((bad + 1)); }
+  fi
+  if want 8; then
+    for px in legate nginx haproxy; do
+      if [ -n "${INVALID[8.$px]:-}" ]; then echo "smoke: (8) $px: ${GRPC_FAIL[$px]:-failed the trailer check}"; bad=$((bad + 1))
+      else awk -v r="${RPS[8.$px]:-0}" 'BEGIN { exit !(r > 0) }' || { echo "smoke: (8) $px served nothing"; bad=$((bad + 1)); }
+      fi
+    done
   fi
   if want 7; then
     [ "${ROT_ERR:-x}" = 0 ] || { echo "smoke: (7) requests failed during rotation: ${ROT_ERR:-none ran}"; bad=$((bad + 1)); }
