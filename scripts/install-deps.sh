@@ -8,7 +8,16 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Node.js and npm for the gRPC/WebSocket test peers (tests/peers): Debian's,
+# unless a node with npm is there already (a NodeSource nodejs bundles npm
+# and conflicts with Debian's npm package).
+if ! command -v npm >/dev/null 2>&1; then
+  for p in nodejs npm; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+fi
+peers() { "$here/../tests/peers/install.sh"; }
+[ ${#missing[@]} -eq 0 ] && { peers; exit 0; }
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
@@ -22,3 +31,4 @@ if ! $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/l
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/legate-apt.log 2>&1 ||
     { cat /tmp/legate-apt.log >&2; exit 1; }
 fi
+peers
