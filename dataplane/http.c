@@ -323,3 +323,71 @@ int dp_http_is_grpc_content_type(struct dp_str v)
         return 0;
     return v.n == n || v.p[n] == '+' || v.p[n] == ';';
 }
+
+int dp_http_list_has_token(struct dp_str v, const char *t)
+{
+    size_t tn = strlen(t);
+    const char *p = v.p, *end = v.p + v.n;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *b = p;
+        while (p < end && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
+            p++;
+        if ((size_t)(p - b) == tn && dp_str_ieq_lit((struct dp_str){b, tn}, t))
+            return 1;
+        while (p < end && *p != ',')
+            p++;
+    }
+    return 0;
+}
+
+int dp_grpc_status_of_http(int http_status)
+{
+    switch (http_status) {
+    case 400:
+        return 13; /* INTERNAL */
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+        return 12; /* UNIMPLEMENTED */
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+double dp_grpc_timeout_parse(struct dp_str v)
+{
+    if (v.n < 2 || v.n > 9) /* gRPC: at most 8 digits */
+        return -1;
+    double x = 0;
+    for (size_t i = 0; i + 1 < v.n; i++) {
+        char c = v.p[i];
+        if (c < '0' || c > '9')
+            return -1;
+        x = x * 10 + (c - '0');
+    }
+    switch (v.p[v.n - 1]) {
+    case 'H':
+        return x * 3600;
+    case 'M':
+        return x * 60;
+    case 'S':
+        return x;
+    case 'm':
+        return x / 1e3;
+    case 'u':
+        return x / 1e6;
+    case 'n':
+        return x / 1e9;
+    default:
+        return -1;
+    }
+}

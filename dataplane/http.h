@@ -110,6 +110,18 @@ static inline int dp_http_is_hop_field(struct dp_str n)
  *  alone or followed by '+' or ';' (not grpc-web). */
 int dp_http_is_grpc_content_type(struct dp_str v);
 
+/** 1 when the comma-separated list v holds the token t (lowercase;
+ *  compared case-insensitively, parameters after ';' ignored). */
+int dp_http_list_has_token(struct dp_str v, const char *t);
+
+/** gRPC's status code for an HTTP status, as gRPC's
+ *  doc/http-grpc-status-mapping.md and Envoy map them. */
+int dp_grpc_status_of_http(int http_status);
+
+/** A grpc-timeout value (1-8 digits and a unit H M S m u n) in seconds, or
+ *  -1 when malformed. */
+double dp_grpc_timeout_parse(struct dp_str v);
+
 /** Reason phrase for a status code ("Not Found"), "Unknown" if none. */
 const char *dp_http_reason(int status);
 

@@ -240,29 +240,6 @@ static void prepare_response(struct dp_stream *s)
     }
 }
 
-/* gRPC's status for an HTTP status (gRPC's doc/http-grpc-status-mapping.md,
- * as Envoy's Grpc::Utility::httpToGrpcStatus). */
-static int grpc_status_of(int http)
-{
-    switch (http) {
-    case 400:
-        return 13; /* INTERNAL */
-    case 401:
-        return 16; /* UNAUTHENTICATED */
-    case 403:
-        return 7; /* PERMISSION_DENIED */
-    case 404:
-        return 12; /* UNIMPLEMENTED */
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-        return 14; /* UNAVAILABLE */
-    default:
-        return 2; /* UNKNOWN */
-    }
-}
-
 /* A local reply to a gRPC request: trailers-only (one HEADERS frame with
  * :status 200, grpc-status and grpc-message), as Envoy sends. The message
  * is the body's text, percent-encoded as gRPC requires. */
@@ -275,7 +252,7 @@ static void grpc_local_reply(struct dp_stream *s, int status, const char *body, 
     s->resp.content_length = -1;
     if (code == NULL || msg == NULL)
         return;
-    int g = grpc_status_of(status);
+    int g = dp_grpc_status_of_http(status);
     size_t k = 0;
     if (g >= 10)
         code[k++] = (char)('0' + g / 10);
@@ -358,26 +335,6 @@ static int request_hop(const struct dp_header *h, void *arg)
            dp_str_eq(n, DP_STR_LIT("http2-settings"));
 }
 
-/* 1 when the comma-separated list v has the token t (lowercase), whatever
- * its parameters ("trailers", "Trailers;q=1"). */
-static int list_has_token(struct dp_str v, const char *t)
-{
-    size_t tn = strlen(t);
-    const char *p = v.p, *end = v.p + v.n;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *b = p;
-        while (p < end && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
-            p++;
-        if ((size_t)(p - b) == tn && dp_str_ieq_lit((struct dp_str){b, tn}, t))
-            return 1;
-        while (p < end && *p != ',')
-            p++;
-    }
-    return 0;
-}
-
 static void strip_hop_by_hop(struct dp_request_head *req, const struct dp_hcm_cfg *cfg, struct dp_arena *a)
 {
     /* Tokens named in Connection are hop-by-hop too. */
@@ -407,7 +364,7 @@ static void strip_hop_by_hop(struct dp_request_head *req, const struct dp_hcm_cf
     }
     int te_trailers = 0;
     for (size_t i = 0; i < req->headers.n; i++)
-        if (dp_str_eq(req->headers.v[i].name, DP_STR_LIT("te")) && list_has_token(req->headers.v[i].value, "trailers"))
+        if (dp_str_eq(req->headers.v[i].name, DP_STR_LIT("te")) && dp_http_list_has_token(req->headers.v[i].value, "trailers"))
             te_trailers = 1;
     dp_headers_remove_if(&req->headers, request_hop, (void *)cfg);
     /* The one hop-by-hop value that goes on: gRPC servers require it. */
@@ -557,29 +514,10 @@ static int run_request_filters(struct dp_stream *s)
     return 0;
 }
 
-/* grpc-timeout (gRPC's PROTOCOL-HTTP2.md): digits and a unit; seconds,
- * or -1 when absent or malformed. */
 static double grpc_timeout_of(const struct dp_request_head *req)
 {
     const struct dp_header *h = dp_headers_get(&req->headers, DP_STR_LIT("grpc-timeout"));
-    if (h == NULL || h->value.n < 2 || h->value.n > 9)
-        return -1;
-    double v = 0;
-    for (size_t i = 0; i + 1 < h->value.n; i++) {
-        char c = h->value.p[i];
-        if (c < '0' || c > '9')
-            return -1;
-        v = v * 10 + (c - '0');
-    }
-    switch (h->value.p[h->value.n - 1]) {
-    case 'H': return v * 3600;
-    case 'M': return v * 60;
-    case 'S': return v;
-    case 'm': return v / 1e3;
-    case 'u': return v / 1e6;
-    case 'n': return v / 1e9;
-    default: return -1;
-    }
+    return h ? dp_grpc_timeout_parse(h->value) : -1;
 }
 
 /* The route timeout of a request, as Envoy's router computes it: the

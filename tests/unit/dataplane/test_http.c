@@ -194,6 +194,39 @@ static void normalizes_paths(void **state)
     assert_string_equal(norm("*", 1, 1), "*");
 }
 
+static void grpc_helpers(void **state)
+{
+    (void)state;
+    assert_int_equal(dp_grpc_status_of_http(404), 12);
+    assert_int_equal(dp_grpc_status_of_http(503), 14);
+    assert_int_equal(dp_grpc_status_of_http(504), 14);
+    assert_int_equal(dp_grpc_status_of_http(502), 14);
+    assert_int_equal(dp_grpc_status_of_http(429), 14);
+    assert_int_equal(dp_grpc_status_of_http(401), 16);
+    assert_int_equal(dp_grpc_status_of_http(403), 7);
+    assert_int_equal(dp_grpc_status_of_http(400), 13);
+    assert_int_equal(dp_grpc_status_of_http(500), 2);
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("5S")) == 5.0);
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("250m")) == 0.25);
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("2M")) == 120.0);
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("1H")) == 3600.0);
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("99999999n")) > 0.0999);
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("123456789S")) < 0); /* 9 digits */
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("5")) < 0);
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("5s")) < 0);
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("-5S")) < 0);
+    assert_true(dp_grpc_timeout_parse(DP_STR_LIT("")) < 0);
+    assert_true(dp_http_is_grpc_content_type(DP_STR_LIT("application/grpc")));
+    assert_true(dp_http_is_grpc_content_type(DP_STR_LIT("application/grpc+proto")));
+    assert_true(dp_http_is_grpc_content_type(DP_STR_LIT("Application/GRPC;charset=x")));
+    assert_false(dp_http_is_grpc_content_type(DP_STR_LIT("application/grpc-web")));
+    assert_false(dp_http_is_grpc_content_type(DP_STR_LIT("application/json")));
+    assert_true(dp_http_list_has_token(DP_STR_LIT("trailers"), "trailers"));
+    assert_true(dp_http_list_has_token(DP_STR_LIT("deflate, Trailers;q=1"), "trailers"));
+    assert_false(dp_http_list_has_token(DP_STR_LIT("trailersx, gzip"), "trailers"));
+    assert_false(dp_http_list_has_token(DP_STR_LIT(""), "trailers"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +237,7 @@ int main(void)
         cmocka_unit_test(serialises_fields_numbers_and_status_lines),
         cmocka_unit_test(appends_across_blocks),
         cmocka_unit_test(normalizes_paths),
+        cmocka_unit_test(grpc_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
