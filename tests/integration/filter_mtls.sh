@@ -212,6 +212,16 @@ for v in 1.1 2; do
     "$(req $v - "$L7/off" -H 'x-consumer-username: admin' -H 'x-anonymous-consumer: true')"
 done
 
+# A gRPC request gets the same verdicts as a gRPC status (Envoy's local replies
+# to gRPC): trailers-only, :status 200, grpc-status 16 UNAUTHENTICATED, the
+# reason in grpc-message.
+out=$(curl -s --http2 --cacert "$C/ca.pem" -o /dev/null -D - -H 'content-type: application/grpc' \
+  -H 'te: trailers' --data-binary @/dev/null "$L7/app" | tr -d '\r' | grep -E '^(HTTP|grpc-status|content-type)' | sort | tr '\n' ' ' | tr -s ' ')
+expect_eq "gRPC request without a certificate: 200, application/grpc, grpc-status 16" \
+  "HTTP/2 200 content-type: application/grpc grpc-status: 16 " "$out"
+check "... with the reason in grpc-message" bash -c "curl -s --http2 --cacert '$C/ca.pem' -o /dev/null -D - \
+  -H 'content-type: application/grpc+proto' --data-binary @/dev/null '$L7/app' | grep -qi '^grpc-message: .*No required TLS certificate was sent'"
+
 # HTTP/2 really was HTTP/2, and several streams on one connection get their own verdicts.
 out=$(curl -s --http2 --cacert "$C/ca.pem" -w '%{http_version} %{num_connects} %{http_code}\n' \
   -o /dev/null "$L7/public" -o /dev/null "$L7/app" -o /dev/null "$L7/public")
