@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""An HTTP/1.1 upstream for large-body tests (keep-alive, a thread per
+connection).
+
+usage: blob_server.py PORT DIR
+
+  GET /files/NAME   the file DIR/NAME, with Content-Length (sent with sendfile)
+  GET /blob/N       N bytes of a fixed pattern (blob_bytes below), with Content-Length
+  POST, PUT *       reads the body (Content-Length or chunked) and answers
+                    "sha256=<hex> bytes=<n>\\n"
+"""
+import hashlib
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BLOCK = hashlib.shake_256(b"legate blob").digest(1 << 20)
+
+
+def blob_chunks(n):
+    """The first n bytes of BLOCK repeated, in chunks."""
+    while n > 0:
+        c = BLOCK[: min(n, len(BLOCK))]
+        n -= len(c)
+        yield c
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    root = "."
+
+    def log_message(self, *args):
+        pass
+
+    def send_head(self, code, length, ctype="application/octet-stream"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def do_GET(self):
+        if self.path.startswith("/files/"):
+            name = os.path.basename(self.path[len("/files/"):].split("?")[0])
+            path = os.path.join(self.root, name)
+            if not os.path.isfile(path):
+                return self.text(404, "no such file\n")
+            size = os.path.getsize(path)
+            self.send_head(200, size)
+            self.wfile.flush()
+            with open(path, "rb") as f:
+                self.connection.sendfile(f)
+            return
+        if self.path.startswith("/blob/"):
+            n = int(self.path[len("/blob/"):].split("?")[0])
+            self.send_head(200, n)
+            for c in blob_chunks(n):
+                self.wfile.write(c)
+            return
+        self.text(404, "not found\n")
+
+    def text(self, code, body):
+        b = body.encode()
+        self.send_head(code, len(b), "text/plain")
+        self.wfile.write(b)
+
+    def do_POST(self):
+        h = hashlib.sha256()
+        n = 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                left = size
+                while left:
+                    d = self.rfile.read(min(left, 1 << 16))
+                    if not d:
+                        return
+                    h.update(d)
+                    n += len(d)
+                    left -= len(d)
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("Content-Length", "0"))
+            while left:
+                d = self.rfile.read(min(left, 1 << 16))
+                if not d:
+                    return
+                h.update(d)
+                n += len(d)
+                left -= len(d)
+        self.text(200, "sha256=%s bytes=%d\n" % (h.hexdigest(), n))
+
+    do_PUT = do_POST
+
+
+if __name__ == "__main__":
+    Handler.root = sys.argv[2] if len(sys.argv) > 2 else "."
+    ThreadingHTTPServer.daemon_threads = True
+    srv = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    srv.serve_forever()
