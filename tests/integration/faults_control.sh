@@ -152,7 +152,12 @@ cp_config cpb.yaml b2 "$P_LB"
 t0=$(date +%s.%N)
 kill -HUP "$PID_cpb"
 slow_ok=0
-for i in $(seq 1 10); do serving "$P_LB" b1 && slow_ok=$((slow_ok + 1)); done
+# Each answered within its 1 s limit, by the old config or (once the slow
+# update has landed, which on a loaded machine may be before the tenth) the
+# new one: what is checked is that nothing waits for the update.
+for i in $(seq 1 10); do
+  { serving "$P_LB" b1 || serving "$P_LB" b2; } && slow_ok=$((slow_ok + 1))
+done
 check "slow control plane: the update applies" wait_marker "$P_LB" b2 15
 dt=$(python3 -c "import time; print('%.1f' % (time.time() - $t0))")
 check "... after the proxy's delay (${dt} s >= 0.5 s)" python3 -c "import sys; sys.exit(not $dt >= 0.5)"
