@@ -82,7 +82,10 @@ sys.stdout.flush()
 time.sleep(1.5)
 PY
 holder=$!
-sleep 1.2
+# The stats are read while both connections are still held: after the
+# holder printed its last line (it then waits 1.5 s), however long Python
+# took to start on a loaded machine.
+for _ in $(seq 1 100); do grep -q "^held:" "$WORK/hold.out" && break; sleep 0.1; done
 stats=$(curl -s "http://127.0.0.1:$P_ADMIN/stats")
 wait $holder
 check "the third connection is closed without an answer" grep -q "^third: closed" "$WORK/hold.out"
