@@ -5,7 +5,6 @@ connection).
 usage: blob_server.py PORT DIR
 
   GET /files/NAME   the file DIR/NAME, with Content-Length (sent with sendfile)
-  GET /blob/N       N bytes of a fixed pattern (blob_bytes below), with Content-Length
   POST, PUT *       reads the body (Content-Length or chunked) and answers
                     "sha256=<hex> bytes=<n>\\n"
 """
@@ -13,17 +12,6 @@ import hashlib
 import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-BLOCK = hashlib.shake_256(b"legate blob").digest(1 << 20)
-
-
-def blob_chunks(n):
-    """The first n bytes of BLOCK repeated, in chunks."""
-    while n > 0:
-        c = BLOCK[: min(n, len(BLOCK))]
-        n -= len(c)
-        yield c
-
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -49,12 +37,6 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             with open(path, "rb") as f:
                 self.connection.sendfile(f)
-            return
-        if self.path.startswith("/blob/"):
-            n = int(self.path[len("/blob/"):].split("?")[0])
-            self.send_head(200, n)
-            for c in blob_chunks(n):
-                self.wfile.write(c)
             return
         self.text(404, "not found\n")
 
