@@ -882,7 +882,9 @@ static void h1_process(struct dp_hcm *h)
                 return;
             }
         }
-        h->h1_cur->flags |= DP_STREAM_F_CLOSE_AFTER;
+        /* The request's end may have finished an answered stream (freed). */
+        if (h->h1_cur)
+            h->h1_cur->flags |= DP_STREAM_F_CLOSE_AFTER;
     }
 }
 
@@ -1179,6 +1181,7 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
 #define PREMATURE_RESET_MIN 100
 
 static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data);
+static int h2_trace_frame(struct dp_hcm *h, const nghttp2_frame *f, const char *dir);
 
 static void h2_count_reset(struct dp_hcm *h, int32_t stream_id)
 {
@@ -1200,6 +1203,8 @@ static void h2_count_reset(struct dp_hcm *h, int32_t stream_id)
 
 static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
+    if (lg_current_level <= LG_TRACE)
+        h2_trace_frame(user_data, frame, "received");
     if (frame->hd.type == NGHTTP2_RST_STREAM)
         h2_count_reset(user_data, frame->hd.stream_id);
     if (frame->hd.stream_id == 0)
@@ -1245,7 +1250,7 @@ static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame
                 s->req.content_length = 0;
             dp_stream_request_headers(s, end);
         } else if (end) {
-            dp_stream_request_trailers(s); /* trailers end the request */
+            dp_stream_request_end_trailers(s); /* trailers end the request */
         }
         break;
     case NGHTTP2_DATA:
@@ -1278,8 +1283,13 @@ static int h2_on_stream_close(nghttp2_session *session, int32_t stream_id, uint3
     if (s == NULL)
         return 0;
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-    if (!(s->flags & DP_STREAM_F_RESP_COMPLETE) || error_code != NGHTTP2_NO_ERROR)
+    if (!(s->flags & DP_STREAM_F_RESP_COMPLETE) || error_code != NGHTTP2_NO_ERROR) {
+        LG_D("hcm", "C%llu S%llu: stream %d closed (%s) before its response ended: flags 0x%x, "
+             "%zu request bytes waiting, %zu response bytes waiting, upstream %s",
+             (unsigned long long)h->id, (unsigned long long)s->id, stream_id, nghttp2_http2_strerror(error_code),
+             s->flags, dp_buf_size(&s->req_body), dp_buf_size(&s->resp_body), s->up ? "attached" : "none");
         dp_stream_downstream_reset(s);
+    }
     dp_stream_free(s);
     if (h->n_streams == 0) {
         if (h->goaway_final)
@@ -1288,6 +1298,19 @@ static int h2_on_stream_close(nghttp2_session *session, int32_t stream_id, uint3
             arm_idle(h);
     }
     return 0;
+}
+
+/* Trace level: every frame in and out of a client connection. */
+static int h2_trace_frame(struct dp_hcm *h, const nghttp2_frame *f, const char *dir)
+{
+    LG_T("h2", "C%llu: %s frame type %u stream %d flags 0x%x length %zu", (unsigned long long)h->id, dir,
+         f->hd.type, f->hd.stream_id, f->hd.flags, f->hd.length);
+    return 0;
+}
+
+static int h2_on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    return h2_trace_frame(user_data, frame, "sent");
 }
 
 static int h2_start(struct dp_hcm *h)
@@ -1303,6 +1326,8 @@ static int h2_start(struct dp_hcm *h)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2_on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2_on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2_on_stream_close);
+    if (lg_current_level <= LG_TRACE)
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, h2_on_frame_send);
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cbs);
         return -1;

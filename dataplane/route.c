@@ -751,9 +751,14 @@ static void free_route(struct dp_route *r, const struct dp_http_filter *filters)
     free_mutations(r->resp_add, r->n_resp_add);
     free_removals(r->req_remove, r->n_req_remove);
     free_removals(r->resp_remove, r->n_resp_remove);
-    for (size_t i = 0; i < r->n_filter_cfg; i++)
-        if (r->filter_cfg[i] && filters && filters[i].ops->config_free)
-            filters[i].ops->config_free(r->filter_cfg[i]);
+    for (size_t i = 0; i < r->n_filter_cfg; i++) {
+        if (r->filter_cfg[i] == NULL || filters == NULL)
+            continue;
+        void (*rfree)(void *) = filters[i].ops->route_config_free ? filters[i].ops->route_config_free
+                                                                  : filters[i].ops->config_free;
+        if (rfree)
+            rfree(r->filter_cfg[i]);
+    }
     free(r->filter_cfg);
 }
 

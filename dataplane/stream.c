@@ -8,6 +8,7 @@
 
 #include "dataplane/accesslog.h"
 #include "dataplane/route.h"
+#include "dataplane/router.h"
 #include "dataplane/stream.h"
 #include "dataplane/upstream.h"
 #include "dataplane/worker.h"
@@ -79,6 +80,51 @@ const struct dp_peer_identity *dp_stream_peer(struct dp_stream *s)
     return &s->hcm->peer;
 }
 
+struct dp_headers *dp_stream_request_trailers(struct dp_stream *s)
+{
+    return &s->req_trailers;
+}
+
+struct dp_headers *dp_stream_response_trailers(struct dp_stream *s)
+{
+    return &s->resp_trailers;
+}
+
+const char *dp_stream_route_name(const struct dp_stream *s)
+{
+    return s->route && s->route->name && s->route->name[0] ? s->route->name : NULL;
+}
+
+const char *dp_stream_cluster_name(const struct dp_stream *s)
+{
+    return s->route && s->route->action == DP_ROUTE_CLUSTER ? s->route->cluster : NULL;
+}
+
+uint64_t dp_stream_id(const struct dp_stream *s)
+{
+    return s->id;
+}
+
+uint64_t dp_stream_connection_id(const struct dp_stream *s)
+{
+    return s->hcm->id;
+}
+
+int dp_stream_is_grpc(const struct dp_stream *s)
+{
+    return (s->flags & DP_STREAM_F_GRPC) != 0;
+}
+
+struct dp_filter_call dp_stream_filter_call(struct dp_stream *s, size_t i)
+{
+    const struct dp_route *r = s->route;
+    return (struct dp_filter_call){
+        .cfg = s->cfg->filters[i].cfg,
+        .route_cfg = r && i < r->n_filter_cfg ? r->filter_cfg[i] : NULL,
+        .ctx = s->filter_ctx ? s->filter_ctx[i] : NULL,
+    };
+}
+
 void dp_stream_set_response_flag(struct dp_stream *s, const char *flag)
 {
     size_t n = strlen(s->response_flags);
@@ -123,8 +169,10 @@ static void run_destroy_filters(struct dp_stream *s)
         return;
     for (size_t i = 0; i < s->filters_started && i < s->cfg->n_filters; i++) {
         const struct dp_http_filter *f = &s->cfg->filters[i];
-        if (f->ops->on_destroy)
-            f->ops->on_destroy(s, f->cfg, s->filter_ctx[i]);
+        if (f->ops->on_destroy) {
+            struct dp_filter_call c = dp_stream_filter_call(s, i);
+            f->ops->on_destroy(s, &c);
+        }
     }
     s->filters_started = 0;
 }
@@ -153,6 +201,7 @@ void dp_stream_free(struct dp_stream *s)
     h->n_streams--;
     dp_buf_release(&s->req_body);
     dp_buf_release(&s->resp_body);
+    dp_fc_free(s);
     dp_arena_reset(&s->arena);
     dp_worker_snap_unpin(h->w, s->snap);
     free(s);
@@ -231,11 +280,21 @@ static void prepare_response(struct dp_stream *s)
     if (cfg && cfg->always_set_request_id_in_response && s->request_id[0])
         dp_headers_set(hs, &s->arena, DP_STR_LIT("x-request-id"),
                        (struct dp_str){s->request_id, strlen(s->request_id)});
-    if (cfg && s->filter_ctx) {
-        for (size_t i = s->filters_started; i-- > 0;) {
-            const struct dp_http_filter *f = &cfg->filters[i];
-            if (f->ops->on_response_headers)
-                f->ops->on_response_headers(s, f->cfg, s->filter_ctx[i]);
+}
+
+/* A local reply's head goes through the response filters' head hooks
+ * (they may edit it); it cannot be held or replaced, so their statuses are
+ * not acted on. */
+static void local_reply_filters(struct dp_stream *s, int end)
+{
+    const struct dp_hcm_cfg *cfg = s->cfg;
+    if (cfg == NULL || s->filter_ctx == NULL)
+        return;
+    for (size_t i = s->filters_started < cfg->n_filters ? s->filters_started : cfg->n_filters; i-- > 0;) {
+        const struct dp_http_filter *f = &cfg->filters[i];
+        if (f->ops->on_response_headers) {
+            struct dp_filter_call c = dp_stream_filter_call(s, i);
+            (void)f->ops->on_response_headers(s, &c, end);
         }
     }
 }
@@ -293,6 +352,7 @@ void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *con
         s->resp.status = status; /* for the access log until prepare_response */
         grpc_local_reply(s, status, body ? body : "", body ? body_len : 0);
         prepare_response(s);
+        local_reply_filters(s, 1);
         LG_D("stream", "C%llu S%llu: local gRPC reply for %d%s%s", (unsigned long long)s->hcm->id,
              (unsigned long long)s->id, status, s->response_flags[0] ? " " : "", s->response_flags);
         dp_hcm_send_headers(s, 1);
@@ -305,6 +365,7 @@ void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *con
         dp_headers_add_ref(&s->resp.headers, &s->arena, DP_STR_LIT("content-type"),
                            (struct dp_str){content_type, strlen(content_type)});
     prepare_response(s);
+    local_reply_filters(s, body_len == 0 || (s->flags & DP_STREAM_F_HEAD));
     LG_D("stream", "C%llu S%llu: local reply %d%s%s", (unsigned long long)s->hcm->id,
          (unsigned long long)s->id, status, s->response_flags[0] ? " " : "", s->response_flags);
     /* A request body still coming is read and dropped (HTTP/1 keeps the
@@ -499,18 +560,6 @@ static int run_request_filters(struct dp_stream *s)
         if (sz)
             memset(s->filter_ctx[i], 0, sz);
     }
-    for (size_t i = 0; i < cfg->n_filters; i++) {
-        const struct dp_http_filter *f = &cfg->filters[i];
-        const void *fcfg = f->cfg;
-        if (s->route && i < s->route->n_filter_cfg && s->route->filter_cfg[i])
-            fcfg = s->route->filter_cfg[i];
-        s->filters_started = i + 1;
-        if (f->ops->on_request_headers &&
-            f->ops->on_request_headers(s, fcfg, s->filter_ctx[i]) == DP_FILTER_STOP)
-            return 1;
-        if (s->flags & (DP_STREAM_F_RESP_HEADERS_SENT | DP_STREAM_F_DONE))
-            return 1;
-    }
     return 0;
 }
 
@@ -612,14 +661,24 @@ void dp_stream_request_headers(struct dp_stream *s, int end_stream)
     }
     if ((s->flags & DP_STREAM_F_EXPECT_CONTINUE) && !s->cfg->proxy_100_continue)
         send_100_continue(s);
-    int rc = run_request_filters(s);
-    if (rc < 0) {
+    if (run_request_filters(s) < 0) {
         dp_stream_send_local_reply(s, 500, "text/plain", "out of memory\n", 14);
         return;
     }
-    if (rc > 0)
+    dp_fc_request_headers(s, end_stream);
+}
+
+/* The request head passed every filter: the connection manager's terminal
+ * step routes it (router.c), as Envoy's router filter would. */
+void dp_stream_terminal(struct dp_stream *s, int end_stream)
+{
+    (void)end_stream;
+    const struct dp_hcm_cfg *cfg = s->cfg;
+    if (cfg->n_filters && cfg->filters[cfg->n_filters - 1].ops->terminal) {
+        dp_router_route(s);
         return;
-    /* No filter answered or took the stream (no router configured). */
+    }
+    /* No router configured (the config builder requires one). */
     if (s->route == NULL) {
         dp_stream_set_response_flag(s, "NR");
         dp_stream_send_local_reply(s, 404, "text/plain", "no route matched\n", 17);
@@ -634,15 +693,27 @@ void dp_stream_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int
         return;
     touch(s);
     s->bytes_received += n;
-    if (end_stream)
-        s->flags |= DP_STREAM_F_REQ_COMPLETE;
     if (s->flags & (DP_STREAM_F_LOCAL_REPLY | DP_STREAM_F_RESP_COMPLETE)) {
+        if (end_stream)
+            s->flags |= DP_STREAM_F_REQ_COMPLETE;
         /* Answered already: the body is read and dropped. */
         dp_hcm_consumed(s, n);
         if (end_stream && (s->flags & DP_STREAM_F_RESP_COMPLETE))
             dp_hcm_stream_done(s);
         return;
     }
+    if (!(s->flags & DP_STREAM_F_TUNNEL) && dp_fc_active(s, DP_FILTER_REQUEST)) {
+        dp_fc_request_data(s, p, n, end_stream);
+        return;
+    }
+    dp_stream_forward_request_data(s, p, n, end_stream);
+}
+
+/* Request body that passed the filters: for the upstream. */
+void dp_stream_forward_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream)
+{
+    if (end_stream)
+        s->flags |= DP_STREAM_F_REQ_COMPLETE;
     if (n && dp_buf_append(&s->req_body, p, n) < 0) {
         dp_stream_send_local_reply(s, 500, "text/plain", "out of memory\n", 14);
         return;
@@ -653,14 +724,23 @@ void dp_stream_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int
         dp_upstream_kick(s->up);
 }
 
-void dp_stream_request_trailers(struct dp_stream *s)
+void dp_stream_request_end_trailers(struct dp_stream *s)
 {
     if (s->flags & DP_STREAM_F_DONE)
         return;
-    /* Trailers are forwarded where the upstream codec can carry them
-     * (HTTP/2, or HTTP/1.1 chunked with enable_trailers); the request ends
-     * either way. */
-    dp_stream_request_data(s, NULL, 0, 1);
+    touch(s);
+    if (s->flags & (DP_STREAM_F_LOCAL_REPLY | DP_STREAM_F_RESP_COMPLETE)) {
+        dp_stream_request_data(s, NULL, 0, 1);
+        return;
+    }
+    dp_fc_request_trailers(s);
+}
+
+/* Trailers are forwarded where the upstream codec can carry them (HTTP/2,
+ * or HTTP/1.1 chunked with enable_trailers); the request ends either way. */
+void dp_stream_forward_request_trailers(struct dp_stream *s)
+{
+    dp_stream_forward_request_data(s, NULL, 0, 1);
 }
 
 int dp_stream_wants_upgrade(const struct dp_stream *s)
@@ -677,6 +757,8 @@ void dp_stream_upstream_drained(struct dp_stream *s)
 
 void dp_stream_downstream_drained(struct dp_stream *s)
 {
+    if (s->iter[DP_FILTER_RESPONSE].paused) /* a filter holds the response: it resumes */
+        return;
     if ((s->flags & DP_STREAM_F_UPSTREAM_PAUSED) &&
         dp_hcm_pending_out(s) < s->hcm->listener->per_connection_buffer_limit / 2) {
         s->flags &= ~DP_STREAM_F_UPSTREAM_PAUSED;
@@ -748,6 +830,11 @@ void dp_stream_upstream_headers(struct dp_stream *s, int end_stream)
     prepare_response(s);
     if (end_stream)
         ev_timer_stop(s->hcm->w->loop, &s->timer);
+    dp_fc_response_headers(s, end_stream);
+}
+
+void dp_stream_forward_response_headers(struct dp_stream *s, int end_stream)
+{
     dp_hcm_send_headers(s, end_stream);
 }
 
@@ -761,6 +848,15 @@ void dp_stream_upstream_data(struct dp_stream *s, const uint8_t *p, size_t n, in
         ev_timer_stop(s->hcm->w->loop, &s->timer);
         dp_stat_observe_ms(s->up_st.rq_time, (ev_now(s->hcm->w->loop) - s->start) * 1000.0);
     }
+    if (!(s->flags & DP_STREAM_F_TUNNEL) && dp_fc_active(s, DP_FILTER_RESPONSE)) {
+        dp_fc_response_data(s, p, n, end_stream);
+        return;
+    }
+    dp_stream_forward_response_data(s, p, n, end_stream);
+}
+
+void dp_stream_forward_response_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream)
+{
     dp_hcm_send_data(s, p, n, end_stream);
     if (!end_stream && !(s->flags & DP_STREAM_F_DONE) && s->up &&
         dp_hcm_pending_out(s) >= s->hcm->listener->per_connection_buffer_limit) {
@@ -776,6 +872,11 @@ void dp_stream_upstream_trailers(struct dp_stream *s)
     touch(s);
     ev_timer_stop(s->hcm->w->loop, &s->timer);
     dp_stat_observe_ms(s->up_st.rq_time, (ev_now(s->hcm->w->loop) - s->start) * 1000.0);
+    dp_fc_response_trailers(s);
+}
+
+void dp_stream_forward_response_trailers(struct dp_stream *s)
+{
     dp_hcm_send_trailers(s);
 }
 

@@ -57,6 +57,20 @@ struct dp_hcm;
 #define DP_STREAM_F_TUNNEL_TCP 0x200000      /* CONNECT terminated here: raw TCP to the cluster */
 #define DP_STREAM_F_DOWN_EOF_SENT 0x400000   /* tunnel: our half towards the client is closed */
 
+/* Where a direction's filter iteration stands (dataplane/filter_chain.c).
+ * Positions count in the direction's order: request 0..n-1, response
+ * n-1..0 over the filters whose request hooks ran. */
+struct dp_filter_iter {
+    struct dp_buf hold;          /* body held while a filter stops */
+    uint32_t stop;               /* position of the filter that stopped */
+    uint8_t mode;                /* 0, DP_FILTER_STOP_ITERATION or DP_FILTER_STOP_AND_BUFFER */
+    uint8_t headers_pending;     /* the head waits at stop */
+    uint8_t headers_end;         /* ... and had end_stream */
+    uint8_t end_pending;         /* the body's end arrived while stopped */
+    uint8_t trailers_pending;    /* trailers arrived while stopped */
+    uint8_t paused;              /* the sender was paused for the hold */
+};
+
 struct dp_stream {
     struct dp_hcm *hcm;
     struct dp_stream *next;      /* in hcm->streams */
@@ -80,6 +94,7 @@ struct dp_stream {
     struct dp_upstream_req *up;
     void **filter_ctx;           /* per filter, ctx_size bytes */
     size_t filters_started;      /* how many filters saw on_request_headers */
+    struct dp_filter_iter iter[2]; /* per direction (enum dp_filter_dir): filter_chain.c */
     ev_timer timer;              /* route timeout */
     ev_timer guard;              /* request_timeout and stream_idle_timeout */
     ev_tstamp last_activity;
@@ -154,11 +169,37 @@ void dp_stream_request_headers(struct dp_stream *s, int end_stream);
 /** Request body bytes (possibly empty with end_stream). */
 void dp_stream_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
 /** The request ends with trailers (in s->req_trailers). */
-void dp_stream_request_trailers(struct dp_stream *s);
+void dp_stream_request_end_trailers(struct dp_stream *s);
 /** The downstream reset the stream or the connection went away. */
 void dp_stream_downstream_reset(struct dp_stream *s);
 /** Codec finished writing the response and the request is complete. */
 void dp_stream_free(struct dp_stream *s);
+
+/* ---- the filter chain (filter_chain.c) --------------------------------- */
+
+/** Run a request head / body chunk / trailers, or a response one, through
+ *  the filters; what passes all of them goes on (the terminal step and the
+ *  upstream for requests, the codec for responses). */
+void dp_fc_request_headers(struct dp_stream *s, int end_stream);
+void dp_fc_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
+void dp_fc_request_trailers(struct dp_stream *s);
+void dp_fc_response_headers(struct dp_stream *s, int end_stream);
+void dp_fc_response_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
+void dp_fc_response_trailers(struct dp_stream *s);
+/** 1 when body hooks or a stop may hold data for dir (else the fast path). */
+int dp_fc_active(const struct dp_stream *s, enum dp_filter_dir dir);
+/** Releases what the iteration holds. */
+void dp_fc_free(struct dp_stream *s);
+
+/* What passed the filters (stream.c). */
+void dp_stream_terminal(struct dp_stream *s, int end_stream);
+void dp_stream_forward_request_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
+void dp_stream_forward_request_trailers(struct dp_stream *s);
+void dp_stream_forward_response_headers(struct dp_stream *s, int end_stream);
+void dp_stream_forward_response_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
+void dp_stream_forward_response_trailers(struct dp_stream *s);
+/** The filter call for filter i of the connection manager. */
+struct dp_filter_call dp_stream_filter_call(struct dp_stream *s, size_t i);
 
 /* ---- called by the upstream side -------------------------------------- */
 

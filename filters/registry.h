@@ -7,6 +7,10 @@
 
 #include "dataplane/filter.h"
 
+/** Adds one filter beyond the table, for a program that links its own
+ *  (tests/filters/sample); call it before any config is loaded. */
+void dp_filter_register(const struct dp_filter_ops *ops);
+
 /** Returns the filter registered under name, or NULL. */
 const struct dp_filter_ops *dp_filter_lookup(const char *name);
 

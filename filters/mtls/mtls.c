@@ -7,7 +7,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "dataplane/stream.h"
 #include "filters/mtls/mtls.h"
 #include "filters/registry.h"
 #include "legate/filters/http/mtls/v1/mtls.pb-c.h"
@@ -221,21 +220,7 @@ size_t dp_mtls_reply_body(enum dp_mtls_verdict v, const struct dp_peer_identity 
 
 /* ---- the filter -------------------------------------------------------------------- */
 
-/* A route's typed_per_filter_config replaces the config pointer the hooks
- * get, and filter.h offers no way to reach the filter's own config from
- * there. Find it through the stream: this filter's entry is the one whose
- * per-stream ctx is ours (ctx_size > 0 makes it unique). */
-static const struct dp_mtls_cfg *own_config(struct dp_stream *s, const void *ctx)
-{
-    const struct dp_hcm_cfg *hc = s->cfg;
-    for (size_t i = 0; hc && s->filter_ctx && i < hc->n_filters; i++)
-        if (s->filter_ctx[i] == ctx && hc->filters[i].ops == &dp_mtls_filter)
-            return hc->filters[i].cfg;
-    return NULL;
-}
-
-/* Its address is what own_config() looks for; the verdict is kept for a
- * debugger (nothing reads it back). */
+/* The verdict, kept for a debugger (nothing reads it back). */
 struct mtls_ctx {
     enum dp_mtls_verdict verdict;
 };
@@ -254,29 +239,23 @@ static int set_header(struct dp_stream *s, size_t which, const char *v)
                           (struct dp_str){v, strlen(v)});
 }
 
-static enum dp_filter_status mtls_request(struct dp_stream *s, const void *p, void *vctx)
+static enum dp_filter_status mtls_request(struct dp_stream *s, const struct dp_filter_call *call, int end_stream)
 {
-    struct mtls_ctx *ctx = vctx;
+    struct mtls_ctx *ctx = call->ctx;
     struct dp_request_head *req = dp_stream_request(s);
-    const struct dp_mtls_cfg *cfg = p;
-    int require;
+    const struct dp_mtls_cfg *cfg = call->cfg;
+    const struct dp_mtls_route_cfg *route = call->route_cfg;
+    int require = cfg->require;
 
     /* What the client says about who it is never counts. */
     for (size_t i = 0; i < sizeof(consumer_headers) / sizeof(consumer_headers[0]); i++)
         dp_headers_remove(&req->headers, consumer_headers[i]);
 
-    if (cfg->kind == DP_MTLS_CFG_ROUTE) {
-        const struct dp_mtls_route_cfg *rc = p;
-        if (rc->disabled)
+    if (route) {
+        if (route->disabled)
             return DP_FILTER_CONTINUE;
-        cfg = own_config(s, vctx);
-        if (cfg == NULL) {
-            dp_stream_send_local_reply(s, 500, "text/plain", "mtls filter: no config\n", 23);
-            return DP_FILTER_STOP;
-        }
-        require = rc->require >= 0 ? rc->require : cfg->require;
-    } else {
-        require = cfg->require;
+        if (route->require >= 0)
+            require = route->require;
     }
 
     const struct dp_peer_identity *id = dp_stream_peer(s);
@@ -321,6 +300,7 @@ const struct dp_filter_ops dp_mtls_filter = {
     .route_config_type = &legate__filters__http__mtls__v1__mtls_per_route__descriptor,
     .route_config_new = dp_mtls_route_config_new,
     .config_free = dp_mtls_config_free,
+    .route_config_free = dp_mtls_config_free,
     .ctx_size = sizeof(struct mtls_ctx),
     .on_request_headers = mtls_request,
 };

@@ -276,11 +276,13 @@ sleep 0.5
 body b.json cert="$C/server-v2.pem" key="$C/server-v2.key"
 t0=$(date +%s.%N)
 out=$(api PUT /secrets/server-cert b.json)
-for _ in $(seq 1 40); do [ "$(serial)" = "$want" ] && break; sleep 0.02; done
+for _ in $(seq 1 150); do [ "$(serial)" = "$want" ] && break; sleep 0.02; done
 t1=$(date +%s.%N)
 expect_eq "PUT /secrets/server-cert with a new certificate: 200" "200" "${out%% *}"
 expect_eq "... a new handshake to legate presents it" "$want" "$(serial)"
-check "... within 1 s of the PUT ($(python3 -c "print(round($t1 - $t0, 3))") s)" python3 -c "import sys; sys.exit(0 if $t1 - $t0 < 1.0 else 1)"
+# Prompt, not instant: each probe is an openssl process, and a loaded 2-core
+# machine (CI runs two tests at once) took 1.2 s where an idle one takes 0.1.
+check "... within 3 s of the PUT ($(python3 -c "print(round($t1 - $t0, 3))") s)" python3 -c "import sys; sys.exit(0 if $t1 - $t0 < 3.0 else 1)"
 wait $keep $new
 expect_eq "kept-alive client: 200 requests across the change, all 200" "200" "$(grep -c '^200$' keep.out)"
 expect_eq "new connection per request: 40 requests across the change, all 200" "40" "$(grep -c '^200$' new.out)"

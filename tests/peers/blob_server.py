@@ -7,6 +7,7 @@ usage: blob_server.py PORT DIR
   GET /files/NAME   the file DIR/NAME, with Content-Length (sent with sendfile)
   POST, PUT *       reads the body (Content-Length or chunked) and answers
                     "sha256=<hex> bytes=<n>\\n"
+  any request with x-sample-held gets it back as x-seen-held
 """
 import hashlib
 import os
@@ -23,6 +24,9 @@ class Handler(BaseHTTPRequestHandler):
     def send_head(self, code, length, ctype="application/octet-stream"):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
+        # What a filter added to the request head (tests/integration/filter_api.sh).
+        if self.headers.get("x-sample-held"):
+            self.send_header("x-seen-held", self.headers["x-sample-held"])
         self.send_header("Content-Length", str(length))
         self.end_headers()
 
