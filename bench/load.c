@@ -436,15 +436,16 @@ static ssize_t conn_read(struct conn *c, void *buf, size_t len, const char **why
     return -1;
 }
 
-/* Returns bytes written, 0 if it would block, -1 on error (*why set). */
-static ssize_t conn_write(struct conn *c, const void *buf, size_t len, const char **why)
+/* Writes up to len bytes; *done is how many (0 if it would block). Returns 0,
+ * or -1 on error with *why set: a count and an error never share one value. */
+static int conn_write(struct conn *c, const void *buf, size_t len, size_t *done, const char **why)
 {
     static __thread char reason[ERRMSG_LEN];
 
+    *done = 0;
     if (c->ssl) {
-        size_t n;
-        if (SSL_write_ex(c->ssl, buf, len, &n))
-            return (ssize_t)n;
+        if (SSL_write_ex(c->ssl, buf, len, done))
+            return 0;
         int e = SSL_get_error(c->ssl, 0);
         if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
             return 0;
@@ -452,8 +453,10 @@ static ssize_t conn_write(struct conn *c, const void *buf, size_t len, const cha
         return -1;
     }
     ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
-    if (n >= 0)
-        return n;
+    if (n >= 0) {
+        *done = (size_t)n;
+        return 0;
+    }
     if (errno == EAGAIN || errno == EINTR)
         return 0;
     *why = strerror(errno);
@@ -492,8 +495,8 @@ static int h1_write(struct conn *c)
 {
     const char *why;
     while (c->wpos < h1_req_len) {
-        ssize_t n = conn_write(c, h1_req + c->wpos, h1_req_len - c->wpos, &why);
-        if (n < 0) {
+        size_t n;
+        if (conn_write(c, h1_req + c->wpos, h1_req_len - c->wpos, &n, &why) < 0) {
             conn_error(c, E_RESET, 1, "write: %s", why);
             return -1;
         }
@@ -501,7 +504,7 @@ static int h1_write(struct conn *c)
             conn_watch(c, EV_READ | EV_WRITE);
             return 0;
         }
-        c->wpos += (size_t)n;
+        c->wpos += n;
     }
     conn_watch(c, (c->flags & CF_RWANTW) ? EV_READ | EV_WRITE : EV_READ);
     return 0;
@@ -766,10 +769,10 @@ static int h2_flush(struct conn *c, const char **why)
 
     for (;;) {
         if (c->wb_len > c->wb_off) {
-            ssize_t n = conn_write(c, c->wb + c->wb_off, c->wb_len - c->wb_off, why);
-            if (n < 0)
+            size_t n;
+            if (conn_write(c, c->wb + c->wb_off, c->wb_len - c->wb_off, &n, why) < 0)
                 return -1;
-            c->wb_off += (size_t)n;
+            c->wb_off += n;
             if (c->wb_off < c->wb_len)
                 return 0;
             c->wb_off = c->wb_len = 0;
@@ -803,14 +806,14 @@ static int h2_flush(struct conn *c, const char **why)
             continue;
         if (used == 0)
             return 0;
-        ssize_t n = conn_write(c, w->scratch, used, why);
-        if (n < 0)
+        size_t n;
+        if (conn_write(c, w->scratch, used, &n, why) < 0)
             return -1;
-        if ((size_t)n < used && wb_append(c, w->scratch + n, used - (size_t)n) < 0) {
+        if (n < used && wb_append(c, w->scratch + n, used - n) < 0) {
             *why = "out of memory";
             return -1;
         }
-        if ((size_t)n < used)
+        if (n < used)
             return 0;
     }
 }

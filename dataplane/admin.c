@@ -134,7 +134,7 @@ static void pem_json(struct xds_sb *b, const Envoy__Config__Core__V3__DataSource
 struct certs_walk {
     struct xds_sb *b;
     int n;
-    const char *source;
+    char source[512];            /* where the certificates being walked come from */
     /* What to do with each certificate DataSource found. */
     void (*entry)(struct certs_walk *w, const char *kind, const Envoy__Config__Core__V3__DataSource *ds);
     int warn_days;
@@ -206,9 +206,7 @@ static void secret_cb(void *arg, const char *name, const char *version,
                       const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s)
 {
     struct certs_walk *w = arg;
-    char src[512];
-    snprintf(src, sizeof(src), "sds:%s (version %s)", name, version);
-    w->source = src;
+    snprintf(w->source, sizeof(w->source), "sds:%s (version %s)", name, version);
     certs_in(w, &s->base, 0);
 }
 
@@ -217,25 +215,20 @@ static void secret_cb(void *arg, const char *name, const char *version,
 static void walk_all(const struct dp_admin_source *src, struct certs_walk *w)
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = src->bs->static_resources;
-    char name[512];
     for (size_t i = 0; sr && i < sr->n_listeners; i++) {
-        snprintf(name, sizeof(name), "static listener %s", sr->listeners[i]->name);
-        w->source = name;
+        snprintf(w->source, sizeof(w->source), "static listener %s", sr->listeners[i]->name);
         certs_in(w, &sr->listeners[i]->base, 0);
     }
     for (size_t i = 0; sr && i < sr->n_clusters; i++) {
-        snprintf(name, sizeof(name), "static cluster %s", sr->clusters[i]->name);
-        w->source = name;
+        snprintf(w->source, sizeof(w->source), "static cluster %s", sr->clusters[i]->name);
         certs_in(w, &sr->clusters[i]->base, 0);
     }
     for (size_t i = 0; sr && i < sr->n_secrets; i++) {
-        snprintf(name, sizeof(name), "static secret %s", sr->secrets[i]->name);
-        w->source = name;
+        snprintf(w->source, sizeof(w->source), "static secret %s", sr->secrets[i]->name);
         certs_in(w, &sr->secrets[i]->base, 0);
     }
     for (size_t i = 0; i < src->bs->n_bootstrap_extensions; i++) {
-        snprintf(name, sizeof(name), "bootstrap extension %s", src->bs->bootstrap_extensions[i]->name);
-        w->source = name;
+        snprintf(w->source, sizeof(w->source), "bootstrap extension %s", src->bs->bootstrap_extensions[i]->name);
         certs_in(w, &src->bs->bootstrap_extensions[i]->base, 0);
     }
     struct dp_dyn *d = src->dyn(src->ud);

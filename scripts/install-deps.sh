@@ -4,18 +4,20 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mapfile -t pkgs < <(grep -v '^\s*#' "$here/packages.txt" | grep -v '^\s*$')
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
 # Node.js and npm for the gRPC/WebSocket test peers (tests/peers): Debian's,
 # unless a node with npm is there already (a NodeSource nodejs bundles npm
 # and conflicts with Debian's npm package).
-if ! command -v npm >/dev/null 2>&1; then
-  for p in nodejs npm; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-fi
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+# One dpkg-query for all of them: one per package made every ./dev build
+# spend seconds here.
+declare -A installed=()
+while read -r name status; do
+  [ "$status" = "install ok installed" ] && installed[$name]=1
+done < <(dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null || true)
+missing=()
+for p in "${pkgs[@]}"; do
+  [ -n "${installed[$p]:-}" ] || missing+=("$p")
+done
 peers() { "$here/../tests/peers/install.sh"; }
 [ ${#missing[@]} -eq 0 ] && { peers; exit 0; }
 sudo=""
