@@ -587,6 +587,14 @@ static void sq_run(struct ev_loop *loop, ev_prepare *w, int revents)
         }
         maybe_shut_wr(c);
         update_watch(c);
+        if ((c->flags & DP_CONN_F_WANT_DRAIN) && dp_buf_size(&c->out) == 0 &&
+            !(c->flags & (DP_CONN_F_WBLOCKED | DP_CONN_F_CLOSING)) && c->h->on_drained) {
+            /* The owner waits for room and got it without a writable
+             * event: tell it (it may queue more, and so this loop runs
+             * again for it before the loop waits). */
+            c->flags &= ~DP_CONN_F_WANT_DRAIN;
+            c->h->on_drained(c);
+        }
     }
     ev_prepare_stop(loop, w);
 }
@@ -700,6 +708,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         progressed = 1;
     }
     if (progressed && dp_buf_size(&c->out) == 0 && !(c->flags & DP_CONN_F_CLOSING) && c->h->on_drained) {
+        c->flags &= ~DP_CONN_F_WANT_DRAIN;
         c->h->on_drained(c);
         if (c->flags & DP_CONN_F_CLOSED)
             return;

@@ -51,7 +51,10 @@ struct dp_conn_handler {
     void (*on_read)(struct dp_conn *c);
     /** The socket took more after refusing some, and c->out is empty:
      *  called on each such writable event (dp_conn_unsent may still be
-     *  above zero), never from inside a dp_conn_* call. */
+     *  above zero), never from inside a dp_conn_* call. Also once c->out
+     *  is empty after the owner set DP_CONN_F_WANT_DRAIN (it stopped
+     *  producing at its limit), however the bytes left: a socket that takes
+     *  everything at once gives no writable event. */
     void (*on_drained)(struct dp_conn *c);
     /** The connection is gone; the owner must not touch c afterwards except
      *  to free it with dp_conn_free(). */
@@ -95,6 +98,7 @@ struct dp_conn {
 #define DP_CONN_F_WBLOCKED 0x1000 /* the socket refused sealed bytes: waiting for EV_WRITE */
 #define DP_CONN_F_HALF_OPEN 0x8000 /* owner's: the peer's EOF does not close (tunnels) */
 #define DP_CONN_F_SHUT_WR 0x10000  /* dp_conn_shutdown_write: our side ends once out */
+#define DP_CONN_F_WANT_DRAIN 0x40000 /* owner's: it stopped at its limit; call on_drained once out */
 /* 0x400, 0x800, 0x2000, 0x4000: private to conn.c */
 
 /** Initialises c around an accepted fd (made non-blocking here). If ssl is

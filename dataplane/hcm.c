@@ -384,7 +384,9 @@ static void hcm_on_read(struct dp_conn *c)
     if (h->h2) {
         size_t n = dp_buf_size(&c->in);
         if (n > 0) {
+            h->ngh2_busy = 1;
             ssize_t r = nghttp2_session_mem_recv(h->ngh2, dp_buf_head(&c->in), n);
+            h->ngh2_busy = 0;
             if (r < 0) {
                 /* NGHTTP2_ERR_FLOODED: PING/SETTINGS floods, bounded by
                  * nghttp2's outbound-ack limit set in h2_start. */
@@ -1078,8 +1080,13 @@ static ssize_t h2_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *
     }
     if (dp_buf_size(&s->resp_body) == 0 && (s->flags & DP_STREAM_F_RESP_COMPLETE)) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->resp_trailers.n && h2_submit_trailers(s) == 0)
-            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        if (s->resp_trailers.n) {
+            int rv = h2_submit_trailers(s);
+            LG_T("h2", "C%llu S%llu: end of body, trailers (%zu) submitted: %d", (unsigned long long)s->hcm->id,
+                 (unsigned long long)s->id, s->resp_trailers.n, rv);
+            if (rv == 0)
+                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
         return (ssize_t)n;
     }
     if (n == 0) {
@@ -1305,6 +1312,11 @@ static int h2_trace_frame(struct dp_hcm *h, const nghttp2_frame *f, const char *
 {
     LG_T("h2", "C%llu: %s frame type %u stream %d flags 0x%x length %zu", (unsigned long long)h->id, dir,
          f->hd.type, f->hd.stream_id, f->hd.flags, f->hd.length);
+    if (f->hd.type == NGHTTP2_HEADERS && dir[0] == 's')
+        for (size_t i = 0; i < f->headers.nvlen; i++)
+            LG_T("h2", "C%llu:   %.*s: %.*s", (unsigned long long)h->id, (int)f->headers.nva[i].namelen,
+                 (const char *)f->headers.nva[i].name, (int)f->headers.nva[i].valuelen,
+                 (const char *)f->headers.nva[i].value);
     return 0;
 }
 
@@ -1366,23 +1378,42 @@ static void h2_flush(struct dp_hcm *h)
     struct dp_conn *c = &h->conn;
     if (h->ngh2 == NULL || dp_conn_closed(c))
         return;
+    /* nghttp2 must not be asked for output from inside its own callbacks
+     * (a read callback that resumes an upstream that answers at once, a
+     * request body consumed by the upstream while this session parses):
+     * the call that is running goes round once more instead. */
+    if (h->ngh2_busy) {
+        h->ngh2_again = 1;
+        return;
+    }
     size_t limit = h->listener->per_connection_buffer_limit;
     for (;;) {
         ssize_t n = 1;
+        h->ngh2_busy = 1;
+        h->ngh2_again = 0;
         while (dp_buf_size(&c->out) < limit) {
             const uint8_t *data;
             n = nghttp2_session_mem_send(h->ngh2, &data);
             if (n < 0) {
+                h->ngh2_busy = 0;
                 dp_hcm_destroy(h);
                 return;
             }
-            if (n == 0)
-                break;
+            if (n == 0) {
+                if (!h->ngh2_again)
+                    break;
+                h->ngh2_again = 0; /* a callback queued more meanwhile */
+                continue;
+            }
             if (dp_buf_append(&c->out, data, (size_t)n) < 0) {
+                h->ngh2_busy = 0;
                 dp_hcm_destroy(h);
                 return;
             }
         }
+        h->ngh2_busy = 0;
+        if (n != 0)
+            c->flags |= DP_CONN_F_WANT_DRAIN; /* stopped at the limit: more when this is out */
         dp_conn_flush(c);
         if (dp_conn_closed(c))
             return;
@@ -1480,6 +1511,8 @@ void dp_hcm_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_s
 void dp_hcm_send_trailers(struct dp_stream *s)
 {
     struct dp_hcm *h = s->hcm;
+    LG_T("h2", "C%llu S%llu: trailers to send (flags 0x%x, %zu body bytes waiting)", (unsigned long long)h->id,
+         (unsigned long long)s->id, s->flags, dp_buf_size(&s->resp_body));
     if (s->flags & DP_STREAM_F_RESP_COMPLETE)
         return;
     if (!(s->flags & DP_STREAM_F_RESP_HEADERS_SENT)) {

@@ -148,6 +148,8 @@ struct dp_hcm {
     enum { H1_FOLD_IN = 0, H1_FOLD_LF, H1_FOLD_LF_CR, H1_FOLD_DONE } h1_fold; /* head scan */
     /* HTTP/2 */
     nghttp2_session *ngh2;
+    int ngh2_busy;                        /* inside nghttp2_session_mem_recv/mem_send */
+    int ngh2_again;                       /* ... and a flush was asked for meanwhile */
     /* What the connection keeps for its life, in conn_arena: a few hundred
      * bytes in one small malloc'd block (an idle connection's memory) */
     struct dp_arena conn_arena;

@@ -71,6 +71,8 @@ struct dp_uconn {
     int last_was_value;
     /* HTTP/2 */
     nghttp2_session *ngh2;
+    int ngh2_busy;                /* inside nghttp2_session_mem_recv/mem_send */
+    int ngh2_again;               /* ... and a flush was asked for meanwhile */
     unsigned n_streams;
     struct dp_upstream_req *reqs; /* requests on this HTTP/2 connection */
 };
@@ -84,6 +86,8 @@ struct dp_uconn {
 #define UREQ_F_DEFERRED 0x40
 #define UREQ_F_WAITING 0x80
 #define UREQ_F_UPGRADE 0x100 /* the request asked for an upgrade: the connection is not reused */
+#define UREQ_F_NO_REPLAY 0x200 /* HTTP/2: more was sent than `sent` keeps */
+#define UREQ_F_RETRIED 0x400   /* HTTP/2: sent again after the upstream refused it unprocessed */
 
 struct dp_upstream_req {
     struct dp_stream *s;
@@ -94,6 +98,13 @@ struct dp_upstream_req {
     int32_t h2_id;
     uint32_t flags; /* UREQ_F_* */
     size_t unconsumed; /* HTTP/2 response bytes not yet acknowledged */
+    /* HTTP/2: what the request body sent so far was, while it fits the
+     * buffer limit, to send it again on a stream the upstream refused
+     * without processing it (REFUSED_STREAM, or above a GOAWAY's last
+     * stream); replay: how many bytes at the front of s->req_body are such a
+     * copy (the client's window was reopened for them once already). */
+    struct dp_buf sent;
+    size_t replay;
 };
 
 static void uc_on_connected(struct dp_conn *c);
@@ -425,6 +436,7 @@ static void req_free(struct dp_upstream_req *u)
     p->active--;
     dp_stat_add(p->st_rq_active, -1);
     p->rt->active_requests--;
+    dp_buf_release(&u->sent);
     free(u);
     pool_maybe_free(p);
 }
@@ -952,6 +964,8 @@ static void h1_push_body(struct dp_uconn *uc, struct dp_upstream_req *u)
         dp_buf_consume(&s->req_body, n);
         moved += n;
     }
+    if (dp_buf_size(&s->req_body) > 0)
+        uc->conn.flags |= DP_CONN_F_WANT_DRAIN; /* more when this is out */
     if ((s->flags & DP_STREAM_F_REQ_COMPLETE) && dp_buf_size(&s->req_body) == 0) {
         if (u->flags & UREQ_F_CHUNKED) {
             /* The last chunk, with the trailers if the cluster enables them. */
@@ -1217,7 +1231,9 @@ static void uc_on_read(struct dp_conn *c)
     if (uc->h2) {
         size_t n = dp_buf_size(&c->in);
         if (n) {
+            uc->ngh2_busy = 1;
             ssize_t r = nghttp2_session_mem_recv(uc->ngh2, dp_buf_head(&c->in), n);
+            uc->ngh2_busy = 0;
             dp_buf_consume(&c->in, n);
             if (r < 0) {
                 LG_D("upstream", "cluster %s: %s: HTTP/2 error: %s", uc->pool->rt->name,
@@ -1359,8 +1375,18 @@ static ssize_t h2c_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t 
     size_t n = avail < length ? avail : length;
     if (n) {
         memcpy(buf, dp_buf_head(&s->req_body), n);
+        if (!(u->flags & (UREQ_F_NO_REPLAY | UREQ_F_RETRIED))) {
+            if (dp_buf_size(&u->sent) + n > u->pool->rt->cfg->per_connection_buffer_limit ||
+                dp_buf_append(&u->sent, buf, n) < 0) {
+                dp_buf_release(&u->sent);
+                u->flags |= UREQ_F_NO_REPLAY;
+            }
+        }
         dp_buf_consume(&s->req_body, n);
-        dp_hcm_consumed(s, n);
+        size_t again = n < u->replay ? n : u->replay;
+        u->replay -= again;
+        if (n > again)
+            dp_hcm_consumed(s, n - again);
         dp_stream_upstream_drained(s);
     }
     if (dp_buf_size(&s->req_body) == 0 && (s->flags & DP_STREAM_F_REQ_COMPLETE)) {
@@ -1422,16 +1448,30 @@ static void h2c_flush(struct dp_uconn *uc)
     struct dp_conn *c = &uc->conn;
     if (uc->ngh2 == NULL || dp_conn_closed(c))
         return;
+    /* Never from inside this session's own callbacks (see h2_flush). */
+    if (uc->ngh2_busy) {
+        uc->ngh2_again = 1;
+        return;
+    }
     size_t limit = uc->pool->rt->cfg->per_connection_buffer_limit;
     for (;;) {
         ssize_t n = 1;
+        uc->ngh2_busy = 1;
+        uc->ngh2_again = 0;
         while (dp_buf_size(&c->out) < limit) {
             const uint8_t *data;
             n = nghttp2_session_mem_send(uc->ngh2, &data);
+            if (n == 0 && uc->ngh2_again) {
+                uc->ngh2_again = 0;
+                continue;
+            }
             if (n <= 0)
                 break;
             dp_buf_append(&c->out, data, (size_t)n);
         }
+        uc->ngh2_busy = 0;
+        if (n > 0)
+            c->flags |= DP_CONN_F_WANT_DRAIN; /* stopped at the limit: more when this is out */
         dp_conn_flush(c);
         /* As h2_flush: a socket that took everything calls nobody back. */
         if (n <= 0 || dp_conn_closed(c) || dp_buf_size(&c->out) > 0 || (c->flags & DP_CONN_F_WBLOCKED))
@@ -1488,6 +1528,9 @@ static int h2c_on_frame_recv(nghttp2_session *session, const nghttp2_frame *fram
 {
     struct dp_uconn *uc = user_data;
     if (frame->hd.type == NGHTTP2_GOAWAY) {
+        LG_D("upstream", "cluster %s: %s: GOAWAY (%s, last stream %d, %u streams open)", uc->pool->rt->name,
+             uc->pool->addr_str, nghttp2_http2_strerror(frame->goaway.error_code), frame->goaway.last_stream_id,
+             uc->n_streams);
         uc->goaway = 1;
         return 0;
     }
@@ -1535,6 +1578,34 @@ static int h2c_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t st
     return 0;
 }
 
+/* The upstream did not process u's stream (RFC 9113 8.7: REFUSED_STREAM,
+ * or a GOAWAY below its id): send it again, once, on a connection that
+ * takes streams, with the body sent so far put back in front of what is
+ * still to come. The client never hears of it. 0, or -1 when it cannot be
+ * (then the stream fails as before). */
+static int h2c_retry(struct dp_upstream_req *u)
+{
+    struct dp_stream *s = u->s;
+    struct dp_buf body = {0};
+    if (dp_buf_append(&body, dp_buf_head(&u->sent), dp_buf_size(&u->sent)) < 0 ||
+        dp_buf_append(&body, dp_buf_head(&s->req_body), dp_buf_size(&s->req_body)) < 0) {
+        dp_buf_release(&body);
+        return -1;
+    }
+    u->replay += dp_buf_size(&u->sent);
+    dp_buf_release(&u->sent);
+    dp_buf_release(&s->req_body);
+    s->req_body = body;
+    u->flags = UREQ_F_RETRIED;
+    u->h2_id = 0;
+    u->unconsumed = 0;
+    LG_D("upstream", "cluster %s: %s: C%llu S%llu refused unprocessed: sent again", u->pool->rt->name,
+         u->pool->addr_str, (unsigned long long)s->hcm->id, (unsigned long long)s->id);
+    wait_push(u->pool, u);
+    pool_dispatch(u->pool);
+    return 0;
+}
+
 static int h2c_on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
                                void *user_data)
 {
@@ -1544,6 +1615,10 @@ static int h2c_on_stream_close(nghttp2_session *session, int32_t stream_id, uint
         return 0;
     h2c_detach(uc, u);
     struct dp_stream *s = u->s;
+    if (s && error_code == NGHTTP2_REFUSED_STREAM && !(u->flags & (UREQ_F_RESP_STARTED | UREQ_F_RETRIED |
+                                                                    UREQ_F_NO_REPLAY | UREQ_F_UPGRADE)))
+        if (h2c_retry(u) == 0)
+            return 0;
     int done = (u->flags & UREQ_F_RESP_DONE) != 0;
     req_free(u);
     if (s && !done) {
