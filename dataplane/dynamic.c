@@ -18,7 +18,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
-#include "dataplane/strmap.h"
+#include "xds/strmap.h"
 #include "xds/ads.h"
 #include "xds/datasource.h"
 #include "xds/json.h"

@@ -1,4 +1,4 @@
-#include "dataplane/strmap.h"
+#include "xds/strmap.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +61,32 @@ int strmap_get(const struct strmap *m, const char *key, size_t *val)
         return 0;
     if (val)
         *val = e->val;
+    return 1;
+}
+
+int strmap_del(struct strmap *m, const char *key, size_t *val)
+{
+    if (m->n == 0)
+        return 0;
+    struct strmap_ent *e = probe(m, key, str_hash(key));
+    if (e->key == NULL)
+        return 0;
+    if (val)
+        *val = e->val;
+    free(e->key);
+    e->key = NULL;
+    m->n--;
+    /* Backward shift: an entry after the hole moves into it unless its home
+     * slot lies cyclically in (hole, entry]. */
+    size_t mask = m->cap - 1, hole = (size_t)(e - m->e);
+    for (size_t i = (hole + 1) & mask; m->e[i].key; i = (i + 1) & mask) {
+        size_t home = m->e[i].hash & mask;
+        if (((i - home) & mask) >= ((i - hole) & mask)) {
+            m->e[hole] = m->e[i];
+            m->e[i].key = NULL;
+            hole = i;
+        }
+    }
     return 1;
 }
 
