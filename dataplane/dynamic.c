@@ -18,6 +18,8 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "xds/deps.h"
+#include "xds/state.h"
 #include "xds/strmap.h"
 #include "xds/ads.h"
 #include "xds/datasource.h"
@@ -63,38 +65,6 @@ static int64_t version_number(const char *v)
     return (int64_t)(h & ((1ull << 53) - 1));
 }
 
-/* One accepted resource. */
-struct res {
-    char *name;
-    char *version;               /* version_info of the response that brought it */
-    ProtobufCMessage *msg;
-    uint64_t hash;               /* of its bytes */
-};
-
-struct names {
-    char **v;
-    size_t n, cap;
-    struct strmap set;           /* of v, once there are more than a few */
-};
-
-struct tstate {
-    struct res *v;
-    size_t n, cap;
-    struct strmap idx;           /* name -> slot in v, for v[0 .. idx_upto) */
-    size_t idx_upto;
-    int idx_dirty;               /* slots moved: rebuild idx before use */
-    char *version;               /* last accepted version_info */
-    char *nonce;                 /* last nonce seen */
-    struct names subs;           /* RDS, EDS, SDS: names asked for */
-    double *since;               /* parallel to subs: when first asked for */
-    int *gave_up;                /* parallel to subs: 0 waiting, 1 given up (initial fetch
-                                    timeout), 2 arrived in time (never looked at again) */
-    int node_sent;               /* on this stream */
-    int got_first;               /* a first response arrived (ever) */
-    double started;              /* first request (ever) */
-    int timed_out;               /* LDS/CDS: initial fetch gave up */
-};
-
 /* A listener or cluster as built from its resource and references. */
 struct built {
     char *name;
@@ -108,7 +78,7 @@ struct dp_dyn {
     struct dp_dyn_host host;
     struct xds_ads *ads;
     pthread_mutex_t lock;        /* state below vs. admin readers */
-    struct tstate t[T_N];
+    struct xds_type_state t[T_N];
     struct built *bl;            /* installed listeners */
     size_t n_bl;
     struct built *bc;            /* installed clusters */
@@ -131,130 +101,6 @@ static char *xstrdup0(const char *s)
     if (d == NULL)
         abort();
     return d;
-}
-
-static uint64_t fnv(const uint8_t *p, size_t n, uint64_t h)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-/* A resource's hash: of its bytes as they came (what a control plane sends
- * again unchanged hashes the same, and needs no decoding to tell). */
-static uint64_t bytes_hash(const Google__Protobuf__Any *any)
-{
-    uint64_t h = fnv(any->value.data, any->value.len, 14695981039346656037ull);
-    return fnv((const uint8_t *)&any->value.len, sizeof(any->value.len), h);
-}
-
-/* Resources by hash, to find those a state-of-the-world response sends
- * again unchanged. Open addressing; slots hold index + 1 (0: empty). */
-struct by_hash {
-    uint64_t *k;
-    size_t *v;
-    size_t mask;
-};
-
-static void by_hash_init(struct by_hash *m, const struct tstate *t)
-{
-    size_t cap = 16;
-    while (cap < t->n * 2)
-        cap *= 2;
-    m->k = calloc(cap, sizeof(*m->k));
-    m->v = calloc(cap, sizeof(*m->v));
-    if (m->k == NULL || m->v == NULL)
-        abort();
-    m->mask = cap - 1;
-    for (size_t i = 0; i < t->n; i++) {
-        if (t->v[i].msg == NULL)
-            continue;
-        size_t j = t->v[i].hash & m->mask;
-        while (m->v[j])
-            j = (j + 1) & m->mask;
-        m->k[j] = t->v[i].hash;
-        m->v[j] = i + 1;
-    }
-}
-
-/* The index of an unclaimed resource with hash h, which is then claimed
- * (a duplicate in the response decodes on its own and is refused by name). */
-static int by_hash_take(struct by_hash *m, uint64_t h, size_t *at)
-{
-    for (size_t j = h & m->mask; m->v[j]; j = (j + 1) & m->mask) {
-        if (m->k[j] == h && m->v[j] != SIZE_MAX) {
-            *at = m->v[j] - 1;
-            m->v[j] = SIZE_MAX; /* claimed; keeps the probe chain */
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static void by_hash_free(struct by_hash *m)
-{
-    free(m->k);
-    free(m->v);
-}
-
-#define NAMES_LINEAR 8
-
-/* Where s is in n->v. */
-static int names_index(struct names *n, const char *s, size_t *at)
-{
-    if (n->n <= NAMES_LINEAR) {
-        for (size_t i = 0; i < n->n; i++)
-            if (strcmp(n->v[i], s) == 0) {
-                *at = i;
-                return 1;
-            }
-        return 0;
-    }
-    /* The set grows with v (names_add), goes with it (names_free) and is
-     * emptied when v is reordered. */
-    if (n->set.n != n->n) {
-        strmap_clear(&n->set);
-        for (size_t i = 0; i < n->n; i++)
-            strmap_put(&n->set, n->v[i], i);
-    }
-    return strmap_get(&n->set, s, at);
-}
-
-static int names_has(struct names *n, const char *s)
-{
-    size_t at;
-    return names_index(n, s, &at);
-}
-
-static void names_add(struct names *n, const char *s)
-{
-    if (s == NULL || s[0] == '\0' || names_has(n, s))
-        return;
-    if (n->n == n->cap) {
-        n->cap = n->cap ? n->cap * 2 : 8;
-        n->v = realloc(n->v, n->cap * sizeof(*n->v));
-        if (n->v == NULL)
-            abort();
-    }
-    n->v[n->n++] = xstrdup0(s);
-    if (n->set.n == n->n - 1 && n->n > NAMES_LINEAR)
-        strmap_put(&n->set, s, n->n - 1);
-}
-
-static void names_free(struct names *n)
-{
-    for (size_t i = 0; i < n->n; i++)
-        free(n->v[i]);
-    free(n->v);
-    strmap_free(&n->set);
-    memset(n, 0, sizeof(*n));
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Appends "; "-separated messages. */
@@ -280,58 +126,6 @@ __attribute__((format(printf, 2, 3))) static void err_add(struct errs *e, const 
         e->len = sizeof(e->buf) - 1;
 }
 
-/* The index is kept by the ADS thread only (admin readers walk v). */
-static struct res *res_find(struct tstate *t, const char *name)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (t->idx_dirty || t->idx_upto > t->n) {
-            strmap_clear(&t->idx);
-            t->idx_upto = 0;
-            t->idx_dirty = 0;
-        }
-        for (; t->idx_upto < t->n && t->v[t->idx_upto].name; t->idx_upto++)
-            strmap_put(&t->idx, t->v[t->idx_upto].name, t->idx_upto);
-        size_t i;
-        if (!strmap_get(&t->idx, name, &i))
-            return NULL;
-        if (i < t->n && t->v[i].name && strcmp(t->v[i].name, name) == 0)
-            return &t->v[i];
-        t->idx_dirty = 1; /* a slot changed under the index: rebuild once */
-    }
-    return NULL;
-}
-
-static void res_clear(struct res *r)
-{
-    free(r->name);
-    free(r->version);
-    if (r->msg)
-        protobuf_c_message_free_unpacked(r->msg, NULL);
-    memset(r, 0, sizeof(*r));
-}
-
-static struct res *res_slot(struct tstate *t)
-{
-    if (t->n == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 8;
-        t->v = realloc(t->v, t->cap * sizeof(*t->v));
-        if (t->v == NULL)
-            abort();
-    }
-    struct res *r = &t->v[t->n++];
-    memset(r, 0, sizeof(*r));
-    return r;
-}
-
-static void res_remove(struct tstate *t, struct res *r)
-{
-    res_clear(r);
-    size_t i = (size_t)(r - t->v);
-    memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof(*t->v));
-    t->n--;
-    t->idx_dirty = 1;
-}
-
 static const char *res_name(int type, const ProtobufCMessage *m)
 {
     switch (type) {
@@ -347,92 +141,6 @@ static const char *res_name(int type, const ProtobufCMessage *m)
         return ((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)m)->name;
     }
     return "";
-}
-
-/* ---- references ---------------------------------------------------------
- * A descriptor-driven walk over a resource, unpacking Any on the way, that
- * collects the RDS names (HttpConnectionManager.rds) and the SDS names
- * (SdsSecretConfig with an sds_config) it refers to. */
-
-struct refs {
-    struct names rds, sds;
-};
-
-static void walk(const ProtobufCMessage *m, struct refs *r, int depth);
-
-static void walk_one(const ProtobufCMessage *m, struct refs *r, int depth)
-{
-    const ProtobufCMessageDescriptor *d = m->descriptor;
-    if (d == &google__protobuf__any__descriptor) {
-        const Google__Protobuf__Any *any = (const Google__Protobuf__Any *)m;
-        const ProtobufCMessageDescriptor *inner = xds_registry_lookup(any->type_url);
-        if (inner == NULL)
-            return;
-        ProtobufCMessage *u = protobuf_c_message_unpack(inner, NULL, any->value.len, any->value.data);
-        if (u) {
-            walk(u, r, depth + 1);
-            protobuf_c_message_free_unpacked(u, NULL);
-        }
-        return;
-    }
-    if (d == &envoy__extensions__transport_sockets__tls__v3__sds_secret_config__descriptor) {
-        const Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig *s =
-            (const Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig *)m;
-        if (s->sds_config)
-            names_add(&r->sds, s->name);
-        return;
-    }
-    if (d == &envoy__extensions__filters__network__http_connection_manager__v3__rds__descriptor) {
-        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds *rds =
-            (const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds *)m;
-        names_add(&r->rds, rds->route_config_name);
-        return;
-    }
-    walk(m, r, depth + 1);
-}
-
-static void walk(const ProtobufCMessage *m, struct refs *r, int depth)
-{
-    if (depth > 32)
-        return;
-    const ProtobufCMessageDescriptor *d = m->descriptor;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
-        const char *base = (const char *)m;
-        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-            uint32_t which = *(const uint32_t *)(base + f->quantifier_offset);
-            if (which != f->id)
-                continue;
-        }
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = *(const size_t *)(base + f->quantifier_offset);
-            ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)(base + f->offset);
-            for (size_t k = 0; k < n; k++)
-                if (v[k])
-                    walk_one(v[k], r, depth);
-        } else {
-            const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)(base + f->offset);
-            if (sub)
-                walk_one(sub, r, depth);
-        }
-    }
-}
-
-static void refs_free(struct refs *r)
-{
-    names_free(&r->rds);
-    names_free(&r->sds);
-}
-
-static const char *eds_name(const Envoy__Config__Cluster__V3__Cluster *c)
-{
-    if (c->cluster_discovery_type_case != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE ||
-        c->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS)
-        return NULL;
-    const Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig *ec = c->eds_cluster_config;
-    return ec && ec->service_name[0] ? ec->service_name : c->name;
 }
 
 /* A secret whose certificate chain starts with an expired certificate:
@@ -470,7 +178,7 @@ static int secret_expired(const Envoy__Extensions__TransportSockets__Tls__V3__Se
 static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *lookup_secret(void *ud, const char *name)
 {
     struct dp_dyn *d = ud;
-    struct res *r = res_find(&d->t[T_SDS], name);
+    struct xds_res *r = xds_table_find(&d->t[T_SDS].res, name);
     if (r)
         return (const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)r->msg;
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = d->bs->static_resources;
@@ -483,46 +191,29 @@ static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *lookup_secret
 static const Envoy__Config__Route__V3__RouteConfiguration *lookup_route(void *ud, const char *name)
 {
     struct dp_dyn *d = ud;
-    struct res *r = res_find(&d->t[T_RDS], name);
+    struct xds_res *r = xds_table_find(&d->t[T_RDS].res, name);
     return r ? (const Envoy__Config__Route__V3__RouteConfiguration *)r->msg : NULL;
 }
 
 enum build_result { B_OK, B_WARMING, B_ERROR };
 
+static int static_secret(void *ud, const char *name)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr =
+        ((struct dp_dyn *)ud)->bs->static_resources;
+    for (size_t i = 0; sr && i < sr->n_secrets; i++)
+        if (strcmp(sr->secrets[i]->name, name) == 0)
+            return 1;
+    return 0;
+}
+
 /* Whether every reference has arrived; the hash of what was referenced is
  * mixed into *h so a reference that changes makes a new object. */
-static int refs_present(struct dp_dyn *d, const struct refs *rf, const char *eds, uint64_t *h,
+static int refs_present(struct dp_dyn *d, const struct xds_refs *rf, const char *eds, uint64_t *h,
                         char *missing, size_t mlen)
 {
-    int ok = 1;
-    missing[0] = '\0';
-    for (size_t i = 0; i < rf->rds.n; i++) {
-        struct res *r = res_find(&d->t[T_RDS], rf->rds.v[i]);
-        if (r)
-            *h = fnv((const uint8_t *)&r->hash, sizeof(r->hash), *h);
-        else if (ok-- > 0)
-            snprintf(missing, mlen, "route configuration \"%s\"", rf->rds.v[i]);
-    }
-    for (size_t i = 0; i < rf->sds.n; i++) {
-        struct res *r = res_find(&d->t[T_SDS], rf->sds.v[i]);
-        if (r)
-            *h = fnv((const uint8_t *)&r->hash, sizeof(r->hash), *h);
-        else if (lookup_secret(d, rf->sds.v[i]) == NULL && ok-- > 0)
-            snprintf(missing, mlen, "secret \"%s\"", rf->sds.v[i]);
-    }
-    if (eds) {
-        struct res *r = res_find(&d->t[T_EDS], eds);
-        if (r) {
-            *h = fnv((const uint8_t *)&r->hash, sizeof(r->hash), *h);
-        } else {
-            /* Given up on (initial fetch timeout): no endpoints. */
-            size_t at;
-            int gave_up = names_index(&d->t[T_EDS].subs, eds, &at) && d->t[T_EDS].gave_up[at];
-            if (!gave_up && ok-- > 0)
-                snprintf(missing, mlen, "endpoints \"%s\"", eds);
-        }
-    }
-    return ok == 1;
+    struct xds_deps_src src = {&d->t[T_RDS], &d->t[T_EDS], &d->t[T_SDS], static_secret, d};
+    return xds_deps_ready(&src, rf, eds, h, missing, mlen);
 }
 
 static struct dp_build_ctx build_ctx(struct dp_dyn *d)
@@ -548,16 +239,16 @@ static struct built *built_find(struct dp_dyn *d, int type, const char *name)
 
 /* Builds listener resource r. On B_OK, *out is the new object (or the
  * installed one when nothing changed: *out == cur->obj). */
-static enum build_result build_listener(struct dp_dyn *d, struct res *r, void **out, uint64_t *hash,
+static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, void **out, uint64_t *hash,
                                         char *err, size_t errlen)
 {
     const Envoy__Config__Listener__V3__Listener *pl = (const Envoy__Config__Listener__V3__Listener *)r->msg;
-    struct refs rf = {0};
-    walk(r->msg, &rf, 0);
+    struct xds_refs rf = {0};
+    xds_refs_collect(r->msg, &rf);
     uint64_t h = r->hash;
     char missing[300];
     int present = refs_present(d, &rf, NULL, &h, missing, sizeof(missing));
-    refs_free(&rf);
+    xds_refs_free(&rf);
     *hash = h;
     if (!present) {
         snprintf(err, errlen, "waiting for %s", missing);
@@ -593,17 +284,17 @@ static enum build_result build_listener(struct dp_dyn *d, struct res *r, void **
     return B_OK;
 }
 
-static enum build_result build_cluster(struct dp_dyn *d, struct res *r, void **out, uint64_t *hash,
+static enum build_result build_cluster(struct dp_dyn *d, struct xds_res *r, void **out, uint64_t *hash,
                                        char *err, size_t errlen)
 {
     const Envoy__Config__Cluster__V3__Cluster *pc = (const Envoy__Config__Cluster__V3__Cluster *)r->msg;
-    struct refs rf = {0};
-    walk(r->msg, &rf, 0);
-    const char *eds = eds_name(pc);
+    struct xds_refs rf = {0};
+    xds_refs_collect(r->msg, &rf);
+    const char *eds = xds_cluster_eds_name(pc);
     uint64_t h = r->hash;
     char missing[300];
     int present = refs_present(d, &rf, eds, &h, missing, sizeof(missing));
-    refs_free(&rf);
+    xds_refs_free(&rf);
     *hash = h;
     if (!present) {
         snprintf(err, errlen, "waiting for %s", missing);
@@ -620,7 +311,7 @@ static enum build_result build_cluster(struct dp_dyn *d, struct res *r, void **o
             snprintf(err, errlen, "name: a static cluster is already called \"%s\"", pc->name);
             return B_ERROR;
         }
-    struct res *cla = eds ? res_find(&d->t[T_EDS], eds) : NULL;
+    struct xds_res *cla = eds ? xds_table_find(&d->t[T_EDS].res, eds) : NULL;
     struct dp_build_ctx ctx = build_ctx(d);
     char msg[1024];
     struct dp_cluster *c = dp_cluster_build(
@@ -661,9 +352,9 @@ static void built_free(int type, struct built *v, size_t n)
  * installed one.
  */
 static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *changed, struct errs *errs,
-                             struct names *failed)
+                             struct xds_names *failed)
 {
-    struct tstate *t = &d->t[type];
+    struct xds_table *t = &d->t[type].res;
     size_t n_cur = type == T_LDS ? d->n_bl : d->n_bc;
     struct built *nv = calloc(t->n + n_cur + 1, sizeof(*nv));
     size_t n = 0;
@@ -671,7 +362,7 @@ static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *cha
         abort();
     *changed = 0;
     for (size_t i = 0; i < t->n; i++) {
-        struct res *r = &t->v[i];
+        struct xds_res *r = &t->v[i];
         void *obj = NULL;
         uint64_t h = 0;
         char err[1200];
@@ -697,7 +388,7 @@ static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *cha
         }
         if (br == B_ERROR) {
             err_add(errs, "%s \"%s\": %s", type_names[type], r->name, err);
-            names_add(failed, r->name);
+            xds_names_add(failed, r->name);
         } else {
             LG_D("xds", "%s \"%s\" is warming: %s", type_names[type], r->name, err);
         }
@@ -756,7 +447,7 @@ static void install(struct dp_dyn *d, struct built *bl, size_t n_bl, struct buil
 
 static void send_request(struct dp_dyn *d, int type, const char *error)
 {
-    struct tstate *t = &d->t[type];
+    struct xds_type_state *t = &d->t[type];
     Envoy__Service__Discovery__V3__DiscoveryRequest req = ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_REQUEST__INIT;
     Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
     req.type_url = (char *)type_urls[type];
@@ -788,73 +479,15 @@ static void send_request(struct dp_dyn *d, int type, const char *error)
  * clusters we have; sends a request for each type whose names changed. */
 static void resubscribe(struct dp_dyn *d)
 {
-    struct refs all = {0};
-    struct names eds = {0};
-    for (size_t i = 0; i < d->t[T_LDS].n; i++)
-        walk(d->t[T_LDS].v[i].msg, &all, 0);
-    for (size_t i = 0; i < d->t[T_CDS].n; i++) {
-        walk(d->t[T_CDS].v[i].msg, &all, 0);
-        names_add(&eds, eds_name((const Envoy__Config__Cluster__V3__Cluster *)d->t[T_CDS].v[i].msg));
-    }
-    struct names *want[T_N] = {NULL};
-    want[T_RDS] = &all.rds;
-    want[T_SDS] = &all.sds;
-    want[T_EDS] = &eds;
+    struct xds_names want[T_N] = {{0}};
+    xds_deps_wanted(&d->t[T_LDS].res, &d->t[T_CDS].res, &want[T_RDS], &want[T_EDS], &want[T_SDS]);
     double now = xds_now();
     for (int type = 0; type < T_N; type++) {
-        if (want[type] == NULL)
+        if (type == T_LDS || type == T_CDS)
             continue;
-        struct tstate *t = &d->t[type];
-        struct names *w = want[type];
-        if (w->n > 1) {
-            qsort(w->v, w->n, sizeof(*w->v), cmp_str);
-            strmap_clear(&w->set);
-        }
-        int same = w->n == t->subs.n;
-        for (size_t i = 0; same && i < w->n; i++)
-            same = strcmp(w->v[i], t->subs.v[i]) == 0;
-        if (same)
-            continue;
-        double *since = calloc(w->n + 1, sizeof(*since));
-        int *gave_up = calloc(w->n + 1, sizeof(*gave_up));
-        if (since == NULL || gave_up == NULL)
-            abort();
-        struct strmap was = {0};
-        for (size_t j = 0; j < t->subs.n; j++)
-            strmap_put(&was, t->subs.v[j], j);
-        for (size_t i = 0; i < w->n; i++) {
-            size_t j;
-            since[i] = now;
-            if (strmap_get(&was, w->v[i], &j)) {
-                since[i] = t->since[j];
-                gave_up[i] = t->gave_up[j];
-            }
-        }
-        strmap_free(&was);
-        names_free(&t->subs);
-        free(t->since);
-        free(t->gave_up);
-        t->subs = *w;
-        memset(w, 0, sizeof(*w));
-        t->since = since;
-        t->gave_up = gave_up;
-        /* Resources nobody refers to any more are forgotten. */
-        size_t kept = 0;
-        for (size_t i = 0; i < t->n; i++) {
-            if (names_has(&t->subs, t->v[i].name))
-                t->v[kept++] = t->v[i];
-            else
-                res_clear(&t->v[i]);
-        }
-        if (kept != t->n) {
-            t->n = kept;
-            t->idx_dirty = 1;
-        }
-        if (t->subs.n > 0)
+        if (xds_state_subscribe(&d->t[type], &want[type], now) && d->t[type].subs.n > 0)
             send_request(d, type, NULL);
     }
-    refs_free(&all);
-    names_free(&eds);
 }
 
 /* ---- readiness ------------------------------------------------------------------ */
@@ -864,15 +497,14 @@ static void update_ready(struct dp_dyn *d)
     if (d->ready)
         return;
     for (int type = 0; type < T_N; type++) {
-        struct tstate *t = &d->t[type];
+        struct xds_type_state *t = &d->t[type];
         if (type == T_LDS || type == T_CDS) {
             if (!t->got_first && !t->timed_out)
                 return;
             continue;
         }
-        for (size_t i = 0; i < t->subs.n; i++)
-            if (!t->gave_up[i] && res_find(t, t->subs.v[i]) == NULL)
-                return;
+        if (!xds_state_complete(t))
+            return;
     }
     /* Everything referenced is here: whatever still does not build is an
      * error that was NACKed, not something to wait for. */
@@ -893,7 +525,7 @@ static int type_of(const char *url)
 /* Rebuilds listeners and clusters and installs them if anything changed.
  * Errors are charged to the resources that failed (their names in
  * failed[T_CDS] and failed[T_LDS]). */
-static void rebuild_and_install(struct dp_dyn *d, struct errs *errs, struct names *failed)
+static void rebuild_and_install(struct dp_dyn *d, struct errs *errs, struct xds_names *failed)
 {
     size_t n_bc, n_bl;
     int ch_c, ch_l;
@@ -918,14 +550,14 @@ static void rebuild_and_install(struct dp_dyn *d, struct errs *errs, struct name
  * trial and returns -1. */
 static int rebuild_all_or_nothing(struct dp_dyn *d, struct errs *trial)
 {
-    struct names failed[T_N] = {{0}};
+    struct xds_names failed[T_N] = {{0}};
     size_t n_bc, n_bl;
     int ch_c, ch_l;
     struct built *bc = rebuild(d, T_CDS, &n_bc, &ch_c, trial, &failed[T_CDS]);
     struct built *bl = rebuild(d, T_LDS, &n_bl, &ch_l, trial, &failed[T_LDS]);
     int rc = failed[T_CDS].n || failed[T_LDS].n ? -1 : 0;
-    names_free(&failed[T_CDS]);
-    names_free(&failed[T_LDS]);
+    xds_names_free(&failed[T_CDS]);
+    xds_names_free(&failed[T_LDS]);
     if (rc == 0 && (ch_c || ch_l)) {
         install(d, bl, n_bl, bc, n_bc);
     } else {
@@ -953,8 +585,8 @@ static int try_dependency(struct dp_dyn *d, int type, const char *name, struct e
 static int apply_together(struct dp_dyn *d, int type, const char *version, ProtobufCMessage **msgs,
                           const uint64_t *hashes, size_t n)
 {
-    struct tstate *t = &d->t[type];
-    struct res *olds = calloc(n + 1, sizeof(*olds));
+    struct xds_table *t = &d->t[type].res;
+    struct xds_res *olds = calloc(n + 1, sizeof(*olds));
     if (olds == NULL)
         abort();
     size_t staged = 0;
@@ -962,13 +594,7 @@ static int apply_together(struct dp_dyn *d, int type, const char *version, Proto
     for (size_t i = 0; i < n; i++) {
         if (msgs[i] == NULL)
             continue;
-        const char *name = res_name(type, msgs[i]);
-        struct res *slot = res_find(t, name);
-        if (slot)
-            olds[i] = *slot;
-        else
-            slot = res_slot(t);
-        *slot = (struct res){xstrdup0(name), xstrdup0(version), msgs[i], hashes[i]};
+        xds_table_set(t, res_name(type, msgs[i]), version, msgs[i], hashes[i], &olds[i]);
         staged++;
     }
     pthread_mutex_unlock(&d->lock);
@@ -982,18 +608,19 @@ static int apply_together(struct dp_dyn *d, int type, const char *version, Proto
         if (msgs[i] == NULL)
             continue;
         if (rc == 0) {
-            if (olds[i].name)
-                res_clear(&olds[i]);
+            xds_res_clear(&olds[i]);
             msgs[i] = NULL; /* the table has it */
             continue;
         }
-        struct res *slot = res_find(t, res_name(type, msgs[i]));
+        const char *name = res_name(type, msgs[i]);
+        struct xds_res *slot = xds_table_find(t, name);
         slot->msg = NULL; /* msgs[i] stays the caller's */
-        res_clear(slot);
-        if (olds[i].name)
+        if (olds[i].name) {
+            xds_res_clear(slot);
             *slot = olds[i];
-        else
-            res_remove(t, slot);
+        } else {
+            xds_table_take(t, name, NULL);
+        }
     }
     pthread_mutex_unlock(&d->lock);
     free(olds);
@@ -1011,15 +638,14 @@ static void on_response(void *ud, struct xds_ads *a,
         LG_W("xds", "ignoring a response of type %s, which legate does not subscribe to", resp->type_url);
         return;
     }
-    struct tstate *t = &d->t[type];
+    struct xds_type_state *t = &d->t[type];
     struct errs errs = {0};
-    struct names refused = {0}; /* resources that set a field legate does not implement */
+    struct xds_names refused = {0}; /* resources that set a field legate does not implement */
     const ProtobufCMessageDescriptor *desc = xds_registry_lookup(type_urls[type]);
     double began = xds_now();
 
     pthread_mutex_lock(&d->lock);
-    free(t->nonce);
-    t->nonce = xstrdup0(resp->nonce);
+    xds_set_str(&t->nonce, resp->nonce);
     t->got_first = 1;
     pthread_mutex_unlock(&d->lock);
 
@@ -1031,13 +657,13 @@ static void on_response(void *ud, struct xds_ads *a,
     uint64_t *hashes = calloc(n + 1, sizeof(*hashes));
     size_t *reused = calloc(n + 1, sizeof(*reused)); /* the table's index + 1, or 0 */
     struct strmap seen = {0};
-    struct by_hash prev = {0};
+    struct strmap prev = {0};
     int sotw = type == T_LDS || type == T_CDS;
     if (msgs == NULL || hashes == NULL || reused == NULL)
         abort();
     /* This thread alone changes the tables: it reads them without the lock. */
     if (sotw)
-        by_hash_init(&prev, t);
+        xds_table_by_hash(&t->res, &prev);
     for (size_t i = 0; i < n; i++) {
         const Google__Protobuf__Any *any = resp->resources[i];
         if (strcmp(any->type_url, type_urls[type]) != 0) {
@@ -1045,10 +671,10 @@ static void on_response(void *ud, struct xds_ads *a,
                     type_urls[type]);
             continue;
         }
-        hashes[i] = bytes_hash(any);
+        hashes[i] = xds_any_hash(any);
         size_t at;
-        if (sotw && by_hash_take(&prev, hashes[i], &at)) {
-            msgs[i] = t->v[at].msg; /* the table's entry gives it up below */
+        if (sotw && xds_by_hash_take(&prev, hashes[i], &at)) {
+            msgs[i] = t->res.v[at].msg; /* the table's entry gives it up below */
             reused[i] = at + 1;
         } else {
             msgs[i] = protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
@@ -1076,7 +702,7 @@ static void on_response(void *ud, struct xds_ads *a,
         if (!reused[i] && xds_check_unsupported(msgs[i], "", uerr, sizeof(uerr)) < 0) {
             /* refused whole: the last good version of it stays */
             err_add(&errs, "%s \"%s\": %s", type_names[type], name, uerr);
-            names_add(&refused, name);
+            xds_names_add(&refused, name);
             protobuf_c_message_free_unpacked(msgs[i], NULL);
             msgs[i] = NULL;
             continue;
@@ -1084,72 +710,64 @@ static void on_response(void *ud, struct xds_ads *a,
         strmap_put(&seen, name, i);
     }
     strmap_free(&seen);
-    by_hash_free(&prev);
+    strmap_free(&prev);
 
     pthread_mutex_lock(&d->lock);
     /* Messages taken over leave their old entries (which stay, without a
      * message, until the old table is freed below). */
     for (size_t i = 0; i < n; i++)
         if (reused[i] && msgs[i] != NULL)
-            t->v[reused[i] - 1].msg = NULL;
+            t->res.v[reused[i] - 1].msg = NULL;
     if (type == T_LDS || type == T_CDS) {
         /* State of the world: the response is the whole set. Keep what was
          * there for names whose new version did not decode. */
-        struct tstate nt = {0};
+        struct xds_table old = t->res;
+        memset(&t->res, 0, sizeof(t->res));
         for (size_t i = 0; i < n; i++) {
             if (msgs[i] == NULL)
                 continue;
-            struct res *r = res_slot(&nt);
-            r->name = xstrdup0(res_name(type, msgs[i]));
-            r->version = xstrdup0(resp->version_info);
-            r->msg = msgs[i];
-            r->hash = hashes[i];
+            struct xds_res r = {xstrdup0(res_name(type, msgs[i])), xstrdup0(resp->version_info), msgs[i],
+                                hashes[i]};
+            xds_table_append(&t->res, &r);
             msgs[i] = NULL;
         }
-        struct tstate old = {.v = t->v, .n = t->n, .cap = t->cap, .idx_dirty = 1};
-        t->v = nt.v;
-        t->n = nt.n;
-        t->cap = nt.cap;
-        t->idx_dirty = 1;
         for (size_t i = 0; i < refused.n; i++) {
-            /* refused: what served under that name goes on serving */
-            struct res *o = res_find(&old, refused.v[i]);
-            if (o && o->msg) {
-                *res_slot(t) = *o;
-                memset(o, 0, sizeof(*o));
-            }
+            /* refused: what served under that name goes on serving (unless
+             * the response also brought a good copy of that name) */
+            struct xds_res *o = xds_table_find(&old, refused.v[i]);
+            struct xds_res r;
+            if (o && o->msg && xds_table_find(&t->res, refused.v[i]) == NULL &&
+                xds_table_take(&old, refused.v[i], &r))
+                xds_table_append(&t->res, &r);
         }
         pthread_mutex_unlock(&d->lock);
         /* Build; what fails keeps its installed version (rebuild does that). */
-        struct names failed[T_N] = {{0}};
+        struct xds_names failed[T_N] = {{0}};
         rebuild_and_install(d, &errs, failed);
         /* A rejected resource: the table keeps the version that serves (the
          * old one), or nothing when it is new, so that references, dumps and
          * the next rebuild see what is installed. */
         pthread_mutex_lock(&d->lock);
         for (size_t i = 0; i < failed[type].n; i++) {
-            struct res *r = res_find(t, failed[type].v[i]);
-            struct res *o = res_find(&old, failed[type].v[i]);
+            const char *name = failed[type].v[i];
+            struct xds_res *r = xds_table_find(&t->res, name);
+            struct xds_res *o = xds_table_find(&old, name);
             if (r == NULL)
                 continue;
             if (o && o->msg == NULL)
                 continue; /* r took over o's message: the same resource */
-            if (o) {
-                res_clear(r);
-                *r = *o;
-                memset(o, 0, sizeof(*o));
+            struct xds_res back;
+            if (o && xds_table_take(&old, name, &back)) {
+                xds_res_clear(r);
+                *r = back;
             } else {
-                res_remove(t, r);
+                xds_table_take(&t->res, name, NULL);
             }
         }
-        for (size_t i = 0; i < old.n; i++)
-            if (old.v[i].name)
-                res_clear(&old.v[i]);
-        free(old.v);
-        strmap_free(&old.idx);
+        xds_table_free(&old);
         pthread_mutex_unlock(&d->lock);
-        names_free(&failed[T_CDS]);
-        names_free(&failed[T_LDS]);
+        xds_names_free(&failed[T_CDS]);
+        xds_names_free(&failed[T_LDS]);
     } else {
         pthread_mutex_unlock(&d->lock);
         /* Each resource on its own first. */
@@ -1159,7 +777,7 @@ static void on_response(void *ud, struct xds_ads *a,
             const char *name = res_name(type, msgs[i]);
             char eerr[300];
             int bad = 0;
-            if (!names_has(&t->subs, name)) {
+            if (!xds_names_has(&t->subs, name)) {
                 LG_D("xds", "%s: ignoring \"%s\", not subscribed", type_short[type], name);
                 bad = 1;
             } else if (type == T_SDS && !d->allow_expired &&
@@ -1190,27 +808,22 @@ static void on_response(void *ud, struct xds_ads *a,
                 continue;
             const char *name = res_name(type, msgs[i]);
             pthread_mutex_lock(&d->lock);
-            struct res *slot = res_find(t, name);
-            struct res old = {0};
-            if (slot)
-                old = *slot;
-            else
-                slot = res_slot(t);
-            struct res nr = {xstrdup0(name), xstrdup0(resp->version_info), msgs[i], hashes[i]};
-            *slot = nr;
+            struct xds_res old;
+            xds_table_set(&t->res, name, resp->version_info, msgs[i], hashes[i], &old);
             msgs[i] = NULL;
             pthread_mutex_unlock(&d->lock);
             if (try_dependency(d, type, name, &errs) < 0) {
                 pthread_mutex_lock(&d->lock);
-                slot = res_find(t, name);
-                res_clear(slot);
-                if (old.name)
+                struct xds_res *slot = xds_table_find(&t->res, name);
+                if (old.name) {
+                    xds_res_clear(slot);
                     *slot = old;
-                else
-                    res_remove(t, slot);
+                } else {
+                    xds_table_take(&t->res, name, NULL);
+                }
                 pthread_mutex_unlock(&d->lock);
-            } else if (old.name) {
-                res_clear(&old);
+            } else {
+                xds_res_clear(&old);
             }
         }
     }
@@ -1220,13 +833,11 @@ static void on_response(void *ud, struct xds_ads *a,
     free(msgs);
     free(hashes);
     free(reused);
-    names_free(&refused);
+    xds_names_free(&refused);
 
     pthread_mutex_lock(&d->lock);
-    if (errs.n == 0) {
-        free(t->version);
-        t->version = xstrdup0(resp->version_info);
-    }
+    if (errs.n == 0)
+        xds_set_str(&t->version, resp->version_info);
     pthread_mutex_unlock(&d->lock);
     if (errs.n) {
         dp_stat_add(d->st.update_rejected[type], 1);
@@ -1270,7 +881,7 @@ static void on_stream_up(void *ud, struct xds_ads *a)
     static const int order[T_N] = {T_CDS, T_EDS, T_LDS, T_RDS, T_SDS};
     for (int k = 0; k < T_N; k++) {
         int type = order[k];
-        struct tstate *t = &d->t[type];
+        struct xds_type_state *t = &d->t[type];
         t->node_sent = 0;
         free(t->nonce);
         t->nonce = NULL;
@@ -1289,6 +900,19 @@ static void on_stream_down(void *ud, struct xds_ads *a, const char *why)
     /* Keep serving everything we have. */
 }
 
+struct gave_up_log {
+    const char *type_name;
+    double timeout;
+};
+
+static void log_gave_up(void *ud, const char *name)
+{
+    const struct gave_up_log *lg = ud;
+    LG_W("xds", "%s \"%s\" not received within %g s (initial fetch timeout); what "
+                "needs it stays warming",
+         lg->type_name, name, lg->timeout);
+}
+
 static double on_tick(void *ud, struct xds_ads *a)
 {
     struct dp_dyn *d = ud;
@@ -1297,7 +921,7 @@ static double on_tick(void *ud, struct xds_ads *a)
     int changed = 0;
     pthread_mutex_lock(&d->lock);
     for (int type = 0; type < T_N; type++) {
-        struct tstate *t = &d->t[type];
+        struct xds_type_state *t = &d->t[type];
         if ((type == T_LDS || type == T_CDS) && !t->got_first && !t->timed_out && t->started > 0 &&
             now - t->started > d->fetch_timeout) {
             t->timed_out = 1;
@@ -1305,30 +929,17 @@ static double on_tick(void *ud, struct xds_ads *a)
                  type_short[type], d->fetch_timeout);
             changed = 1;
         }
-        /* Each subscription is looked up once, when its timeout is due: a
-         * lookup per subscription per tick cost 2% of a core with 10,000
-         * clusters. */
-        for (size_t i = 0; i < t->subs.n; i++) {
-            if (t->gave_up[i] || now - t->since[i] <= d->fetch_timeout)
-                continue;
-            if (res_find(t, t->subs.v[i]) != NULL) {
-                t->gave_up[i] = 2;
-            } else {
-                t->gave_up[i] = 1;
-                LG_W("xds", "%s \"%s\" not received within %g s (initial fetch timeout); what "
-                            "needs it stays warming",
-                     type_names[type], t->subs.v[i], d->fetch_timeout);
-                changed = 1;
-            }
-        }
+        struct gave_up_log lg = {type_names[type], d->fetch_timeout};
+        if (xds_state_expire(t, now, d->fetch_timeout, log_gave_up, &lg) > 0)
+            changed = 1;
     }
     pthread_mutex_unlock(&d->lock);
     if (changed) {
         struct errs errs = {0};
-        struct names failed[T_N] = {{0}};
+        struct xds_names failed[T_N] = {{0}};
         rebuild_and_install(d, &errs, failed); /* EDS given up: clusters with no endpoints */
-        names_free(&failed[T_CDS]);
-        names_free(&failed[T_LDS]);
+        xds_names_free(&failed[T_CDS]);
+        xds_names_free(&failed[T_LDS]);
         pthread_mutex_lock(&d->lock);
         update_ready(d);
         pthread_mutex_unlock(&d->lock);
@@ -1470,6 +1081,8 @@ struct dp_dyn *dp_dyn_new_offline(const xds_bootstrap_t *bs,
         d->st.update_rejected[type] = dp_stat_register(DP_STAT_COUNTER, type_stat_scope[type], NULL, "update_rejected");
         d->st.version[type] = dp_stat_register(DP_STAT_GAUGE, type_stat_scope[type], NULL, "version");
     }
+    for (int type = 0; type < T_N; type++)
+        d->t[type].type_url = type_urls[type];
     d->allow_expired = allow_expired;
     d->host = *host;
     pthread_mutex_init(&d->lock, NULL);
@@ -1528,18 +1141,8 @@ void dp_dyn_stop(struct dp_dyn *d)
     if (d == NULL)
         return;
     xds_ads_stop(d->ads);
-    for (int type = 0; type < T_N; type++) {
-        struct tstate *t = &d->t[type];
-        for (size_t i = 0; i < t->n; i++)
-            res_clear(&t->v[i]);
-        free(t->v);
-        free(t->version);
-        free(t->nonce);
-        names_free(&t->subs);
-        free(t->since);
-        free(t->gave_up);
-        strmap_free(&t->idx);
-    }
+    for (int type = 0; type < T_N; type++)
+        xds_state_free(&d->t[type]);
     built_free(T_LDS, d->bl, d->n_bl);
     built_free(T_CDS, d->bc, d->n_bc);
     strmap_free(&d->bl_idx);
@@ -1565,22 +1168,23 @@ char *dp_dyn_config_dump(struct dp_dyn *d)
     pthread_mutex_lock(&d->lock);
     xds_sb_add(&b, "{", 1);
     for (int type = 0; type < T_N; type++) {
-        struct tstate *t = &d->t[type];
+        struct xds_type_state *t = &d->t[type];
         xds_sb_addf(&b, "%s\"%s\":{\"version_info\":", type ? "," : "", keys[type]);
         xds_sb_str(&b, t->version ? t->version : "");
         xds_sb_add(&b, ",\"resources\":[", 14);
-        for (size_t i = 0; i < t->n; i++) {
+        for (size_t i = 0; i < t->res.n; i++) {
+            const struct xds_res *r = &t->res.v[i];
             int warming = 0;
             if (type == T_LDS)
-                warming = built_find(d, T_LDS, t->v[i].name) == NULL;
+                warming = built_find(d, T_LDS, r->name) == NULL;
             else if (type == T_CDS)
-                warming = built_find(d, T_CDS, t->v[i].name) == NULL;
+                warming = built_find(d, T_CDS, r->name) == NULL;
             xds_sb_addf(&b, "%s{\"name\":", i ? "," : "");
-            xds_sb_str(&b, t->v[i].name);
+            xds_sb_str(&b, r->name);
             xds_sb_add(&b, ",\"version_info\":", 16);
-            xds_sb_str(&b, t->v[i].version);
+            xds_sb_str(&b, r->version);
             xds_sb_addf(&b, ",\"state\":\"%s\",\"resource\":", warming ? "warming" : "active");
-            xds_json_message(&b, t->v[i].msg);
+            xds_json_message(&b, r->msg);
             xds_sb_add(&b, "}", 1);
         }
         xds_sb_add(&b, "]", 1);
@@ -1606,7 +1210,7 @@ void dp_dyn_each_secret(struct dp_dyn *d,
                         void *arg)
 {
     pthread_mutex_lock(&d->lock);
-    struct tstate *t = &d->t[T_SDS];
+    const struct xds_table *t = &d->t[T_SDS].res;
     for (size_t i = 0; i < t->n; i++)
         fn(arg, t->v[i].name, t->v[i].version,
            (const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)t->v[i].msg);
