@@ -78,7 +78,11 @@ struct dp_dyn {
     struct dp_dyn_host host;
     struct xds_ads *ads;
     pthread_mutex_t lock;        /* state below vs. admin readers */
-    struct xds_type_state t[T_N];
+    struct xds_type_state t[T_N]; /* published: what admin readers see */
+    /* What the ADS thread builds from: &t[type].res, or for the type of a
+     * state-of-the-world response being applied, the new set (private until
+     * it is published). */
+    const struct xds_table *work[T_N];
     struct built *bl;            /* installed listeners */
     size_t n_bl;
     struct built *bc;            /* installed clusters */
@@ -354,7 +358,7 @@ static void built_free(int type, struct built *v, size_t n)
 static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *changed, struct errs *errs,
                              struct xds_names *failed)
 {
-    struct xds_table *t = &d->t[type].res;
+    const struct xds_table *t = d->work[type];
     size_t n_cur = type == T_LDS ? d->n_bl : d->n_bc;
     struct built *nv = calloc(t->n + n_cur + 1, sizeof(*nv));
     size_t n = 0;
@@ -477,17 +481,32 @@ static void send_request(struct dp_dyn *d, int type, const char *error)
 
 /* Recomputes what RDS, EDS and SDS must subscribe to from the listeners and
  * clusters we have; sends a request for each type whose names changed. */
-static void resubscribe(struct dp_dyn *d)
+/* What RDS, EDS and SDS must subscribe to, from the listeners and clusters
+ * being built (d->work); no lock needed (this thread alone changes them). */
+static void wanted(struct dp_dyn *d, struct xds_names want[T_N])
 {
-    struct xds_names want[T_N] = {{0}};
-    xds_deps_wanted(&d->t[T_LDS].res, &d->t[T_CDS].res, &want[T_RDS], &want[T_EDS], &want[T_SDS]);
+    xds_deps_wanted(d->work[T_LDS], d->work[T_CDS], &want[T_RDS], &want[T_EDS], &want[T_SDS]);
+}
+
+/* Makes want the subscriptions (d->lock held); the types whose names
+ * changed (and are not empty) are flagged in resend: their requests go
+ * out once the lock is released (send_resubscribed). */
+static void resubscribe(struct dp_dyn *d, struct xds_names want[T_N], int resend[T_N])
+{
     double now = xds_now();
     for (int type = 0; type < T_N; type++) {
+        resend[type] = 0;
         if (type == T_LDS || type == T_CDS)
             continue;
-        if (xds_state_subscribe(&d->t[type], &want[type], now) && d->t[type].subs.n > 0)
-            send_request(d, type, NULL);
+        resend[type] = xds_state_subscribe(&d->t[type], &want[type], now) && d->t[type].subs.n > 0;
     }
+}
+
+static void send_resubscribed(struct dp_dyn *d, const int resend[T_N])
+{
+    for (int type = 0; type < T_N; type++)
+        if (resend[type])
+            send_request(d, type, NULL);
 }
 
 /* ---- readiness ------------------------------------------------------------------ */
@@ -644,11 +663,6 @@ static void on_response(void *ud, struct xds_ads *a,
     const ProtobufCMessageDescriptor *desc = xds_registry_lookup(type_urls[type]);
     double began = xds_now();
 
-    pthread_mutex_lock(&d->lock);
-    xds_set_str(&t->nonce, resp->nonce);
-    t->got_first = 1;
-    pthread_mutex_unlock(&d->lock);
-
     /* Decode everything first. A state-of-the-world response (LDS, CDS)
      * sends every resource each time: one sent again byte for byte takes
      * over the decoded message it had (reused[i]) instead of decoding. */
@@ -712,64 +726,66 @@ static void on_response(void *ud, struct xds_ads *a,
     strmap_free(&seen);
     strmap_free(&prev);
 
-    pthread_mutex_lock(&d->lock);
-    /* Messages taken over leave their old entries (which stay, without a
-     * message, until the old table is freed below). */
-    for (size_t i = 0; i < n; i++)
-        if (reused[i] && msgs[i] != NULL)
-            t->res.v[reused[i] - 1].msg = NULL;
-    if (type == T_LDS || type == T_CDS) {
-        /* State of the world: the response is the whole set. Keep what was
-         * there for names whose new version did not decode. */
-        struct xds_table old = t->res;
-        memset(&t->res, 0, sizeof(t->res));
+    /* State of the world (LDS, CDS): the response is the whole set. It is
+     * built aside in nt while the published table stays as it was for
+     * admin readers; the messages nt shares with it (sent again unchanged,
+     * or kept because the new version was refused or failed) are lent:
+     * the published entry gives them up when nt replaces it (commit). */
+    struct xds_table nt = {0};
+    size_t *lent = NULL, n_lent = 0; /* indices in t->res */
+    if (sotw) {
+        const struct xds_table *cur = &t->res;
+        lent = calloc(cur->n + 1, sizeof(*lent));
+        if (lent == NULL)
+            abort();
         for (size_t i = 0; i < n; i++) {
             if (msgs[i] == NULL)
                 continue;
             struct xds_res r = {xstrdup0(res_name(type, msgs[i])), xstrdup0(resp->version_info), msgs[i],
                                 hashes[i]};
-            xds_table_append(&t->res, &r);
+            xds_table_append(&nt, &r);
+            if (reused[i])
+                lent[n_lent++] = reused[i] - 1;
             msgs[i] = NULL;
         }
         for (size_t i = 0; i < refused.n; i++) {
             /* refused: what served under that name goes on serving (unless
              * the response also brought a good copy of that name) */
-            struct xds_res *o = xds_table_find(&old, refused.v[i]);
-            struct xds_res r;
-            if (o && o->msg && xds_table_find(&t->res, refused.v[i]) == NULL &&
-                xds_table_take(&old, refused.v[i], &r))
-                xds_table_append(&t->res, &r);
+            const struct xds_res *o = xds_table_find(cur, refused.v[i]);
+            if (o && o->msg && xds_table_find(&nt, refused.v[i]) == NULL) {
+                struct xds_res r = {xstrdup0(o->name), xstrdup0(o->version), o->msg, o->hash};
+                xds_table_append(&nt, &r);
+                lent[n_lent++] = (size_t)(o - cur->v);
+            }
         }
-        pthread_mutex_unlock(&d->lock);
         /* Build; what fails keeps its installed version (rebuild does that). */
         struct xds_names failed[T_N] = {{0}};
+        d->work[type] = &nt;
         rebuild_and_install(d, &errs, failed);
+        d->work[type] = &t->res;
         /* A rejected resource: the table keeps the version that serves (the
          * old one), or nothing when it is new, so that references, dumps and
          * the next rebuild see what is installed. */
-        pthread_mutex_lock(&d->lock);
         for (size_t i = 0; i < failed[type].n; i++) {
             const char *name = failed[type].v[i];
-            struct xds_res *r = xds_table_find(&t->res, name);
-            struct xds_res *o = xds_table_find(&old, name);
+            struct xds_res *r = xds_table_find(&nt, name);
+            const struct xds_res *o = xds_table_find(cur, name);
             if (r == NULL)
                 continue;
-            if (o && o->msg == NULL)
-                continue; /* r took over o's message: the same resource */
-            struct xds_res back;
-            if (o && xds_table_take(&old, name, &back)) {
+            if (o && o->msg == r->msg)
+                continue; /* the same resource */
+            /* r's message is its own: one lent has the name it came with */
+            if (o) {
                 xds_res_clear(r);
-                *r = back;
+                *r = (struct xds_res){xstrdup0(o->name), xstrdup0(o->version), o->msg, o->hash};
+                lent[n_lent++] = (size_t)(o - cur->v);
             } else {
-                xds_table_take(&t->res, name, NULL);
+                xds_table_take(&nt, name, NULL);
             }
         }
-        xds_table_free(&old);
-        pthread_mutex_unlock(&d->lock);
         xds_names_free(&failed[T_CDS]);
         xds_names_free(&failed[T_LDS]);
     } else {
-        pthread_mutex_unlock(&d->lock);
         /* Each resource on its own first. */
         for (size_t i = 0; i < n; i++) {
             if (msgs[i] == NULL)
@@ -835,14 +851,9 @@ static void on_response(void *ud, struct xds_ads *a,
     free(reused);
     xds_names_free(&refused);
 
-    pthread_mutex_lock(&d->lock);
-    if (errs.n == 0)
-        xds_set_str(&t->version, resp->version_info);
-    pthread_mutex_unlock(&d->lock);
     if (errs.n) {
         dp_stat_add(d->st.update_rejected[type], 1);
         LG_W("xds", "%s version %s rejected: %s", type_short[type], resp->version_info, errs.buf);
-        send_request(d, type, errs.buf);
     } else {
         dp_stat_add(d->st.update_success[type], 1);
         dp_stat_set(d->st.version[type], version_number(resp->version_info));
@@ -860,12 +871,39 @@ static void on_response(void *ud, struct xds_ads *a,
             }
         LG_I("xds", "%s version %s applied (%zu resource(s)) in %.1f ms", type_short[type], resp->version_info,
              n, (xds_now() - began) * 1000);
-        send_request(d, type, NULL);
     }
+
+    /* Commit: one short critical section publishes the new set, the
+     * nonce, the accepted version and the subscriptions (computed before). */
+    struct xds_names want[T_N] = {{0}};
+    int resend[T_N];
+    if (sotw)
+        d->work[type] = &nt;
+    wanted(d, want);
+    d->work[type] = &t->res;
+    struct xds_table old = {0};
     pthread_mutex_lock(&d->lock);
-    resubscribe(d);
+    if (sotw) {
+        for (size_t k = 0; k < n_lent; k++)
+            t->res.v[lent[k]].msg = NULL;
+        old = t->res;
+        t->res = nt;
+    }
+    xds_set_str(&t->nonce, resp->nonce);
+    t->got_first = 1;
+    if (errs.n == 0)
+        xds_set_str(&t->version, resp->version_info);
+    resubscribe(d, want, resend);
     update_ready(d);
     pthread_mutex_unlock(&d->lock);
+    xds_table_free(&old);
+    free(lent);
+    for (int k = 0; k < T_N; k++)
+        xds_names_free(&want[k]);
+
+    /* ACK or NACK, then what the new references need. */
+    send_request(d, type, errs.n ? errs.buf : NULL);
+    send_resubscribed(d, resend);
 }
 
 static void on_stream_up(void *ud, struct xds_ads *a)
@@ -1081,8 +1119,10 @@ struct dp_dyn *dp_dyn_new_offline(const xds_bootstrap_t *bs,
         d->st.update_rejected[type] = dp_stat_register(DP_STAT_COUNTER, type_stat_scope[type], NULL, "update_rejected");
         d->st.version[type] = dp_stat_register(DP_STAT_GAUGE, type_stat_scope[type], NULL, "version");
     }
-    for (int type = 0; type < T_N; type++)
+    for (int type = 0; type < T_N; type++) {
         d->t[type].type_url = type_urls[type];
+        d->work[type] = &d->t[type].res;
+    }
     d->allow_expired = allow_expired;
     d->host = *host;
     pthread_mutex_init(&d->lock, NULL);
