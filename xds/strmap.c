@@ -52,27 +52,29 @@ void strmap_put(struct strmap *m, const char *key, size_t val)
     e->val = val;
 }
 
-int strmap_get(const struct strmap *m, const char *key, size_t *val)
+/* key's entry (its value copied to *val when val is not NULL), or NULL. */
+static struct strmap_ent *find(const struct strmap *m, const char *key, size_t *val)
 {
     if (m->n == 0)
-        return 0;
+        return NULL;
     struct strmap_ent *e = probe(m, key, str_hash(key));
     if (e->key == NULL)
-        return 0;
+        return NULL;
     if (val)
         *val = e->val;
-    return 1;
+    return e;
+}
+
+int strmap_get(const struct strmap *m, const char *key, size_t *val)
+{
+    return find(m, key, val) != NULL;
 }
 
 int strmap_del(struct strmap *m, const char *key, size_t *val)
 {
-    if (m->n == 0)
+    struct strmap_ent *e = find(m, key, val);
+    if (e == NULL)
         return 0;
-    struct strmap_ent *e = probe(m, key, str_hash(key));
-    if (e->key == NULL)
-        return 0;
-    if (val)
-        *val = e->val;
     free(e->key);
     e->key = NULL;
     m->n--;
