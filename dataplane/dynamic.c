@@ -47,9 +47,12 @@ struct dp_dyn {
     const xds_bootstrap_t *bs;
     const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_tls;
     struct dp_dyn_host host;
-    pthread_mutex_t lock;        /* state below vs. admin readers */
-    struct xds_client c;         /* c.t[]: published, what admin readers see */
-    /* What the ADS thread builds from: &t[type].res, or for the type of a
+    /* Only the ADS thread writes what follows; the lock is taken when it
+     * changes what admin readers see (c.t[] tables, versions and
+     * subscriptions, bl/bc, ready), never for nonces or per-stream flags. */
+    pthread_mutex_t lock;
+    struct xds_client c;
+    /* What the ADS thread builds from: &c.t[type].res, or for the type of a
      * state-of-the-world response being applied, the new set (private until
      * it is published). */
     const struct xds_table *work[XDS_T_N];
@@ -576,217 +579,229 @@ static int apply_together(struct dp_dyn *d, int type, const char *version, Proto
     return rc;
 }
 
-static void on_response(void *ud, struct xds_ads *a,
-                        const Envoy__Service__Discovery__V3__DiscoveryResponse *resp)
-{
-    struct dp_dyn *d = ud;
-    __atomic_store_n(&d->c.ads, a, __ATOMIC_RELEASE);
-    dp_stat_set(d->st.connected, 1);
-    int type = xds_type_of(resp->type_url);
-    if (type < 0) {
-        LG_W("xds", "ignoring a response of type %s, which legate does not subscribe to", resp->type_url);
-        return;
-    }
-    struct xds_type_state *t = &d->c.t[type];
-    struct errs errs = {0};
-    struct xds_names refused = {0}; /* resources that set a field legate does not implement */
-    const ProtobufCMessageDescriptor *desc = xds_registry_lookup(xds_type_urls[type]);
-    double began = xds_now();
+/* One response being applied. */
+struct batch {
+    int type;
+    const char *version;         /* the response's version_info */
+    size_t n;
+    ProtobufCMessage **msgs;     /* decoded and valid, else NULL; NULL once taken */
+    uint64_t *hashes;            /* of each resource's bytes */
+    size_t *reused;              /* state of the world: the published table's index + 1
+                                    of the message taken over, or 0 */
+    struct xds_names refused;    /* set a field legate does not implement */
+    struct errs errs;
+    struct xds_table nt;         /* state of the world: the new set, until the commit */
+    size_t *lent, n_lent;        /* indices in the published table of the messages nt shares */
+};
 
-    /* Decode everything first. A state-of-the-world response (LDS, CDS)
-     * sends every resource each time: one sent again byte for byte takes
-     * over the decoded message it had (reused[i]) instead of decoding. */
-    size_t n = resp->n_resources;
-    ProtobufCMessage **msgs = calloc(n + 1, sizeof(*msgs));
-    uint64_t *hashes = calloc(n + 1, sizeof(*hashes));
-    size_t *reused = calloc(n + 1, sizeof(*reused)); /* the table's index + 1, or 0 */
+/* Decodes resp's resources into b. A state-of-the-world response (LDS,
+ * CDS) sends every resource each time: one sent again byte for byte takes
+ * over the decoded message it had (reused[i]) instead of decoding. This
+ * thread alone changes the tables: it reads them without the lock. */
+static void decode(struct dp_dyn *d, struct batch *b,
+                   const Envoy__Service__Discovery__V3__DiscoveryResponse *resp)
+{
+    int type = b->type;
+    struct xds_type_state *t = &d->c.t[type];
+    const ProtobufCMessageDescriptor *desc = xds_registry_lookup(xds_type_urls[type]);
+    int sotw = xds_type_wildcard(type);
     struct strmap seen = {0};
     struct strmap prev = {0};
-    int sotw = type == XDS_LDS || type == XDS_CDS;
-    if (msgs == NULL || hashes == NULL || reused == NULL)
+    b->n = resp->n_resources;
+    b->msgs = calloc(b->n + 1, sizeof(*b->msgs));
+    b->hashes = calloc(b->n + 1, sizeof(*b->hashes));
+    b->reused = calloc(b->n + 1, sizeof(*b->reused));
+    if (b->msgs == NULL || b->hashes == NULL || b->reused == NULL)
         abort();
-    /* This thread alone changes the tables: it reads them without the lock. */
     if (sotw)
         xds_table_by_hash(&t->res, &prev);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < b->n; i++) {
         const Google__Protobuf__Any *any = resp->resources[i];
         if (strcmp(any->type_url, xds_type_urls[type]) != 0) {
-            err_add(&errs, "resources[%zu]: type %s in a response of type %s", i, any->type_url,
+            err_add(&b->errs, "resources[%zu]: type %s in a response of type %s", i, any->type_url,
                     xds_type_urls[type]);
             continue;
         }
-        hashes[i] = xds_any_hash(any);
+        b->hashes[i] = xds_any_hash(any);
         size_t at;
-        if (sotw && xds_by_hash_take(&prev, hashes[i], &at)) {
-            msgs[i] = t->res.v[at].msg; /* the table's entry gives it up below */
-            reused[i] = at + 1;
+        if (sotw && xds_by_hash_take(&prev, b->hashes[i], &at)) {
+            b->msgs[i] = t->res.v[at].msg; /* lent until the commit */
+            b->reused[i] = at + 1;
         } else {
-            msgs[i] = protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
+            b->msgs[i] = protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
         }
-        if (msgs[i] == NULL) {
-            err_add(&errs, "resources[%zu]: not a valid %s", i, xds_type_url_name(xds_type_urls[type]));
+        if (b->msgs[i] == NULL) {
+            err_add(&b->errs, "resources[%zu]: not a valid %s", i, xds_type_url_name(xds_type_urls[type]));
             continue;
         }
-        const char *name = res_name(type, msgs[i]);
+        const char *name = res_name(type, b->msgs[i]);
         if (name[0] == '\0') {
-            err_add(&errs, "resources[%zu]: %s without a name", i, xds_type_names[type]);
-            if (!reused[i])
-                protobuf_c_message_free_unpacked(msgs[i], NULL);
-            msgs[i] = NULL;
+            err_add(&b->errs, "resources[%zu]: %s without a name", i, xds_type_names[type]);
+            if (!b->reused[i])
+                protobuf_c_message_free_unpacked(b->msgs[i], NULL);
+            b->msgs[i] = NULL;
             continue;
         }
         if (strmap_get(&seen, name, NULL)) {
-            err_add(&errs, "resources[%zu]: %s \"%s\" appears twice", i, xds_type_names[type], name);
-            if (!reused[i])
-                protobuf_c_message_free_unpacked(msgs[i], NULL);
-            msgs[i] = NULL;
+            err_add(&b->errs, "resources[%zu]: %s \"%s\" appears twice", i, xds_type_names[type], name);
+            if (!b->reused[i])
+                protobuf_c_message_free_unpacked(b->msgs[i], NULL);
+            b->msgs[i] = NULL;
             continue;
         }
         char uerr[600];
-        if (!reused[i] && xds_check_unsupported(msgs[i], "", uerr, sizeof(uerr)) < 0) {
+        if (!b->reused[i] && xds_check_unsupported(b->msgs[i], "", uerr, sizeof(uerr)) < 0) {
             /* refused whole: the last good version of it stays */
-            err_add(&errs, "%s \"%s\": %s", xds_type_names[type], name, uerr);
-            xds_names_add(&refused, name);
-            protobuf_c_message_free_unpacked(msgs[i], NULL);
-            msgs[i] = NULL;
+            err_add(&b->errs, "%s \"%s\": %s", xds_type_names[type], name, uerr);
+            xds_names_add(&b->refused, name);
+            protobuf_c_message_free_unpacked(b->msgs[i], NULL);
+            b->msgs[i] = NULL;
             continue;
         }
         strmap_put(&seen, name, i);
     }
     strmap_free(&seen);
     strmap_free(&prev);
+}
 
-    /* State of the world (LDS, CDS): the response is the whole set. It is
-     * built aside in nt while the published table stays as it was for
-     * admin readers; the messages nt shares with it (sent again unchanged,
-     * or kept because the new version was refused or failed) are lent:
-     * the published entry gives them up when nt replaces it (commit). */
-    struct xds_table nt = {0};
-    size_t *lent = NULL, n_lent = 0; /* indices in t->res */
-    if (sotw) {
-        const struct xds_table *cur = &t->res;
-        lent = calloc(cur->n + 1, sizeof(*lent));
-        if (lent == NULL)
-            abort();
-        for (size_t i = 0; i < n; i++) {
-            if (msgs[i] == NULL)
-                continue;
-            struct xds_res r = {xstrdup0(res_name(type, msgs[i])), xstrdup0(resp->version_info), msgs[i],
-                                hashes[i]};
-            xds_table_append(&nt, &r);
-            if (reused[i])
-                lent[n_lent++] = reused[i] - 1;
-            msgs[i] = NULL;
-        }
-        for (size_t i = 0; i < refused.n; i++) {
-            /* refused: what served under that name goes on serving (unless
-             * the response also brought a good copy of that name) */
-            const struct xds_res *o = xds_table_find(cur, refused.v[i]);
-            if (o && o->msg && xds_table_find(&nt, refused.v[i]) == NULL) {
-                struct xds_res r = {xstrdup0(o->name), xstrdup0(o->version), o->msg, o->hash};
-                xds_table_append(&nt, &r);
-                lent[n_lent++] = (size_t)(o - cur->v);
-            }
-        }
-        /* Build; what fails keeps its installed version (rebuild does that). */
-        struct xds_names failed[XDS_T_N] = {{0}};
-        d->work[type] = &nt;
-        rebuild_and_install(d, &errs, failed);
-        d->work[type] = &t->res;
-        /* A rejected resource: the table keeps the version that serves (the
-         * old one), or nothing when it is new, so that references, dumps and
-         * the next rebuild see what is installed. */
-        for (size_t i = 0; i < failed[type].n; i++) {
-            const char *name = failed[type].v[i];
-            struct xds_res *r = xds_table_find(&nt, name);
-            const struct xds_res *o = xds_table_find(cur, name);
-            if (r == NULL)
-                continue;
-            if (o && o->msg == r->msg)
-                continue; /* the same resource */
-            /* r's message is its own: one lent has the name it came with */
-            if (o) {
-                xds_res_clear(r);
-                *r = (struct xds_res){xstrdup0(o->name), xstrdup0(o->version), o->msg, o->hash};
-                lent[n_lent++] = (size_t)(o - cur->v);
-            } else {
-                xds_table_take(&nt, name, NULL);
-            }
-        }
-        xds_names_free(&failed[XDS_CDS]);
-        xds_names_free(&failed[XDS_LDS]);
-    } else {
-        /* Each resource on its own first. */
-        for (size_t i = 0; i < n; i++) {
-            if (msgs[i] == NULL)
-                continue;
-            const char *name = res_name(type, msgs[i]);
-            char eerr[300];
-            int bad = 0;
-            if (!xds_names_has(&t->subs, name)) {
-                LG_D("xds", "%s: ignoring \"%s\", not subscribed", xds_type_short[type], name);
-                bad = 1;
-            } else if (type == XDS_SDS && !d->allow_expired &&
-                       secret_expired((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)msgs[i],
-                                      eerr, sizeof(eerr)) < 0) {
-                err_add(&errs, "secret \"%s\": %s", name, eerr);
-                bad = 1;
-            } else if (type == XDS_EDS) {
-                struct dp_endpoint_set *eps = dp_endpoints_build(
-                    (const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)msgs[i], eerr, sizeof(eerr));
-                if (eps == NULL) {
-                    err_add(&errs, "endpoints \"%s\": %s", name, eerr);
-                    bad = 1;
-                }
-                dp_endpoint_set_unref(eps);
-            }
-            if (bad) {
-                protobuf_c_message_free_unpacked(msgs[i], NULL);
-                msgs[i] = NULL;
-            }
-        }
-        /* Then all of them at once, with one rebuild of what uses them; one
-         * by one only when that fails, to charge the error to the resource
-         * that caused it. */
-        int together = apply_together(d, type, resp->version_info, msgs, hashes, n) == 0;
-        for (size_t i = 0; i < n && !together; i++) {
-            if (msgs[i] == NULL)
-                continue;
-            const char *name = res_name(type, msgs[i]);
-            pthread_mutex_lock(&d->lock);
-            struct xds_res old;
-            xds_table_set(&t->res, name, resp->version_info, msgs[i], hashes[i], &old);
-            msgs[i] = NULL;
-            pthread_mutex_unlock(&d->lock);
-            if (try_dependency(d, type, name, &errs) < 0) {
-                pthread_mutex_lock(&d->lock);
-                struct xds_res *slot = xds_table_find(&t->res, name);
-                if (old.name) {
-                    xds_res_clear(slot);
-                    *slot = old;
-                } else {
-                    xds_table_take(&t->res, name, NULL);
-                }
-                pthread_mutex_unlock(&d->lock);
-            } else {
-                xds_res_clear(&old);
-            }
+/*
+ * State of the world (LDS, CDS): the response is the whole set. It is
+ * built aside in b->nt while the published table stays as it was for admin
+ * readers; the messages nt shares with it (sent again unchanged, or kept
+ * because the new version was refused or failed) are lent: the published
+ * entry gives them up when nt replaces it (commit).
+ */
+static void apply_sotw(struct dp_dyn *d, struct batch *b)
+{
+    int type = b->type;
+    struct xds_type_state *t = &d->c.t[type];
+    const struct xds_table *cur = &t->res;
+    b->lent = calloc(cur->n + 1, sizeof(*b->lent));
+    if (b->lent == NULL)
+        abort();
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->msgs[i] == NULL)
+            continue;
+        struct xds_res r = {xstrdup0(res_name(type, b->msgs[i])), xstrdup0(b->version), b->msgs[i],
+                            b->hashes[i]};
+        xds_table_append(&b->nt, &r);
+        if (b->reused[i])
+            b->lent[b->n_lent++] = b->reused[i] - 1;
+        b->msgs[i] = NULL;
+    }
+    for (size_t i = 0; i < b->refused.n; i++) {
+        /* refused: what served under that name goes on serving (unless
+         * the response also brought a good copy of that name) */
+        const struct xds_res *o = xds_table_find(cur, b->refused.v[i]);
+        if (o && o->msg && xds_table_find(&b->nt, b->refused.v[i]) == NULL) {
+            struct xds_res r = {xstrdup0(o->name), xstrdup0(o->version), o->msg, o->hash};
+            xds_table_append(&b->nt, &r);
+            b->lent[b->n_lent++] = (size_t)(o - cur->v);
         }
     }
-    for (size_t i = 0; i < n; i++)
-        if (msgs[i])
-            protobuf_c_message_free_unpacked(msgs[i], NULL);
-    free(msgs);
-    free(hashes);
-    free(reused);
-    xds_names_free(&refused);
+    /* Build; what fails keeps its installed version (rebuild does that). */
+    struct xds_names failed[XDS_T_N] = {{0}};
+    d->work[type] = &b->nt;
+    rebuild_and_install(d, &b->errs, failed);
+    d->work[type] = &t->res;
+    /* A rejected resource: the table keeps the version that serves (the
+     * old one), or nothing when it is new, so that references, dumps and
+     * the next rebuild see what is installed. */
+    for (size_t i = 0; i < failed[type].n; i++) {
+        const char *name = failed[type].v[i];
+        struct xds_res *r = xds_table_find(&b->nt, name);
+        const struct xds_res *o = xds_table_find(cur, name);
+        if (r == NULL)
+            continue;
+        if (o && o->msg == r->msg)
+            continue; /* the same resource */
+        /* r's message is its own: a lent one has the name it came with */
+        if (o) {
+            xds_res_clear(r);
+            *r = (struct xds_res){xstrdup0(o->name), xstrdup0(o->version), o->msg, o->hash};
+            b->lent[b->n_lent++] = (size_t)(o - cur->v);
+        } else {
+            xds_table_take(&b->nt, name, NULL);
+        }
+    }
+    xds_names_free(&failed[XDS_CDS]);
+    xds_names_free(&failed[XDS_LDS]);
+}
 
-    if (errs.n) {
+/* A named type (RDS, EDS, SDS): resources are checked one by one, then
+ * put in place together with one rebuild. */
+static void apply_named(struct dp_dyn *d, struct batch *b)
+{
+    int type = b->type;
+    struct xds_type_state *t = &d->c.t[type];
+    /* Each resource on its own first. */
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->msgs[i] == NULL)
+            continue;
+        const char *name = res_name(type, b->msgs[i]);
+        char eerr[300];
+        int bad = 0;
+        if (!xds_names_has(&t->subs, name)) {
+            LG_D("xds", "%s: ignoring \"%s\", not subscribed", xds_type_short[type], name);
+            bad = 1;
+        } else if (type == XDS_SDS && !d->allow_expired &&
+                   secret_expired((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)b->msgs[i],
+                                  eerr, sizeof(eerr)) < 0) {
+            err_add(&b->errs, "secret \"%s\": %s", name, eerr);
+            bad = 1;
+        } else if (type == XDS_EDS) {
+            struct dp_endpoint_set *eps = dp_endpoints_build(
+                (const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)b->msgs[i], eerr, sizeof(eerr));
+            if (eps == NULL) {
+                err_add(&b->errs, "endpoints \"%s\": %s", name, eerr);
+                bad = 1;
+            }
+            dp_endpoint_set_unref(eps);
+        }
+        if (bad) {
+            protobuf_c_message_free_unpacked(b->msgs[i], NULL);
+            b->msgs[i] = NULL;
+        }
+    }
+    /* Then all of them at once, with one rebuild of what uses them; one
+     * by one only when that fails, to charge the error to the resource
+     * that caused it. */
+    int together = apply_together(d, type, b->version, b->msgs, b->hashes, b->n) == 0;
+    for (size_t i = 0; i < b->n && !together; i++) {
+        if (b->msgs[i] == NULL)
+            continue;
+        const char *name = res_name(type, b->msgs[i]);
+        pthread_mutex_lock(&d->lock);
+        struct xds_res old;
+        xds_table_set(&t->res, name, b->version, b->msgs[i], b->hashes[i], &old);
+        b->msgs[i] = NULL;
+        pthread_mutex_unlock(&d->lock);
+        if (try_dependency(d, type, name, &b->errs) < 0) {
+            pthread_mutex_lock(&d->lock);
+            struct xds_res *slot = xds_table_find(&t->res, name);
+            if (old.name) {
+                xds_res_clear(slot);
+                *slot = old;
+            } else {
+                xds_table_take(&t->res, name, NULL);
+            }
+            pthread_mutex_unlock(&d->lock);
+        } else {
+            xds_res_clear(&old);
+        }
+    }
+}
+
+static void report(struct dp_dyn *d, const struct batch *b,
+                   const Envoy__Service__Discovery__V3__DiscoveryResponse *resp, double began)
+{
+    int type = b->type;
+    if (b->errs.n) {
         dp_stat_add(d->st.update_rejected[type], 1);
-        LG_W("xds", "%s version %s rejected: %s", xds_type_short[type], resp->version_info, errs.buf);
+        LG_W("xds", "%s version %s rejected: %s", xds_type_short[type], b->version, b->errs.buf);
     } else {
         dp_stat_add(d->st.update_success[type], 1);
-        dp_stat_set(d->st.version[type], xds_version_number(resp->version_info));
+        dp_stat_set(d->st.version[type], xds_version_number(b->version));
         if (type == XDS_SDS)
             for (size_t i = 0; i < resp->n_resources; i++) {
                 /* per secret: sds.<name>.update_success */
@@ -799,41 +814,83 @@ static void on_response(void *ud, struct xds_ads *a,
                     envoy__extensions__transport_sockets__tls__v3__secret__free_unpacked(sec, NULL);
                 }
             }
-        LG_I("xds", "%s version %s applied (%zu resource(s)) in %.1f ms", xds_type_short[type], resp->version_info,
-             n, (xds_now() - began) * 1000);
+        LG_I("xds", "%s version %s applied (%zu resource(s)) in %.1f ms", xds_type_short[type], b->version,
+             b->n, (xds_now() - began) * 1000);
     }
+}
 
-    /* Commit: one short critical section publishes the new set, the
-     * nonce, the accepted version and the subscriptions (computed before). */
+/* One short critical section publishes the new set, the nonce, the accepted
+ * version, the subscriptions (computed before) and readiness; then the ACK
+ * or NACK, and the requests the new references need. */
+static void commit(struct dp_dyn *d, struct batch *b, const char *nonce)
+{
+    int type = b->type;
+    struct xds_type_state *t = &d->c.t[type];
+    int sotw = xds_type_wildcard(type);
     struct xds_names want[XDS_T_N] = {{0}};
     int resend[XDS_T_N];
     if (sotw)
-        d->work[type] = &nt;
+        d->work[type] = &b->nt;
     wanted(d, want);
     d->work[type] = &t->res;
     struct xds_table old = {0};
     pthread_mutex_lock(&d->lock);
     if (sotw) {
-        for (size_t k = 0; k < n_lent; k++)
-            t->res.v[lent[k]].msg = NULL;
+        for (size_t k = 0; k < b->n_lent; k++)
+            t->res.v[b->lent[k]].msg = NULL;
         old = t->res;
-        t->res = nt;
+        t->res = b->nt;
+        memset(&b->nt, 0, sizeof(b->nt));
     }
-    xds_set_str(&t->nonce, resp->nonce);
+    xds_set_str(&t->nonce, nonce);
     t->got_first = 1;
-    if (errs.n == 0)
-        xds_set_str(&t->version, resp->version_info);
+    if (b->errs.n == 0)
+        xds_set_str(&t->version, b->version);
     resubscribe(d, want, resend);
     update_ready(d);
     pthread_mutex_unlock(&d->lock);
     xds_table_free(&old);
-    free(lent);
     for (int k = 0; k < XDS_T_N; k++)
         xds_names_free(&want[k]);
-
-    /* ACK or NACK, then what the new references need. */
-    xds_client_send(&d->c, type, errs.n ? errs.buf : NULL);
+    xds_client_send(&d->c, type, b->errs.n ? b->errs.buf : NULL);
     send_resubscribed(d, resend);
+}
+
+static void batch_free(struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        if (b->msgs[i])
+            protobuf_c_message_free_unpacked(b->msgs[i], NULL);
+    free(b->msgs);
+    free(b->hashes);
+    free(b->reused);
+    free(b->lent);
+    xds_names_free(&b->refused);
+    xds_table_free(&b->nt);
+}
+
+static void on_response(void *ud, struct xds_ads *a,
+                        const Envoy__Service__Discovery__V3__DiscoveryResponse *resp)
+{
+    struct dp_dyn *d = ud;
+    __atomic_store_n(&d->c.ads, a, __ATOMIC_RELEASE);
+    dp_stat_set(d->st.connected, 1);
+    int type = xds_type_of(resp->type_url);
+    if (type < 0) {
+        LG_W("xds", "ignoring a response of type %s, which legate does not subscribe to", resp->type_url);
+        return;
+    }
+    double began = xds_now();
+    struct batch b = {.type = type, .version = resp->version_info};
+    decode(d, &b, resp);
+    if (xds_type_wildcard(type))
+        apply_sotw(d, &b);
+    else
+        apply_named(d, &b);
+    /* What is left in b.msgs was not taken: freed with the batch. */
+    report(d, &b, resp, began);
+    commit(d, &b, resp->nonce);
+    batch_free(&b);
 }
 
 static void on_stream_up(void *ud, struct xds_ads *a)
