@@ -153,7 +153,7 @@ static int secret_expired(const Envoy__Extensions__TransportSockets__Tls__V3__Se
 static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *lookup_secret(void *ud, const char *name)
 {
     struct dp_dyn *d = ud;
-    struct xds_res *r = xds_table_find(&d->c.t[XDS_SDS].res, name);
+    struct xds_res *r = xds_table_find(d->work[XDS_SDS], name);
     if (r)
         return (const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)r->msg;
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = d->bs->static_resources;
@@ -166,7 +166,7 @@ static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *lookup_secret
 static const Envoy__Config__Route__V3__RouteConfiguration *lookup_route(void *ud, const char *name)
 {
     struct dp_dyn *d = ud;
-    struct xds_res *r = xds_table_find(&d->c.t[XDS_RDS].res, name);
+    struct xds_res *r = xds_table_find(d->work[XDS_RDS], name);
     return r ? (const Envoy__Config__Route__V3__RouteConfiguration *)r->msg : NULL;
 }
 
@@ -182,12 +182,25 @@ static int static_secret(void *ud, const char *name)
     return 0;
 }
 
+/* The state of type as the ADS thread builds from it: the published one,
+ * or a shallow copy (read only) with the table being applied. */
+static const struct xds_type_state *working(struct dp_dyn *d, int type, struct xds_type_state *tmp)
+{
+    if (d->work[type] == &d->c.t[type].res)
+        return &d->c.t[type];
+    *tmp = d->c.t[type];
+    tmp->res = *d->work[type];
+    return tmp;
+}
+
 /* Whether every reference has arrived; the hash of what was referenced is
  * mixed into *h so a reference that changes makes a new object. */
 static int refs_present(struct dp_dyn *d, const struct xds_refs *rf, const char *eds, uint64_t *h,
                         char *missing, size_t mlen)
 {
-    struct xds_deps_src src = {&d->c.t[XDS_RDS], &d->c.t[XDS_EDS], &d->c.t[XDS_SDS], static_secret, d};
+    struct xds_type_state tmp[3];
+    struct xds_deps_src src = {working(d, XDS_RDS, &tmp[0]), working(d, XDS_EDS, &tmp[1]),
+                               working(d, XDS_SDS, &tmp[2]), static_secret, d};
     return xds_deps_ready(&src, rf, eds, h, missing, mlen);
 }
 
@@ -286,7 +299,7 @@ static enum build_result build_cluster(struct dp_dyn *d, struct xds_res *r, void
             snprintf(err, errlen, "name: a static cluster is already called \"%s\"", pc->name);
             return B_ERROR;
         }
-    struct xds_res *cla = eds ? xds_table_find(&d->c.t[XDS_EDS].res, eds) : NULL;
+    struct xds_res *cla = eds ? xds_table_find(d->work[XDS_EDS], eds) : NULL;
     struct dp_build_ctx ctx = build_ctx(d);
     char msg[1024];
     struct dp_cluster *c = dp_cluster_build(
@@ -534,32 +547,29 @@ static int try_dependency(struct dp_dyn *d, int type, const char *name, struct e
  * rebuilds once. On success they are installed and msgs[] is emptied; on a
  * build failure everything is put back as it was and -1 is returned.
  */
-static int apply_together(struct dp_dyn *d, int type, const char *version, ProtobufCMessage **msgs,
-                          const uint64_t *hashes, size_t n)
+static int apply_together(struct dp_dyn *d, int type, struct xds_table *t, const char *version,
+                          ProtobufCMessage **msgs, const uint64_t *hashes, size_t n)
 {
-    struct xds_table *t = &d->c.t[type].res;
     struct xds_res *olds = calloc(n + 1, sizeof(*olds));
     if (olds == NULL)
         abort();
     size_t staged = 0;
-    pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < n; i++) {
         if (msgs[i] == NULL)
             continue;
         xds_table_set(t, res_name(type, msgs[i]), version, msgs[i], hashes[i], &olds[i]);
         staged++;
     }
-    pthread_mutex_unlock(&d->lock);
     int rc = 0;
     if (staged > 0) {
         struct errs trial = {0};
         rc = rebuild_all_or_nothing(d, &trial);
     }
-    pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < n; i++) {
         if (msgs[i] == NULL)
             continue;
         if (rc == 0) {
+            olds[i].msg = NULL; /* lent by the published table, which frees it at the commit */
             xds_res_clear(&olds[i]);
             msgs[i] = NULL; /* the table has it */
             continue;
@@ -574,7 +584,6 @@ static int apply_together(struct dp_dyn *d, int type, const char *version, Proto
             xds_table_take(t, name, NULL);
         }
     }
-    pthread_mutex_unlock(&d->lock);
     free(olds);
     return rc;
 }
@@ -590,8 +599,9 @@ struct batch {
                                     of the message taken over, or 0 */
     struct xds_names refused;    /* set a field legate does not implement */
     struct errs errs;
-    struct xds_table nt;         /* state of the world: the new set, until the commit */
-    size_t *lent, n_lent;        /* indices in the published table of the messages nt shares */
+    /* The new set, built aside until the commit; it shares (borrows) the
+     * messages it keeps with the published table. */
+    struct xds_table nt;
 };
 
 /* Decodes resp's resources into b. A state-of-the-world response (LDS,
@@ -676,17 +686,12 @@ static void apply_sotw(struct dp_dyn *d, struct batch *b)
     int type = b->type;
     struct xds_type_state *t = &d->c.t[type];
     const struct xds_table *cur = &t->res;
-    b->lent = calloc(cur->n + 1, sizeof(*b->lent));
-    if (b->lent == NULL)
-        abort();
     for (size_t i = 0; i < b->n; i++) {
         if (b->msgs[i] == NULL)
             continue;
         struct xds_res r = {xstrdup0(res_name(type, b->msgs[i])), xstrdup0(b->version), b->msgs[i],
                             b->hashes[i]};
-        xds_table_append(&b->nt, &r);
-        if (b->reused[i])
-            b->lent[b->n_lent++] = b->reused[i] - 1;
+        xds_table_append(&b->nt, &r); /* a reused message is lent */
         b->msgs[i] = NULL;
     }
     for (size_t i = 0; i < b->refused.n; i++) {
@@ -694,9 +699,8 @@ static void apply_sotw(struct dp_dyn *d, struct batch *b)
          * the response also brought a good copy of that name) */
         const struct xds_res *o = xds_table_find(cur, b->refused.v[i]);
         if (o && o->msg && xds_table_find(&b->nt, b->refused.v[i]) == NULL) {
-            struct xds_res r = {xstrdup0(o->name), xstrdup0(o->version), o->msg, o->hash};
+            struct xds_res r = xds_res_lend(o);
             xds_table_append(&b->nt, &r);
-            b->lent[b->n_lent++] = (size_t)(o - cur->v);
         }
     }
     /* Build; what fails keeps its installed version (rebuild does that). */
@@ -718,8 +722,7 @@ static void apply_sotw(struct dp_dyn *d, struct batch *b)
         /* r's message is its own: a lent one has the name it came with */
         if (o) {
             xds_res_clear(r);
-            *r = (struct xds_res){xstrdup0(o->name), xstrdup0(o->version), o->msg, o->hash};
-            b->lent[b->n_lent++] = (size_t)(o - cur->v);
+            *r = xds_res_lend(o);
         } else {
             xds_table_take(&b->nt, name, NULL);
         }
@@ -765,31 +768,35 @@ static void apply_named(struct dp_dyn *d, struct batch *b)
     }
     /* Then all of them at once, with one rebuild of what uses them; one
      * by one only when that fails, to charge the error to the resource
-     * that caused it. */
-    int together = apply_together(d, type, b->version, b->msgs, b->hashes, b->n) == 0;
+     * that caused it. All of it in b->nt, a copy of the published table
+     * that borrows its messages, published by the commit. */
+    for (size_t i = 0; i < t->res.n; i++) {
+        struct xds_res r = xds_res_lend(&t->res.v[i]);
+        xds_table_append(&b->nt, &r);
+    }
+    d->work[type] = &b->nt;
+    int together = apply_together(d, type, &b->nt, b->version, b->msgs, b->hashes, b->n) == 0;
     for (size_t i = 0; i < b->n && !together; i++) {
         if (b->msgs[i] == NULL)
             continue;
         const char *name = res_name(type, b->msgs[i]);
-        pthread_mutex_lock(&d->lock);
         struct xds_res old;
-        xds_table_set(&t->res, name, b->version, b->msgs[i], b->hashes[i], &old);
+        xds_table_set(&b->nt, name, b->version, b->msgs[i], b->hashes[i], &old);
         b->msgs[i] = NULL;
-        pthread_mutex_unlock(&d->lock);
         if (try_dependency(d, type, name, &b->errs) < 0) {
-            pthread_mutex_lock(&d->lock);
-            struct xds_res *slot = xds_table_find(&t->res, name);
+            struct xds_res *slot = xds_table_find(&b->nt, name);
             if (old.name) {
                 xds_res_clear(slot);
                 *slot = old;
             } else {
-                xds_table_take(&t->res, name, NULL);
+                xds_table_take(&b->nt, name, NULL);
             }
-            pthread_mutex_unlock(&d->lock);
         } else {
+            old.msg = NULL; /* lent: the commit frees it */
             xds_res_clear(&old);
         }
     }
+    d->work[type] = &t->res;
 }
 
 static void report(struct dp_dyn *d, const struct batch *b,
@@ -826,22 +833,14 @@ static void commit(struct dp_dyn *d, struct batch *b, const char *nonce)
 {
     int type = b->type;
     struct xds_type_state *t = &d->c.t[type];
-    int sotw = xds_type_wildcard(type);
     struct xds_names want[XDS_T_N] = {{0}};
     int resend[XDS_T_N];
-    if (sotw)
-        d->work[type] = &b->nt;
+    d->work[type] = &b->nt;
     wanted(d, want);
     d->work[type] = &t->res;
-    struct xds_table old = {0};
+    struct xds_table old;
     pthread_mutex_lock(&d->lock);
-    if (sotw) {
-        for (size_t k = 0; k < b->n_lent; k++)
-            t->res.v[b->lent[k]].msg = NULL;
-        old = t->res;
-        t->res = b->nt;
-        memset(&b->nt, 0, sizeof(b->nt));
-    }
+    xds_table_replace(&t->res, &b->nt, &old);
     xds_set_str(&t->nonce, nonce);
     t->got_first = 1;
     if (b->errs.n == 0)
@@ -864,7 +863,6 @@ static void batch_free(struct batch *b)
     free(b->msgs);
     free(b->hashes);
     free(b->reused);
-    free(b->lent);
     xds_names_free(&b->refused);
     xds_table_free(&b->nt);
 }

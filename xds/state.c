@@ -189,6 +189,23 @@ void xds_table_free(struct xds_table *t)
     memset(t, 0, sizeof(*t));
 }
 
+struct xds_res xds_res_lend(const struct xds_res *r)
+{
+    return (struct xds_res){xstrdup0(r->name), xstrdup0(r->version), r->msg, r->hash};
+}
+
+void xds_table_replace(struct xds_table *t, struct xds_table *nt, struct xds_table *old)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const struct xds_res *e = xds_table_find(nt, t->v[i].name);
+        if (e && e->msg == t->v[i].msg)
+            t->v[i].msg = NULL;
+    }
+    *old = *t;
+    *t = *nt;
+    memset(nt, 0, sizeof(*nt));
+}
+
 static void hash_key(uint64_t h, char key[17])
 {
     snprintf(key, 17, "%016" PRIx64, h);

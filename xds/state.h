@@ -79,6 +79,14 @@ int xds_table_retain(struct xds_table *t, const struct xds_names *keep);
 void xds_table_free(struct xds_table *t);
 void xds_res_clear(struct xds_res *r);
 
+/* A table can be built aside from the one readers see, sharing its
+ * messages: a copy of r whose message stays r's (lent). */
+struct xds_res xds_res_lend(const struct xds_res *r);
+/* Publishes nt as *t (nt is emptied): each entry of the old table whose
+ * message nt holds under the same name gives it up; the old table goes to
+ * *old, for the caller to free after releasing its lock. O(n), no decoding. */
+void xds_table_replace(struct xds_table *t, struct xds_table *nt, struct xds_table *old);
+
 /* Resources by hash, to find those a state-of-the-world response sends
  * again unchanged: a strmap keyed by the hash's hex digits. */
 void xds_table_by_hash(const struct xds_table *t, struct strmap *out);

@@ -115,6 +115,33 @@ static void test_table_retain_and_by_hash(void **state)
     xds_table_free(&t);
 }
 
+/* A table built aside shares messages with the published one; publishing
+ * it frees exactly the messages it no longer holds (ASan would tell). */
+static void test_lend_and_replace(void **state)
+{
+    (void)state;
+    struct xds_table pub = {0}, nt = {0}, old;
+    struct xds_res o;
+    xds_table_set(&pub, "a", "1", secret("a"), 1, &o);
+    xds_table_set(&pub, "b", "1", secret("b"), 2, &o);
+    xds_table_set(&pub, "c", "1", secret("c"), 3, &o);
+    struct xds_res r = xds_res_lend(&pub.v[0]); /* "a" kept */
+    xds_table_append(&nt, &r);
+    assert_ptr_equal(nt.v[0].msg, pub.v[0].msg);
+    xds_table_set(&nt, "b", "2", secret("b"), 20, &o); /* "b" replaced, "c" dropped */
+    assert_null(o.name);
+    ProtobufCMessage *a = pub.v[0].msg;
+    xds_table_replace(&pub, &nt, &old);
+    assert_int_equal(nt.n, 0);
+    assert_int_equal(pub.n, 2);
+    assert_ptr_equal(xds_table_find(&pub, "a")->msg, a);
+    assert_string_equal(xds_table_find(&pub, "b")->version, "2");
+    assert_null(old.v[0].msg); /* given up */
+    assert_non_null(old.v[1].msg);
+    xds_table_free(&old);
+    xds_table_free(&pub);
+}
+
 static void test_hash(void **state)
 {
     (void)state;
@@ -191,6 +218,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_table_set_take_order),
         cmocka_unit_test(test_table_retain_and_by_hash),
+        cmocka_unit_test(test_lend_and_replace),
         cmocka_unit_test(test_hash),
         cmocka_unit_test(test_subscribe_and_expire),
     };
