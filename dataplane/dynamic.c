@@ -4,7 +4,6 @@
 #include <openssl/x509.h>
 #include <pthread.h>
 #include <time.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +28,6 @@
 #include "xds/log.h"
 #include "xds/registry.h"
 #include "xds/version.h"
-
-#define ERR_MAX 4096
 
 /* Stat scopes, Envoy's where Envoy has one per type. */
 static const char *const type_stat_scope[XDS_T_N] = {"cluster_manager.cds", "cluster_manager.eds",
@@ -76,46 +73,6 @@ static char *xstrdup0(const char *s)
     if (d == NULL)
         abort();
     return d;
-}
-
-/* Appends "; "-separated messages. */
-struct errs {
-    char buf[ERR_MAX];
-    size_t len;
-    int n;
-};
-
-__attribute__((format(printf, 2, 3))) static void err_add(struct errs *e, const char *fmt, ...)
-{
-    if (e->len + 3 >= sizeof(e->buf))
-        return;
-    if (e->n++)
-        e->len += (size_t)snprintf(e->buf + e->len, sizeof(e->buf) - e->len, "; ");
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(e->buf + e->len, sizeof(e->buf) - e->len, fmt, ap);
-    va_end(ap);
-    if (w > 0)
-        e->len += (size_t)w;
-    if (e->len >= sizeof(e->buf))
-        e->len = sizeof(e->buf) - 1;
-}
-
-static const char *res_name(int type, const ProtobufCMessage *m)
-{
-    switch (type) {
-    case XDS_LDS:
-        return ((const Envoy__Config__Listener__V3__Listener *)m)->name;
-    case XDS_RDS:
-        return ((const Envoy__Config__Route__V3__RouteConfiguration *)m)->name;
-    case XDS_CDS:
-        return ((const Envoy__Config__Cluster__V3__Cluster *)m)->name;
-    case XDS_EDS:
-        return ((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)m)->cluster_name;
-    case XDS_SDS:
-        return ((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)m)->name;
-    }
-    return "";
 }
 
 /* A secret whose certificate chain starts with an expired certificate:
@@ -339,7 +296,7 @@ static void built_free(int type, struct built *v, size_t n)
  * Returns the new table; *changed says whether it differs from the
  * installed one.
  */
-static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *changed, struct errs *errs,
+static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *changed, struct xds_errs *errs,
                              struct xds_names *failed)
 {
     const struct xds_table *t = d->work[type];
@@ -375,7 +332,7 @@ static struct built *rebuild(struct dp_dyn *d, int type, size_t *n_out, int *cha
             continue;
         }
         if (br == B_ERROR) {
-            err_add(errs, "%s \"%s\": %s", xds_type_names[type], r->name, err);
+            xds_errs_add(errs, "%s \"%s\": %s", xds_type_names[type], r->name, err);
             xds_names_add(failed, r->name);
         } else {
             LG_D("xds", "%s \"%s\" is warming: %s", xds_type_names[type], r->name, err);
@@ -490,7 +447,7 @@ static void update_ready(struct dp_dyn *d)
 /* Rebuilds listeners and clusters and installs them if anything changed.
  * Errors are charged to the resources that failed (their names in
  * failed[XDS_CDS] and failed[XDS_LDS]). */
-static void rebuild_and_install(struct dp_dyn *d, struct errs *errs, struct xds_names *failed)
+static void rebuild_and_install(struct dp_dyn *d, struct xds_errs *errs, struct xds_names *failed)
 {
     size_t n_bc, n_bl;
     int ch_c, ch_l;
@@ -513,7 +470,7 @@ static void rebuild_and_install(struct dp_dyn *d, struct errs *errs, struct xds_
 /* Rebuilds with the resources as they are now and installs the result if
  * every listener and cluster built; else installs nothing, says why in
  * trial and returns -1. */
-static int rebuild_all_or_nothing(struct dp_dyn *d, struct errs *trial)
+static int rebuild_all_or_nothing(struct dp_dyn *d, struct xds_errs *trial)
 {
     struct xds_names failed[XDS_T_N] = {{0}};
     size_t n_bc, n_bl;
@@ -532,11 +489,11 @@ static int rebuild_all_or_nothing(struct dp_dyn *d, struct errs *trial)
     return rc;
 }
 
-static int try_dependency(struct dp_dyn *d, int type, const char *name, struct errs *errs)
+static int try_dependency(struct dp_dyn *d, int type, const char *name, struct xds_errs *errs)
 {
-    struct errs trial = {0};
+    struct xds_errs trial = {0};
     if (rebuild_all_or_nothing(d, &trial) < 0) {
-        err_add(errs, "%s \"%s\": rejected: %s", xds_type_names[type], name, trial.buf);
+        xds_errs_add(errs, "%s \"%s\": rejected: %s", xds_type_names[type], name, trial.buf);
         return -1;
     }
     return 0;
@@ -557,12 +514,12 @@ static int apply_together(struct dp_dyn *d, int type, struct xds_table *t, const
     for (size_t i = 0; i < n; i++) {
         if (msgs[i] == NULL)
             continue;
-        xds_table_set(t, res_name(type, msgs[i]), version, msgs[i], hashes[i], &olds[i]);
+        xds_table_set(t, xds_resource_name(type, msgs[i]), version, msgs[i], hashes[i], &olds[i]);
         staged++;
     }
     int rc = 0;
     if (staged > 0) {
-        struct errs trial = {0};
+        struct xds_errs trial = {0};
         rc = rebuild_all_or_nothing(d, &trial);
     }
     for (size_t i = 0; i < n; i++) {
@@ -574,7 +531,7 @@ static int apply_together(struct dp_dyn *d, int type, struct xds_table *t, const
             msgs[i] = NULL; /* the table has it */
             continue;
         }
-        const char *name = res_name(type, msgs[i]);
+        const char *name = xds_resource_name(type, msgs[i]);
         struct xds_res *slot = xds_table_find(t, name);
         slot->msg = NULL; /* msgs[i] stays the caller's */
         if (olds[i].name) {
@@ -598,7 +555,7 @@ struct batch {
     size_t *reused;              /* state of the world: the published table's index + 1
                                     of the message taken over, or 0 */
     struct xds_names refused;    /* set a field legate does not implement */
-    struct errs errs;
+    struct xds_errs errs;
     /* The new set, built aside until the commit; it shares (borrows) the
      * messages it keeps with the published table. */
     struct xds_table nt;
@@ -628,7 +585,7 @@ static void decode(struct dp_dyn *d, struct batch *b,
     for (size_t i = 0; i < b->n; i++) {
         const Google__Protobuf__Any *any = resp->resources[i];
         if (strcmp(any->type_url, xds_type_urls[type]) != 0) {
-            err_add(&b->errs, "resources[%zu]: type %s in a response of type %s", i, any->type_url,
+            xds_errs_add(&b->errs, "resources[%zu]: type %s in a response of type %s", i, any->type_url,
                     xds_type_urls[type]);
             continue;
         }
@@ -641,19 +598,19 @@ static void decode(struct dp_dyn *d, struct batch *b,
             b->msgs[i] = protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
         }
         if (b->msgs[i] == NULL) {
-            err_add(&b->errs, "resources[%zu]: not a valid %s", i, xds_type_url_name(xds_type_urls[type]));
+            xds_errs_add(&b->errs, "resources[%zu]: not a valid %s", i, xds_type_url_name(xds_type_urls[type]));
             continue;
         }
-        const char *name = res_name(type, b->msgs[i]);
+        const char *name = xds_resource_name(type, b->msgs[i]);
         if (name[0] == '\0') {
-            err_add(&b->errs, "resources[%zu]: %s without a name", i, xds_type_names[type]);
+            xds_errs_add(&b->errs, "resources[%zu]: %s without a name", i, xds_type_names[type]);
             if (!b->reused[i])
                 protobuf_c_message_free_unpacked(b->msgs[i], NULL);
             b->msgs[i] = NULL;
             continue;
         }
         if (strmap_get(&seen, name, NULL)) {
-            err_add(&b->errs, "resources[%zu]: %s \"%s\" appears twice", i, xds_type_names[type], name);
+            xds_errs_add(&b->errs, "resources[%zu]: %s \"%s\" appears twice", i, xds_type_names[type], name);
             if (!b->reused[i])
                 protobuf_c_message_free_unpacked(b->msgs[i], NULL);
             b->msgs[i] = NULL;
@@ -662,7 +619,7 @@ static void decode(struct dp_dyn *d, struct batch *b,
         char uerr[600];
         if (!b->reused[i] && xds_check_unsupported(b->msgs[i], "", uerr, sizeof(uerr)) < 0) {
             /* refused whole: the last good version of it stays */
-            err_add(&b->errs, "%s \"%s\": %s", xds_type_names[type], name, uerr);
+            xds_errs_add(&b->errs, "%s \"%s\": %s", xds_type_names[type], name, uerr);
             xds_names_add(&b->refused, name);
             protobuf_c_message_free_unpacked(b->msgs[i], NULL);
             b->msgs[i] = NULL;
@@ -689,7 +646,7 @@ static void apply_sotw(struct dp_dyn *d, struct batch *b)
     for (size_t i = 0; i < b->n; i++) {
         if (b->msgs[i] == NULL)
             continue;
-        struct xds_res r = {xstrdup0(res_name(type, b->msgs[i])), xstrdup0(b->version), b->msgs[i],
+        struct xds_res r = {xstrdup0(xds_resource_name(type, b->msgs[i])), xstrdup0(b->version), b->msgs[i],
                             b->hashes[i]};
         xds_table_append(&b->nt, &r); /* a reused message is lent */
         b->msgs[i] = NULL;
@@ -741,7 +698,7 @@ static void apply_named(struct dp_dyn *d, struct batch *b)
     for (size_t i = 0; i < b->n; i++) {
         if (b->msgs[i] == NULL)
             continue;
-        const char *name = res_name(type, b->msgs[i]);
+        const char *name = xds_resource_name(type, b->msgs[i]);
         char eerr[300];
         int bad = 0;
         if (!xds_names_has(&t->subs, name)) {
@@ -750,13 +707,13 @@ static void apply_named(struct dp_dyn *d, struct batch *b)
         } else if (type == XDS_SDS && !d->allow_expired &&
                    secret_expired((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)b->msgs[i],
                                   eerr, sizeof(eerr)) < 0) {
-            err_add(&b->errs, "secret \"%s\": %s", name, eerr);
+            xds_errs_add(&b->errs, "secret \"%s\": %s", name, eerr);
             bad = 1;
         } else if (type == XDS_EDS) {
             struct dp_endpoint_set *eps = dp_endpoints_build(
                 (const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)b->msgs[i], eerr, sizeof(eerr));
             if (eps == NULL) {
-                err_add(&b->errs, "endpoints \"%s\": %s", name, eerr);
+                xds_errs_add(&b->errs, "endpoints \"%s\": %s", name, eerr);
                 bad = 1;
             }
             dp_endpoint_set_unref(eps);
@@ -779,7 +736,7 @@ static void apply_named(struct dp_dyn *d, struct batch *b)
     for (size_t i = 0; i < b->n && !together; i++) {
         if (b->msgs[i] == NULL)
             continue;
-        const char *name = res_name(type, b->msgs[i]);
+        const char *name = xds_resource_name(type, b->msgs[i]);
         struct xds_res old;
         xds_table_set(&b->nt, name, b->version, b->msgs[i], b->hashes[i], &old);
         b->msgs[i] = NULL;
@@ -912,7 +869,7 @@ static double on_tick(void *ud, struct xds_ads *a)
     (void)a;
     /* Timeouts change what only this thread reads; readiness is published. */
     if (xds_client_expire(&d->c, xds_now())) {
-        struct errs errs = {0};
+        struct xds_errs errs = {0};
         struct xds_names failed[XDS_T_N] = {{0}};
         rebuild_and_install(d, &errs, failed); /* EDS given up: clusters with no endpoints */
         xds_names_free(&failed[XDS_CDS]);

@@ -1,11 +1,15 @@
 #include "xds/client.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "xds/datasource.h"
 #include "xds/log.h"
@@ -35,6 +39,39 @@ int xds_type_of(const char *url)
 int xds_type_wildcard(int type)
 {
     return type == XDS_LDS || type == XDS_CDS;
+}
+
+const char *xds_resource_name(int type, const ProtobufCMessage *m)
+{
+    switch (type) {
+    case XDS_LDS:
+        return ((const Envoy__Config__Listener__V3__Listener *)m)->name;
+    case XDS_RDS:
+        return ((const Envoy__Config__Route__V3__RouteConfiguration *)m)->name;
+    case XDS_CDS:
+        return ((const Envoy__Config__Cluster__V3__Cluster *)m)->name;
+    case XDS_EDS:
+        return ((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)m)->cluster_name;
+    case XDS_SDS:
+        return ((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)m)->name;
+    }
+    return "";
+}
+
+void xds_errs_add(struct xds_errs *e, const char *fmt, ...)
+{
+    if (e->len + 3 >= sizeof(e->buf))
+        return;
+    if (e->n++)
+        e->len += (size_t)snprintf(e->buf + e->len, sizeof(e->buf) - e->len, "; ");
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(e->buf + e->len, sizeof(e->buf) - e->len, fmt, ap);
+    va_end(ap);
+    if (w > 0)
+        e->len += (size_t)w;
+    if (e->len >= sizeof(e->buf))
+        e->len = sizeof(e->buf) - 1;
 }
 
 int64_t xds_version_number(const char *v)

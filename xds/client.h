@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "xds/ads.h"
 #include "xds/bootstrap.h"
@@ -33,6 +35,18 @@ extern const char *const xds_type_short[XDS_T_N];
 int xds_type_of(const char *url);
 /* LDS and CDS: wildcard subscriptions, state of the world in full. */
 int xds_type_wildcard(int type);
+
+/* The name of a decoded resource of type (a ClusterLoadAssignment's
+ * cluster_name, the others' name). */
+const char *xds_resource_name(int type, const ProtobufCMessage *m);
+
+/* What a NACK says: "; "-separated messages, cut at the buffer's end. */
+struct xds_errs {
+    char buf[4096];
+    size_t len;
+    int n;
+};
+__attribute__((format(printf, 2, 3))) void xds_errs_add(struct xds_errs *e, const char *fmt, ...);
 
 /* The version as a number for the version gauge: its value when it is one,
  * else a hash (as Envoy does). */
