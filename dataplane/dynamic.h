@@ -2,6 +2,9 @@
  * Dynamic configuration: the xDS state of the world (LDS, RDS, CDS, EDS,
  * SDS over one ADS stream) compiled into listeners and clusters.
  *
+ * The xDS client underneath lives in xds/: the stream (ads.c), the protocol
+ * (client.c), per-type state (state.c) and references (deps.c).
+ *
  * Everything here runs on the ADS thread (xds/ads.c): responses are
  * validated resource by resource, the listeners and clusters that depend on
  * what changed are rebuilt, the result is handed to the server (host) which

@@ -596,6 +596,20 @@ out:
     return rc;
 }
 
+/*
+ * Who waits on cfg_lock (item 8, checked in server.c, worker.c, listener.c):
+ * no worker and no accept path. Workers never take cfg_lock and never wait
+ * for the ADS thread: they adopt snapshots posted with an atomic exchange
+ * (dp_worker_post_snapshot) when their loop wakes, and accept on their own
+ * sockets (worker.c's only lock is spare_lock, for running out of fds).
+ * What does wait is the main thread's loop: the admin listener (/ready via
+ * admin_state, /clusters, /listeners), SIGTERM/SIGINT and /quitquitquit
+ * (begin_shutdown), and the STRICT_DNS refresh (dns_timer_cb, dns_done_cb).
+ * A blocking getaddrinfo here used to run under cfg_lock: a slow resolver
+ * (5 s per attempt) stalled the admin and the shutdown, never traffic. So
+ * STRICT_DNS clusters are resolved before cfg_lock is taken; the lock is
+ * held only to swap the tables and publish.
+ */
 static void host_install(void *ud, struct dp_listener *const *ls, size_t nl, struct dp_cluster *const *cs,
                          size_t nc)
 {
@@ -603,34 +617,43 @@ static void host_install(void *ud, struct dp_listener *const *ls, size_t nl, str
     struct static_config nd = {0};
     nd.listeners = calloc(nl + 1, sizeof(*nd.listeners));
     nd.clusters = calloc(nc + 1, sizeof(*nd.clusters));
-    if (nd.listeners == NULL || nd.clusters == NULL) {
+    struct dp_endpoint_set **eps = calloc(nc + 1, sizeof(*eps));
+    if (nd.listeners == NULL || nd.clusters == NULL || eps == NULL) {
         LG_E("server", "out of memory installing a configuration");
         free(nd.listeners);
         free(nd.clusters);
+        free(eps);
         return;
     }
     for (size_t i = 0; i < nl; i++) {
         dp_listener_ref(ls[i]);
         nd.listeners[nd.n_listeners++] = ls[i];
     }
+    /* STRICT_DNS clusters without endpoints keep the addresses the previous
+     * version resolved (only this thread replaces sv->dyn; the lock is for
+     * the DNS refresh that may update them meanwhile) ... */
     pthread_mutex_lock(&sv->cfg_lock);
+    for (size_t i = 0; i < nc; i++) {
+        if (cs[i]->type != DP_CLUSTER_STRICT_DNS || cs[i]->endpoints)
+            continue;
+        for (size_t k = 0; k < sv->dyn.n_clusters && eps[i] == NULL; k++)
+            if (strcmp(sv->dyn.clusters[k]->name, cs[i]->name) == 0 && sv->dyn.clusters[k]->endpoints) {
+                eps[i] = sv->dyn.clusters[k]->endpoints;
+                dp_endpoint_set_ref(eps[i]);
+            }
+    }
+    pthread_mutex_unlock(&sv->cfg_lock);
     for (size_t i = 0; i < nc; i++) {
         struct dp_cluster *c = cs[i];
         dp_cluster_ref(c);
         if (c->type == DP_CLUSTER_STRICT_DNS && c->endpoints == NULL) {
-            /* Keep the addresses the previous version resolved, or resolve
-             * now (this is the ADS thread: no event loop waits). */
-            struct dp_endpoint_set *eps = NULL;
-            for (size_t k = 0; k < sv->dyn.n_clusters && eps == NULL; k++)
-                if (strcmp(sv->dyn.clusters[k]->name, c->name) == 0 && sv->dyn.clusters[k]->endpoints) {
-                    eps = sv->dyn.clusters[k]->endpoints;
-                    dp_endpoint_set_ref(eps);
-                }
-            if (eps == NULL)
-                eps = resolve(c);
-            if (eps) {
-                struct dp_cluster *withe = dp_cluster_with_endpoints(c, eps);
-                dp_endpoint_set_unref(eps);
+            /* ... or are resolved now, off the lock (this is the ADS thread:
+             * no event loop waits for it). */
+            if (eps[i] == NULL)
+                eps[i] = resolve(c);
+            if (eps[i]) {
+                struct dp_cluster *withe = dp_cluster_with_endpoints(c, eps[i]);
+                dp_endpoint_set_unref(eps[i]);
                 if (withe) {
                     dp_cluster_unref(c);
                     c = withe;
@@ -639,6 +662,8 @@ static void host_install(void *ud, struct dp_listener *const *ls, size_t nl, str
         }
         nd.clusters[nd.n_clusters++] = c;
     }
+    free(eps);
+    pthread_mutex_lock(&sv->cfg_lock);
     struct static_config old = sv->dyn;
     sv->dyn = nd;
     publish(sv);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dataplane/strmap.h"
+#include "xds/strmap.h"
 #include "xds/json.h"
 
 #define CHUNK 4096

@@ -1,4 +1,4 @@
-/* The name index behind the xDS state and the stats registry. */
+/* The name map behind the xDS state and the stats registry. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "dataplane/strmap.h"
+#include "xds/strmap.h"
 
 static void test_put_get_replace(void **state)
 {
@@ -72,12 +72,45 @@ static void test_many_and_clear(void **state)
     assert_null(m.e);
 }
 
+/* Removal keeps every other key reachable, whatever the probe runs. */
+static void test_del(void **state)
+{
+    (void)state;
+    struct strmap m = {0};
+    char k[32];
+    size_t v;
+    assert_false(strmap_del(&m, "a", NULL)); /* empty, never allocated */
+    for (size_t i = 0; i < 5000; i++) {
+        snprintf(k, sizeof(k), "r%zu", i);
+        strmap_put(&m, k, i);
+    }
+    for (size_t i = 0; i < 5000; i += 3) {
+        snprintf(k, sizeof(k), "r%zu", i);
+        assert_true(strmap_del(&m, k, &v));
+        assert_int_equal(v, i);
+        assert_false(strmap_del(&m, k, NULL));
+    }
+    assert_int_equal(m.n, 5000 - 1667);
+    for (size_t i = 0; i < 5000; i++) {
+        snprintf(k, sizeof(k), "r%zu", i);
+        int there = strmap_get(&m, k, &v);
+        assert_int_equal(there, i % 3 != 0);
+        if (there)
+            assert_int_equal(v, i);
+    }
+    strmap_put(&m, "r0", 9); /* back again */
+    assert_true(strmap_get(&m, "r0", &v));
+    assert_int_equal(v, 9);
+    strmap_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_replace),
         cmocka_unit_test(test_keys_are_copied),
         cmocka_unit_test(test_many_and_clear),
+        cmocka_unit_test(test_del),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-#include "dataplane/strmap.h"
+#include "xds/strmap.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -52,15 +52,43 @@ void strmap_put(struct strmap *m, const char *key, size_t val)
     e->val = val;
 }
 
-int strmap_get(const struct strmap *m, const char *key, size_t *val)
+/* key's entry (its value copied to *val when val is not NULL), or NULL. */
+static struct strmap_ent *find(const struct strmap *m, const char *key, size_t *val)
 {
     if (m->n == 0)
-        return 0;
+        return NULL;
     struct strmap_ent *e = probe(m, key, str_hash(key));
     if (e->key == NULL)
-        return 0;
+        return NULL;
     if (val)
         *val = e->val;
+    return e;
+}
+
+int strmap_get(const struct strmap *m, const char *key, size_t *val)
+{
+    return find(m, key, val) != NULL;
+}
+
+int strmap_del(struct strmap *m, const char *key, size_t *val)
+{
+    struct strmap_ent *e = find(m, key, val);
+    if (e == NULL)
+        return 0;
+    free(e->key);
+    e->key = NULL;
+    m->n--;
+    /* Backward shift: an entry after the hole moves into it unless its home
+     * slot lies cyclically in (hole, entry]. */
+    size_t mask = m->cap - 1, hole = (size_t)(e - m->e);
+    for (size_t i = (hole + 1) & mask; m->e[i].key; i = (i + 1) & mask) {
+        size_t home = m->e[i].hash & mask;
+        if (((i - home) & mask) >= ((i - hole) & mask)) {
+            m->e[hole] = m->e[i];
+            m->e[i].key = NULL;
+            hole = i;
+        }
+    }
     return 1;
 }
 
