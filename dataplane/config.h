@@ -332,7 +332,9 @@ struct dp_cluster {
     double connect_timeout;         /* default 5 s */
     int http2;                      /* upstream speaks HTTP/2 */
     uint32_t h2_hpack_table_size; /* default 4096 */
-    uint32_t h2_max_concurrent_streams;
+    uint32_t h2_max_concurrent_streams; /* streams per connection; more wait */
+    uint32_t h2_initial_stream_window;  /* default 1 MiB */
+    uint32_t h2_initial_connection_window; /* default 16 MiB */
     int h1_enable_trailers;         /* http_protocol_options.enable_trailers */
     struct dp_tls_client *tls;      /* NULL: plaintext */
     char *eds_service_name;         /* EDS: name to subscribe to */

@@ -904,13 +904,31 @@ void dp_cluster_unref(struct dp_cluster *c)
         cluster_free(c);
 }
 
+/* An HTTP/2 cluster's Http2ProtocolOptions, as Envoy reads them upstream. */
+static int cluster_h2_options(struct dp_cluster *c, const Envoy__Config__Core__V3__Http2ProtocolOptions *o,
+                              const char *path, struct berr *e)
+{
+    c->http2 = 1;
+    if (o == NULL)
+        return 0;
+    c->h2_max_concurrent_streams = u32v(o->max_concurrent_streams, c->h2_max_concurrent_streams);
+    c->h2_hpack_table_size = u32v(o->hpack_table_size, 4096);
+    c->h2_initial_stream_window = u32v(o->initial_stream_window_size, c->h2_initial_stream_window);
+    c->h2_initial_connection_window = u32v(o->initial_connection_window_size, c->h2_initial_connection_window);
+    if (c->h2_max_concurrent_streams == 0)
+        return fail(e, "%s.max_concurrent_streams: must be at least 1", path);
+    if (c->h2_initial_stream_window < 65535 || c->h2_initial_stream_window > 0x7fffffffu ||
+        c->h2_initial_connection_window < 65535 || c->h2_initial_connection_window > 0x7fffffffu)
+        return fail(e, "%s: window sizes must be between 65535 and 2147483647", path);
+    return 0;
+}
+
 static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__V3__Cluster *pc,
                             struct berr *e)
 {
-    if (pc->http2_protocol_options) {
-        c->http2 = 1;
-        c->h2_hpack_table_size = u32v(pc->http2_protocol_options->hpack_table_size, 4096);
-    }
+    if (pc->http2_protocol_options &&
+        cluster_h2_options(c, pc->http2_protocol_options, "http2_protocol_options", e) < 0)
+        return -1;
     for (size_t i = 0; i < pc->n_typed_extension_protocol_options; i++) {
         const char *key = pc->typed_extension_protocol_options[i]->key;
         const Google__Protobuf__Any *a = pc->typed_extension_protocol_options[i]->value;
@@ -929,12 +947,9 @@ static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__
                 o->explicit_http_config;
             if (x->protocol_config_case ==
                 ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS) {
-                c->http2 = 1;
-                if (x->http2_protocol_options) {
-                    c->h2_max_concurrent_streams =
-                        u32v(x->http2_protocol_options->max_concurrent_streams, 100);
-                    c->h2_hpack_table_size = u32v(x->http2_protocol_options->hpack_table_size, 4096);
-                }
+                char sub[300];
+                snprintf(sub, sizeof(sub), "%s.explicit_http_config.http2_protocol_options", path);
+                rc = cluster_h2_options(c, x->http2_protocol_options, sub, e);
             } else if (x->protocol_config_case ==
                        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS) {
                 c->http2 = 0;
@@ -1000,8 +1015,10 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
         goto bad;
     }
     c->idle_timeout = 3600;
-    c->h2_max_concurrent_streams = 100;
+    c->h2_max_concurrent_streams = 0x7fffffffu; /* Envoy's upstream default */
     c->h2_hpack_table_size = 4096;
+    c->h2_initial_stream_window = 1u << 20;
+    c->h2_initial_connection_window = 16u << 20;
     c->per_connection_buffer_limit = u32v(pc->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     if (c->per_connection_buffer_limit < 1024) {
         fail(&e, "per_connection_buffer_limit_bytes: must be at least 1024");

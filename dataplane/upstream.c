@@ -641,7 +641,8 @@ static void pool_dispatch(struct dp_pool *p)
     const struct dp_cluster *cfg = p->rt->cfg;
     if (cfg->http2) {
         if (p->h2 && (p->h2->conn.flags & DP_CONN_F_ESTABLISHED) && !p->h2->goaway) {
-            while (p->wait_head) {
+            /* max_concurrent_streams: the rest wait for a stream to end. */
+            while (p->wait_head && p->h2->n_streams < cfg->h2_max_concurrent_streams) {
                 struct dp_upstream_req *u = wait_pop(p);
                 if (h2c_submit(p->h2, u) < 0)
                     fail_req(u, 503, "UC", UPSTREAM_RESET_BODY "connection termination");
@@ -714,11 +715,12 @@ static void uc_on_connected(struct dp_conn *c)
         }
         nghttp2_settings_entry iv[] = {
             {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-            {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+            {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, p->rt->cfg->h2_initial_stream_window},
             {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, p->rt->cfg->h2_hpack_table_size},
         };
         nghttp2_submit_settings(uc->ngh2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
-        nghttp2_session_set_local_window_size(uc->ngh2, NGHTTP2_FLAG_NONE, 0, 16 << 20);
+        nghttp2_session_set_local_window_size(uc->ngh2, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)p->rt->cfg->h2_initial_connection_window);
         pool_dispatch(p);
         h2c_flush(uc);
         return;
@@ -1620,7 +1622,10 @@ static int h2c_on_stream_close(nghttp2_session *session, int32_t stream_id, uint
         if (h2c_retry(u) == 0)
             return 0;
     int done = (u->flags & UREQ_F_RESP_DONE) != 0;
+    struct dp_pool *p = u->pool;
     req_free(u);
+    if (p->wait_head && uc->n_streams + 1 >= p->rt->cfg->h2_max_concurrent_streams)
+        pool_dispatch(p); /* a stream slot is free for one that waits */
     if (s && !done) {
         char body[128];
         snprintf(body, sizeof(body), UPSTREAM_RESET_BODY "remote reset (%s)",
