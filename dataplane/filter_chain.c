@@ -166,7 +166,7 @@ static void run_headers(struct dp_stream *s, enum dp_filter_dir dir, size_t pos,
             continue;
         struct dp_filter_call c = dp_stream_filter_call(s, i);
         enum dp_filter_status st = hook(s, &c, end);
-        if (aborted(s, dir) || st == DP_FILTER_STOP)
+        if (st == DP_FILTER_STOP || aborted(s, dir))
             return;
         if (st != DP_FILTER_CONTINUE) {
             stop_at(it, pos, st);
@@ -197,7 +197,7 @@ static void run_data(struct dp_stream *s, enum dp_filter_dir dir, size_t pos, co
             continue;
         struct dp_filter_call c = dp_stream_filter_call(s, i);
         enum dp_filter_status st = hook(s, &c, p, n, end);
-        if (aborted(s, dir) || st == DP_FILTER_STOP)
+        if (st == DP_FILTER_STOP || aborted(s, dir))
             return;
         if (st != DP_FILTER_CONTINUE) {
             stop_at(it, pos, st);
@@ -224,7 +224,7 @@ static void run_data(struct dp_stream *s, enum dp_filter_dir dir, size_t pos, co
     }
     struct dp_filter_call c = dp_stream_filter_call(s, i);
     enum dp_filter_status st = hook(s, &c, p, n, end);
-    if (aborted(s, dir) || st == DP_FILTER_STOP)
+    if (st == DP_FILTER_STOP || aborted(s, dir))
         return;
     if (st == DP_FILTER_CONTINUE)
         resume(s, dir);
@@ -245,7 +245,7 @@ static void run_trailers(struct dp_stream *s, enum dp_filter_dir dir, size_t pos
             continue;
         struct dp_filter_call c = dp_stream_filter_call(s, i);
         enum dp_filter_status st = hook(s, &c);
-        if (aborted(s, dir) || st == DP_FILTER_STOP)
+        if (st == DP_FILTER_STOP || aborted(s, dir))
             return;
         if (st != DP_FILTER_CONTINUE) {
             stop_at(it, pos, DP_FILTER_STOP_ITERATION);
@@ -277,7 +277,7 @@ static void resume(struct dp_stream *s, enum dp_filter_dir dir)
         it->headers_pending = 0;
         int end = it->headers_end;
         run_headers(s, dir, pos, end);
-        if (it->mode || aborted(s, dir) || end)
+        if (aborted(s, dir) || it->mode || end)
             return;
         /* The head went on; the body waits for nobody now, unless the
          * head stopped again (above). */

@@ -2,6 +2,7 @@
  * Streams: request sanitising, routing, the HTTP filter chain, local
  * replies, and the glue between the downstream codec and the upstream.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,11 @@ static void run_destroy_filters(struct dp_stream *s)
     s->filters_started = 0;
 }
 
+static void stream_reap(struct dp_defer *d)
+{
+    free((char *)d - offsetof(struct dp_stream, defer));
+}
+
 void dp_stream_free(struct dp_stream *s)
 {
     struct dp_hcm *h = s->hcm;
@@ -204,7 +210,14 @@ void dp_stream_free(struct dp_stream *s)
     dp_fc_free(s);
     dp_arena_reset(&s->arena);
     dp_worker_snap_unpin(h->w, s->snap);
-    free(s);
+    /* A hook or codec up the stack (the filter chain runner, after a local
+     * reply that ended an HTTP/1 exchange) may still look at the stream:
+     * it reads DONE; the memory goes after this loop iteration. */
+    s->flags |= DP_STREAM_F_DONE;
+    s->cfg = NULL;
+    s->filter_ctx = NULL;
+    s->route = NULL;
+    dp_worker_defer(h->w, &s->defer, stream_reap);
 }
 
 void dp_stream_downstream_reset(struct dp_stream *s)

@@ -73,6 +73,7 @@ struct dp_filter_iter {
 
 struct dp_stream {
     struct dp_hcm *hcm;
+    struct dp_defer defer;       /* its memory goes after the loop iteration that freed it */
     struct dp_stream *next;      /* in hcm->streams */
     struct dp_stream *prev;
     int32_t h2_id;               /* HTTP/2 stream id; 0 for HTTP/1 */
