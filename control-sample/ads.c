@@ -21,6 +21,7 @@
 #include "reqlog.h"
 #include "watch.h"
 #include "xds/convert.h"
+#include "xds/hash.h"
 #include "xds/log.h"
 
 /* Appends a string literal. */
@@ -249,24 +250,14 @@ static size_t select_resources(const struct cp_config *cfg, const struct stream 
     return cp_config_select(cfg, node_of(s), cluster_of(s), t, sub->names, sub->n_names, sel);
 }
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 static uint64_t selection_hash(const struct cp_resource *const *sel, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    h = fnv1a(h, &n, sizeof(n));
+    uint64_t h = XDS_FNV_INIT;
+    h = xds_fnv(&n, sizeof(n), h);
     for (size_t i = 0; i < n; i++) {
-        h = fnv1a(h, sel[i]->name, strlen(sel[i]->name) + 1);
-        h = fnv1a(h, &sel[i]->len, sizeof(sel[i]->len));
-        h = fnv1a(h, sel[i]->data, sel[i]->len);
+        h = xds_fnv(sel[i]->name, strlen(sel[i]->name) + 1, h);
+        h = xds_fnv(&sel[i]->len, sizeof(sel[i]->len), h);
+        h = xds_fnv(sel[i]->data, sel[i]->len, h);
     }
     return h;
 }

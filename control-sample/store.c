@@ -151,20 +151,6 @@ static void newline(struct out *o)
 
 static void message(struct out *o, const ProtobufCMessage *m);
 
-static void base64(struct xds_sb *b, const uint8_t *p, size_t n)
-{
-    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    SB_LIT(b, "\"");
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
-                     (i + 2 < n ? p[i + 2] : 0);
-        char o[4] = {t[v >> 18 & 63], t[v >> 12 & 63], i + 1 < n ? t[v >> 6 & 63] : '=',
-                     i + 2 < n ? t[v & 63] : '='};
-        xds_sb_add(b, o, 4);
-    }
-    SB_LIT(b, "\"");
-}
-
 static void scalar(struct out *o, const ProtobufCFieldDescriptor *f, const void *p)
 {
     struct xds_sb *b = &o->b;
@@ -210,7 +196,7 @@ static void scalar(struct out *o, const ProtobufCFieldDescriptor *f, const void 
         break;
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *bd = p;
-        base64(b, bd->data, bd->len);
+        xds_sb_base64(b, bd->data, bd->len);
         break;
     }
     case PROTOBUF_C_TYPE_MESSAGE: {

@@ -1,4 +1,5 @@
 #include "xds/client.h"
+#include "xds/hash.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -80,11 +81,7 @@ int64_t xds_version_number(const char *v)
     long long n = strtoll(v, &end, 10);
     if (*v && *end == '\0' && n >= 0)
         return n;
-    uint64_t h = 14695981039346656037ull;
-    for (; *v; v++) {
-        h ^= (uint8_t)*v;
-        h *= 1099511628211ull;
-    }
+    uint64_t h = xds_fnv_str(v, XDS_FNV_INIT);
     return (int64_t)(h & ((1ull << 53) - 1));
 }
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
@@ -109,16 +111,17 @@ void xds_sb_str(struct xds_sb *b, const char *s)
     xds_sb_add(b, "\"", 1);
 }
 
-static void base64(struct xds_sb *b, const uint8_t *p, size_t n)
+void xds_sb_base64(struct xds_sb *b, const uint8_t *p, size_t n)
 {
-    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     xds_sb_add(b, "\"", 1);
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
-                     (i + 2 < n ? p[i + 2] : 0);
-        char o[4] = {t[v >> 18 & 63], t[v >> 12 & 63], i + 1 < n ? t[v >> 6 & 63] : '=',
-                     i + 2 < n ? t[v & 63] : '='};
-        xds_sb_add(b, o, 4);
+    while (n) {
+        /* EVP_EncodeBlock writes 4 characters per 3 bytes and a NUL. */
+        unsigned char out[4 * 768 / 3 + 1];
+        size_t k = n < 768 ? n : 768;
+        int w = EVP_EncodeBlock(out, p, (int)k);
+        xds_sb_add(b, (const char *)out, (size_t)w);
+        p += k;
+        n -= k;
     }
     xds_sb_add(b, "\"", 1);
 }
@@ -184,7 +187,7 @@ static void value(struct xds_sb *b, const ProtobufCFieldDescriptor *f, const voi
         break;
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *bd = p;
-        base64(b, bd->data, bd->len);
+        xds_sb_base64(b, bd->data, bd->len);
         break;
     }
     case PROTOBUF_C_TYPE_MESSAGE: {

@@ -9,6 +9,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* A growable string. */
 struct xds_sb {
@@ -20,6 +21,8 @@ void xds_sb_add(struct xds_sb *b, const char *s, size_t n);
 void xds_sb_addf(struct xds_sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /** Appends s as a JSON string literal (quotes and escapes). */
 void xds_sb_str(struct xds_sb *b, const char *s);
+/** Appends p[0..n) as a quoted base64 JSON string (OpenSSL's encoder). */
+void xds_sb_base64(struct xds_sb *b, const uint8_t *p, size_t n);
 
 /** A field path built while walking a message ("a.b[2].c"): push returns
  *  the length to pop back to. Truncated, never overflowed. */

@@ -13,16 +13,6 @@ static char *xstrdup0(const char *s)
     return d;
 }
 
-uint64_t xds_fnv(const void *p, size_t n, uint64_t h)
-{
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 uint64_t xds_any_hash(const Google__Protobuf__Any *any)
 {
     uint64_t h = xds_fnv(any->value.data, any->value.len, XDS_FNV_INIT);

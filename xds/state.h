@@ -18,10 +18,7 @@
 #include "google/protobuf/any.pb-c.h"
 #include "xds/strmap.h"
 
-#define XDS_FNV_INIT 14695981039346656037ull
-
-/* FNV-1a of p[0..n) continuing from h. */
-uint64_t xds_fnv(const void *p, size_t n, uint64_t h);
+#include "xds/hash.h"
 /* A resource's hash: of its bytes as they came (what a control plane sends
  * again unchanged hashes the same, and needs no decoding to tell). */
 uint64_t xds_any_hash(const Google__Protobuf__Any *any);

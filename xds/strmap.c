@@ -3,13 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "xds/hash.h"
+
 static uint64_t str_hash(const char *s)
 {
-    uint64_t h = 14695981039346656037ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
+    uint64_t h = xds_fnv_str(s, XDS_FNV_INIT);
     return h ^ (h >> 29);
 }
 

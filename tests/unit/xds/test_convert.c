@@ -322,9 +322,33 @@ static void test_json_string_escapes(void **state)
     free(b.p);
 }
 
+static void test_json_base64(void **state)
+{
+    (void)state;
+    struct xds_sb b = {0};
+    xds_sb_base64(&b, (const uint8_t *)"", 0);
+    assert_string_equal(b.p, "\"\"");
+    b.len = 0;
+    xds_sb_base64(&b, (const uint8_t *)"f", 1);
+    assert_string_equal(b.p, "\"Zg==\"");
+    b.len = 0;
+    xds_sb_base64(&b, (const uint8_t *)"foobar", 6);
+    assert_string_equal(b.p, "\"Zm9vYmFy\"");
+    /* Longer than one encoder chunk (768 bytes): no padding in between. */
+    uint8_t big[2000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 7);
+    b.len = 0;
+    xds_sb_base64(&b, big, sizeof(big));
+    assert_int_equal(b.len, 2 + (sizeof(big) + 2) / 3 * 4);
+    assert_null(memchr(b.p, '=', b.len - 3));
+    free(b.p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_json_base64),
         cmocka_unit_test(test_scalars_yaml),
         cmocka_unit_test(test_json_names_and_camel_case),
         cmocka_unit_test(test_nested_repeated_map),
