@@ -12,6 +12,9 @@
 # pairing, marked STALLED) instead of hanging the test.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
+# A stall never ends; a starved process (a sanitizer build beside another
+# test on 2 cores) pauses for seconds. 12 s without a byte is a stall.
+STALL_S=12
 # Debian's python3 directly: a python3 shim earlier on PATH (pyenv) costs half
 # a second per call, and free_port calls it once per port.
 [ -x /usr/bin/python3 ] && python3() { /usr/bin/python3 "$@"; }
@@ -110,7 +113,7 @@ declare -A DL_PATH=([h1]=/h1/files [h2]=/h2)
 # client. curl ends a transfer that takes over 60 s, or averages under
 # 1 KiB/s for 5 s (its measure lags a stall by some seconds), with exit code 28.
 curl_for() {
-  CURL_ARGS=(-sS --max-time 60 --speed-limit 1024 --speed-time 5)
+  CURL_ARGS=(-sS --max-time 90 --speed-limit 1024 --speed-time "$STALL_S")
   case $1 in
     h1) CURL_ARGS+=(--http1.1); URL=http://127.0.0.1:$P_PLAIN$2 ;;
     h2c) CURL_ARGS+=(--http2-prior-knowledge); URL=http://127.0.0.1:$P_PLAIN$2 ;;
@@ -125,7 +128,6 @@ XFER_ERR=$WORK/xfer.log
 # stopped growing for STALL_S seconds (then curl is stopped); curl's errors
 # are in $XFER_ERR. Runs in this shell (not in $(...)), so that cleanup knows
 # the curl process.
-STALL_S=4
 download() {
   local body=$WORK/body size=-1 still=0 now rc
   curl_for "$1" "$2"; shift 2
