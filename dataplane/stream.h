@@ -55,7 +55,6 @@ struct dp_hcm;
 #define DP_STREAM_F_CONNECT 0x80000          /* CONNECT (HTTP/1.1, or HTTP/2 without :protocol) */
 #define DP_STREAM_F_H2_EXT_CONNECT 0x100000  /* HTTP/2 extended CONNECT (RFC 8441) */
 #define DP_STREAM_F_TUNNEL_TCP 0x200000      /* CONNECT terminated here: raw TCP to the cluster */
-#define DP_STREAM_F_DOWN_EOF_SENT 0x400000   /* tunnel: our half towards the client is closed */
 
 /* Where a direction's filter iteration stands (dataplane/filter_chain.c).
  * Positions count in the direction's order: request 0..n-1, response
