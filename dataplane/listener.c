@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "dataplane/stream.h"
+#include "dataplane/hcm.h"
 #include "dataplane/tls.h"
 #include "xds/log.h"
 

@@ -1,30 +1,28 @@
 /*
- * Internal: HTTP streams and the downstream connection manager. Filters use
- * dataplane/filter.h instead.
+ * Internal: HTTP streams. Filters use dataplane/filter.h instead; the
+ * downstream connection and its codecs are in dataplane/hcm.h.
  *
  * A stream is one request/response exchange on a downstream connection.
  * The codec (HTTP/1.1 or HTTP/2) creates it when a request starts, fills
  * the request head, and feeds it body bytes; the stream runs the filter
  * chain, whose last filter (the router) starts an upstream request; the
  * upstream side feeds the response back through dp_stream_upstream_*; the
- * codec writes it out. Bytes in flight are bounded by the buffer limit in
- * each direction: over the limit, the side producing them is paused.
+ * codec writes it out (the dp_hcm_* entry points of hcm.h). Bytes in
+ * flight are bounded by the buffer limit in each direction: over the
+ * limit, the side producing them is paused.
  */
 #ifndef LEGATE_DP_STREAM_H
 #define LEGATE_DP_STREAM_H
 
 #include <stdint.h>
-#include <sys/socket.h>
 
 #include <ev.h>
-#include <http_parser.h>
-#include <nghttp2/nghttp2.h>
 
 #include "dataplane/arena.h"
 #include "dataplane/buf.h"
 #include "dataplane/config.h"
-#include "dataplane/conn.h"
 #include "dataplane/filter.h"
+#include "dataplane/hcm.h" /* streams and their users reach the connection through s->hcm */
 #include "dataplane/http.h"
 #include "dataplane/worker.h"
 
@@ -107,62 +105,6 @@ struct dp_stream {
     struct dp_cluster_stats up_st;  /* the cluster's stats, once routed (handles only) */
 };
 
-/* Where a redirected connection was headed. */
-struct dp_orig_dst {
-    struct sockaddr_storage addr;
-    socklen_t len;
-};
-
-/* The downstream HTTP connection. */
-struct dp_hcm {
-    struct dp_conn conn;
-    struct dp_defer defer;
-    struct dp_worker *w;
-    struct dp_worker_snap *snap;          /* pinned for the connection's life */
-    const struct dp_listener *listener;
-    const struct dp_filter_chain *chain;
-    struct dp_conn_limit *limit; /* counted in this chain's limit */
-    const struct dp_hcm_cfg *cfg;
-    uint64_t id;
-    int h2;                               /* codec chosen */
-    int draining;
-    int goaway_final;                     /* HTTP/2: the last GOAWAY is out */
-    uint32_t h2_streams_total;            /* HTTP/2: streams opened by the client */
-    uint32_t h2_premature_resets;         /* ... and reset by it before their response ended */
-    int h2_abusive;                       /* rapid reset detected: close */
-    ev_timer drain_timer;                 /* HTTP/2: notice -> final GOAWAY */
-    struct dp_stream *streams;            /* active streams */
-    size_t n_streams;
-    int detect;                           /* plaintext AUTO: sniffing the h2 preface */
-    /* HTTP/1 */
-    http_parser parser;
-    int h1_event;                         /* H1_EV_* recorded by a parser callback */
-    int h1_tunnel;                        /* past an upgrade head: c->in is tunnel bytes */
-    const uint8_t *h1_body;
-    size_t h1_body_len;
-    struct dp_stream *h1_cur;             /* stream being parsed or answered */
-    struct dp_buf h1_hdr;                 /* partial header name/value */
-    size_t h1_name_len;
-    int h1_last_was_value;
-    size_t h1_header_bytes;
-    enum { H1_FOLD_IN = 0, H1_FOLD_LF, H1_FOLD_LF_CR, H1_FOLD_DONE } h1_fold; /* head scan */
-    /* HTTP/2 */
-    nghttp2_session *ngh2;
-    int ngh2_busy;                        /* inside nghttp2_session_mem_recv/mem_send */
-    int ngh2_again;                       /* ... and a flush was asked for meanwhile */
-    /* What the connection keeps for its life, in conn_arena: a few hundred
-     * bytes in one small malloc'd block (an idle connection's memory) */
-    struct dp_arena conn_arena;
-    struct dp_peer_identity peer;         /* TLS peer */
-    struct dp_str xfcc_elem;              /* this peer's XFCC element, made once */
-    unsigned xfcc_elem_fields;            /* ... with these DP_XFCC_F_* */
-    const struct dp_orig_dst *orig_dst;   /* NULL: not redirected */
-    const char *remote;                   /* "ip:port" */
-    const char *local;
-    struct dp_hcm *next_in_worker;
-    struct dp_hcm *prev_in_worker;
-};
-
 /* ---- called by the codecs --------------------------------------------- */
 
 struct dp_stream *dp_stream_new(struct dp_hcm *h, int32_t h2_id);
@@ -225,47 +167,5 @@ void dp_stream_upstream_failed(struct dp_stream *s, int status, const char *flag
 void dp_stream_upstream_drained(struct dp_stream *s);
 /** The downstream took response bytes; resume the upstream if paused. */
 void dp_stream_downstream_drained(struct dp_stream *s);
-
-/* ---- codec entry points (hcm.c) --------------------------------------- */
-
-/** Writes the response head. */
-void dp_hcm_send_headers(struct dp_stream *s, int end_stream);
-/** Writes the response trailers (s->resp_trailers) and ends the response;
- *  a codec that cannot carry them drops them. */
-void dp_hcm_send_trailers(struct dp_stream *s);
-/** Writes the informational head in s->resp (status 1xx) if the client can
- *  take one. Returns 1 when sent. */
-int dp_hcm_send_informational(struct dp_stream *s);
-/** Writes body bytes (copied). */
-void dp_hcm_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream);
-/** Resets the stream downstream (HTTP/1: closes the connection). */
-void dp_hcm_reset_stream(struct dp_stream *s);
-/** Bytes queued towards the downstream for this stream. */
-size_t dp_hcm_pending_out(struct dp_stream *s);
-/** Lets the downstream send more request body (after a pause). */
-void dp_hcm_resume_request(struct dp_stream *s);
-void dp_hcm_pause_request(struct dp_stream *s);
-/** HTTP/2 flow control: n request-body bytes left our hands (reopens the
- *  client's window). No-op for HTTP/1. */
-void dp_hcm_consumed(struct dp_stream *s, size_t n);
-/** The stream is complete on both sides: HTTP/1 moves to the next request. */
-void dp_hcm_stream_done(struct dp_stream *s);
-
-/** Starts serving an accepted connection on the worker. With fc NULL the
- *  connection is TLS and its chain is chosen during the ClientHello. The
- *  connection pins snap for its life. */
-void dp_hcm_accept(struct dp_worker *w, struct dp_worker_snap *snap, const struct dp_listener *l,
-                   const struct dp_filter_chain *fc, int fd, SSL *ssl);
-/** The same for a connection an iptables REDIRECT sent here: od is where
- *  it was headed (the downstream local address, and the destination of
- *  ORIGINAL_DST clusters). */
-void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, const struct dp_listener *l,
-                              const struct dp_filter_chain *fc, int fd, SSL *ssl, const struct dp_orig_dst *od);
-
-/** Closes the connection now, resetting its streams (shutdown). */
-void dp_hcm_destroy(struct dp_hcm *h);
-
-/** Begin graceful close: HTTP/1 Connection: close, HTTP/2 GOAWAY. */
-void dp_hcm_drain(struct dp_hcm *h);
 
 #endif

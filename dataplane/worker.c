@@ -13,7 +13,7 @@
 #include "dataplane/buf.h"
 #include "dataplane/listener.h"
 #include "dataplane/stats.h"
-#include "dataplane/stream.h"
+#include "dataplane/hcm.h"
 #include "dataplane/upstream.h"
 #include "xds/log.h"
 
