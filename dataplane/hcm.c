@@ -6,7 +6,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <limits.h>
 #include <stddef.h>
 #include <netinet/in.h>
 #include <stdio.h>

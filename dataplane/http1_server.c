@@ -6,13 +6,10 @@
  */
 #include <limits.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "dataplane/hcm.h"
 #include "dataplane/stream.h"
-#include "xds/log.h"
 
 enum { H1_EV_NONE = 0, H1_EV_HEADERS, H1_EV_BODY, H1_EV_COMPLETE };
 

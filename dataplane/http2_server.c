@@ -546,11 +546,11 @@ static void h2_send_headers(struct dp_stream *s, int end_stream)
     h2_flush(h);
 }
 
-static void h2_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream)
+/* More of the response is in s (body bytes or its end): wake the data
+ * provider if it had run dry (h2_read_cb deferred), and write. */
+static void h2_resume_data(struct dp_stream *s)
 {
     struct dp_hcm *h = s->hcm;
-    if (n && !(s->flags & DP_STREAM_F_HEAD))
-        dp_buf_append(&s->resp_body, p, n);
     if (s->flags & DP_STREAM_F_DEFERRED) {
         s->flags &= ~DP_STREAM_F_DEFERRED;
         nghttp2_session_resume_data(h->ngh2, s->h2_id);
@@ -558,17 +558,19 @@ static void h2_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int en
     h2_flush(h);
 }
 
+static void h2_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream)
+{
+    if (n && !(s->flags & DP_STREAM_F_HEAD))
+        dp_buf_append(&s->resp_body, p, n);
+    h2_resume_data(s);
+}
+
 static void h2_send_trailers(struct dp_stream *s)
 {
-    struct dp_hcm *h = s->hcm;
     s->flags |= DP_STREAM_F_RESP_COMPLETE;
     if (s->flags & DP_STREAM_F_HEAD)
         return;
-    if (s->flags & DP_STREAM_F_DEFERRED) {
-        s->flags &= ~DP_STREAM_F_DEFERRED;
-        nghttp2_session_resume_data(h->ngh2, s->h2_id);
-    }
-    h2_flush(h);
+    h2_resume_data(s);
 }
 
 static int h2_send_informational(struct dp_stream *s)
