@@ -8,7 +8,7 @@
  * http1_server.c, HTTP/2 in http2_server.c) parses requests into streams
  * (stream.h) and writes their responses. Streams reach the codec only
  * through the dp_hcm_* entry points below, which dispatch through
- * h->codec: nothing outside the codecs knows which protocol a connection
+ * h->codec: neither hcm.c nor stream.c asks which protocol a connection
  * speaks.
  */
 #ifndef LEGATE_DP_HCM_H
