@@ -1,7 +1,9 @@
 /*
- * The upstream side: per-worker cluster state, load balancing, connection
- * pools (HTTP/1.1 keep-alive, HTTP/2 multiplexing), upstream TLS, and the
- * client codecs. A stream's router starts an upstream request with
+ * The upstream side: per-worker cluster state and load balancing
+ * (cluster.c), connection pools with upstream TLS (pool.c: HTTP/1.1
+ * keep-alive, HTTP/2 multiplexing), the requests (upstream.c) and the
+ * client codecs (http1_client.c, http2_client.c); their shared internals are
+ * in upstream_int.h. A stream's router starts an upstream request with
  * dp_upstream_start(); request body bytes flow from s->req_body (the stream
  * appends, then kicks); the response comes back through dp_stream_upstream_*.
  */
@@ -17,6 +19,9 @@
 struct dp_stream;
 struct dp_upstream_req;
 
+/** The worker's runtime state of cluster cfg (from the worker's current
+ *  snapshot, until dp_cluster_rt_update gives the next); NULL without
+ *  memory. */
 struct dp_cluster_rt *dp_cluster_rt_new(struct dp_worker *w, struct dp_cluster *cfg);
 /** A new version of the cluster: keeps pools of endpoints that remain. */
 void dp_cluster_rt_update(struct dp_worker *w, struct dp_cluster_rt *rt, struct dp_cluster *cfg);
@@ -42,8 +47,9 @@ void dp_upstream_kick(struct dp_upstream_req *u);
 /** The downstream went away: abandon the request. s->up is cleared. */
 void dp_upstream_cancel(struct dp_upstream_req *u);
 
-/** Stop / resume reading the response (downstream back-pressure). */
+/** Stop reading the response (downstream back-pressure). */
 void dp_upstream_pause(struct dp_upstream_req *u);
+/** Resume reading it after dp_upstream_pause; nothing otherwise. */
 void dp_upstream_resume(struct dp_upstream_req *u);
 
 /** "ip:port" of the endpoint chosen, for logs. */
