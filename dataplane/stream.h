@@ -26,6 +26,7 @@
 #include "dataplane/conn.h"
 #include "dataplane/filter.h"
 #include "dataplane/http.h"
+#include "dataplane/net_chain.h"
 #include "dataplane/worker.h"
 
 struct dp_worker;
@@ -121,7 +122,7 @@ struct dp_hcm {
     struct dp_worker_snap *snap;          /* pinned for the connection's life */
     const struct dp_listener *listener;
     const struct dp_filter_chain *chain;
-    struct dp_conn_limit *limit; /* counted in this chain's limit */
+    struct dp_net_session net;   /* the chain's network filters before this one */
     const struct dp_hcm_cfg *cfg;
     uint64_t id;
     int h2;                               /* codec chosen */
