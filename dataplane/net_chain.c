@@ -15,9 +15,11 @@ int dp_net_session_start(struct dp_net_session *ns, const struct dp_net_filter_i
     if (ns->n || n == 0)
         return 0; /* started already (TLS: at the ClientHello), or nothing to run */
     ns->calls = dp_arena_alloc(arena, n * sizeof(*ns->calls));
-    if (ns->calls == NULL)
+    ns->timers = dp_arena_alloc(arena, n * sizeof(*ns->timers));
+    if (ns->calls == NULL || ns->timers == NULL)
         return -1;
     memset(ns->calls, 0, n * sizeof(*ns->calls));
+    memset(ns->timers, 0, n * sizeof(*ns->timers));
     ns->filters = filters;
     ns->n = n;
     ns->conn = conn;
@@ -154,11 +156,37 @@ int dp_net_session_write(struct dp_net_session *ns, const uint8_t *tail, size_t 
     return 0;
 }
 
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct dp_net_timer *nt = (struct dp_net_timer *)t;
+    nt->cb(nt->call);
+}
+
+int dp_net_timer(const struct dp_net_call *call, double seconds, dp_net_timer_cb cb)
+{
+    struct dp_net_session *ns = call->session;
+    if (ns->ended)
+        return -1;
+    struct dp_net_timer *nt = &ns->timers[call - ns->calls];
+    if (nt->cb)
+        ev_timer_stop(ns->conn->loop, &nt->t);
+    nt->cb = cb;
+    nt->call = call;
+    ev_timer_init(&nt->t, timer_cb, seconds > 0 ? seconds : 0., 0.);
+    ev_timer_start(ns->conn->loop, &nt->t);
+    return 0;
+}
+
 void dp_net_session_end(struct dp_net_session *ns)
 {
     if (ns->ended || ns->n == 0)
         return;
     ns->ended = 1;
+    for (size_t i = 0; i < ns->n; i++)
+        if (ns->timers[i].cb)
+            ev_timer_stop(ns->conn->loop, &ns->timers[i].t);
     for (size_t i = ns->started; i-- > 0;)
         if (ns->filters[i].ops->on_close)
             ns->filters[i].ops->on_close(&ns->calls[i]);

@@ -7,6 +7,8 @@
 #ifndef LEGATE_DP_NET_CHAIN_H
 #define LEGATE_DP_NET_CHAIN_H
 
+#include <ev.h>
+
 #include "dataplane/buf.h"
 #include "dataplane/netfilter.h"
 
@@ -27,8 +29,16 @@ struct dp_net_owner_ops {
     void (*close)(void *owner);
 };
 
+/* A filter's timer (dp_net_timer). */
+struct dp_net_timer {
+    ev_timer t;
+    dp_net_timer_cb cb;
+    const struct dp_net_call *call;
+};
+
 struct dp_net_session {
     struct dp_net_call *calls;      /* one per filter: the hook's argument */
+    struct dp_net_timer *timers;    /* one per filter, armed on demand */
     const struct dp_net_filter_inst *filters;
     size_t n;                       /* 0: no session (or no filters) */
     size_t started;                 /* filters whose on_new_connection ran */

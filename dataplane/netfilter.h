@@ -111,4 +111,11 @@ void dp_net_continue_reading(const struct dp_net_call *c);
 /** Closes the connection (as DP_NET_CLOSE) from a later event. */
 void dp_net_close(const struct dp_net_call *c);
 
+typedef void (*dp_net_timer_cb)(const struct dp_net_call *c);
+/** Calls cb(c) once, seconds from now, on the connection's worker: the
+ *  later event from which a filter continues or closes. One timer per
+ *  filter and connection: arming it again moves it. It never fires after
+ *  the connection ended. Returns 0, or -1 when the connection has ended. */
+int dp_net_timer(const struct dp_net_call *c, double seconds, dp_net_timer_cb cb);
+
 #endif

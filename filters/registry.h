@@ -19,6 +19,10 @@ const struct dp_filter_ops *dp_filter_lookup(const char *name);
  *  of a type URL after the '/'), or NULL. */
 const struct dp_filter_ops *dp_filter_lookup_by_type(const char *type_name);
 
+/** Adds one network filter beyond the table, for a program that links its
+ *  own (tests/filters/sample); call it before any config is loaded. */
+void dp_net_filter_register(const struct dp_net_filter_ops *ops);
+
 /** The network filter registered under name, or NULL (terminal filters,
  *  the connection manager, are not in this table: the config builder
  *  knows them). */

@@ -293,6 +293,41 @@ static void continue_then_close(void **state)
     done(&f);
 }
 
+static int fired;
+static void on_timer(const struct dp_net_call *c)
+{
+    fired++;
+    dp_net_continue_reading(c);
+}
+
+static void timer_continues_and_dies_with_the_connection(void **state)
+{
+    (void)state;
+    struct fixture f;
+    reset(&f);
+    fired = 0;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    f.conn.loop = loop;
+    struct fcfg a = {.name = 'a', .hold = 1};
+    struct dp_net_filter_inst fl[] = {{&fops, &a}};
+    assert_int_equal(dp_net_session_start(&f.ns, fl, 1, &f.conn, &f.arena, &info, &owner, NULL), 0);
+    peer_sends(&f.conn, "abc");
+    assert_int_equal(dp_net_session_read(&f.ns), 0);
+    assert_int_equal(dp_net_timer(&f.ns.calls[0], 0.001, on_timer), 0);
+    ev_run(loop, 0); /* returns once the one-shot timer has fired */
+    assert_int_equal(fired, 1);
+    assert_int_equal(delivered, 1);
+    assert_int_equal(dp_buf_size(&f.conn.in), 3);
+    /* Armed, then the connection ends: it never fires. */
+    assert_int_equal(dp_net_timer(&f.ns.calls[0], 0.001, on_timer), 0);
+    dp_net_session_end(&f.ns);
+    ev_run(loop, 0);
+    assert_int_equal(fired, 1);
+    assert_int_equal(dp_net_timer(&f.ns.calls[0], 0.001, on_timer), -1);
+    done(&f);
+    ev_loop_destroy(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +338,7 @@ int main(void)
         cmocka_unit_test(held_eof_keeps_connection),
         cmocka_unit_test(close_from_data_and_write),
         cmocka_unit_test(continue_then_close),
+        cmocka_unit_test(timer_continues_and_dies_with_the_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
