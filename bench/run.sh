@@ -2,6 +2,7 @@
 # legate against nginx and HAProxy doing the same job on this machine.
 #
 #   bench/run.sh [--smoke] [-d SECONDS] [-r ROUNDS] [-s 0,1,2,3,4,5,6,7,8] [--idle N] [--clusters N]
+#                [--baseline PATH]
 #
 # Builds what it needs (legate, legate-control, legate-load), starts every
 # party on 127.0.0.1 — the proxy pinned to CPU 0, the load generator and the
@@ -16,7 +17,10 @@
 # timed and its row says INVALID. Scenario 0 first checks the load
 # generator against wrk and h2load (bench/validate.sh). --smoke runs
 # everything briefly and small, to prove that the bench works (CI does),
-# not to measure.
+# not to measure. --baseline PATH adds another legate binary (say, main's
+# before a change, built elsewhere) to scenarios 1-4 and 8 as "legate-base",
+# taking turns with the others, and prints legate/legate-base ratios: a
+# regression check side by side in one run.
 set -uo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${LEGATE_BUILD_DIR:-$SRC/build}
@@ -26,6 +30,7 @@ SCEN="0,1,2,3,4,5,6,7,8"
 IDLE=10000
 CLUSTERS=10000
 SMOKE=0
+BASELINE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -34,13 +39,17 @@ while [ $# -gt 0 ]; do
     -s) SCEN=$2; shift ;;
     --idle) IDLE=$2; shift ;;
     --clusters) CLUSTERS=$2; shift ;;
-    -h|--help) sed -n 2,19p "$0"; exit 0 ;;
+    --baseline) BASELINE=$(realpath "$2"); shift ;;
+    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 if [ $SMOKE = 1 ]; then DUR=1; ROUNDS=1; IDLE=300; CLUSTERS=500; SCEN=${SCEN/0,/}; fi
 want() { [[ ",$SCEN," == *",$1,"* ]]; }
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "bench: --baseline $BASELINE is not an executable" >&2; exit 2; fi
+# Who takes turns in scenarios 1-4 and 8.
+TIMED=(legate); [ -n "$BASELINE" ] && TIMED+=(legate-base); TIMED+=(nginx haproxy)
 
 # ---- build and tools ------------------------------------------------------------
 "$SRC/scripts/install-deps.sh" || exit 1
@@ -129,6 +138,9 @@ start_proxy() { # start_proxy legate|nginx|haproxy [grpc]: sets PROXY (grpc: the
     legate)
       fill "$SRC/bench/peers/legate$v.yaml.in" "$W/legate$v.yaml"
       bg legate$v "${pin_proxy[@]}" "$LEGATE" -c "$W/legate$v.yaml" --concurrency 1 -l warning ;;
+    legate-base)
+      fill "$SRC/bench/peers/legate$v.yaml.in" "$W/legate$v.yaml"
+      bg legate-base$v "${pin_proxy[@]}" "$BASELINE" -c "$W/legate$v.yaml" --concurrency 1 -l warning ;;
     nginx)
       fill "$SRC/bench/peers/nginx$v.conf.in" "$W/nginx$v.conf"
       bg nginx$v "${pin_proxy[@]}" nginx -c "$W/nginx$v.conf" ;;
@@ -222,7 +234,7 @@ grpc_check() {
 }
 
 ROWS=()
-row() { ROWS+=("$(printf '%-34s %-8s %10s %9s %9s %11s %7s %7s' "$@")"); }
+row() { ROWS+=("$(printf '%-34s %-11s %10s %9s %9s %11s %7s %7s' "$@")"); }
 declare -A RPS CPU P99 RSS
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 # measure SCENARIO LABEL LOADGEN_ARGS... (against each proxy, ROUNDS times,
@@ -236,7 +248,7 @@ measure() {
   local px r
   declare -A rps p50 p99 cpu err failed stl
   for r in $(seq 1 "$ROUNDS"); do
-    for px in legate nginx haproxy; do
+    for px in "${TIMED[@]}"; do
       start_proxy $px $M_FLAVOUR || { failed[$px]=1; stop "$PROXY"; continue; }
       if [ -n "$M_CHECK" ] && ! $M_CHECK $px; then INVALID[$sc.$px]=1; stop "$PROXY"; continue; fi
       $M_LOAD "$PROXY" "$@"
@@ -246,7 +258,7 @@ measure() {
       err[$px]=$(( ${err[$px]:-0} + R_errors ))
     done
   done
-  for px in legate nginx haproxy; do
+  for px in "${TIMED[@]}"; do
     if [ -n "${INVALID[$sc.$px]:-}" ]; then
       row "$label" $px "-" "-" "-" "-" "INVALID: ${GRPC_FAIL[$px]:-failed its check}"; continue
     fi
@@ -450,17 +462,17 @@ if [ ${#VALIDATION[@]} -gt 0 ]; then
   printf '  %s\n' "${VALIDATION[@]}"
 fi
 echo
-printf '%-34s %-8s %10s %9s %9s %11s %7s %7s\n' scenario proxy "rps" "p50 µs" "p99 µs" "CPU µs/req" errors "steal %"
+printf '%-34s %-11s %10s %9s %9s %11s %7s %7s\n' scenario proxy "rps" "p50 µs" "p99 µs" "CPU µs/req" errors "steal %"
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "ratios legate/peer (rps: higher is better; CPU per request and p99: lower is better)"
 for sc in 1 2 3 4 8; do
   want $sc || continue
-  for peer in nginx haproxy; do
+  for peer in legate-base nginx haproxy; do
     [ -n "${RPS[$sc.legate]:-}" ] && [ -n "${RPS[$sc.$peer]:-}" ] || continue
     awk -v s="$sc" -v p="$peer" -v r1="${RPS[$sc.legate]}" -v r2="${RPS[$sc.$peer]}" \
         -v c1="${CPU[$sc.legate]}" -v c2="${CPU[$sc.$peer]}" -v l1="${P99[$sc.legate]}" -v l2="${P99[$sc.$peer]}" \
-      'BEGIN { printf "  (%s) vs %-8s rps x%.2f   CPU/req x%.2f   p99 x%.2f\n", s, p, (r2 > 0 ? r1 / r2 : 0), (c2 > 0 ? c1 / c2 : 0), (l2 > 0 ? l1 / l2 : 0) }'
+      'BEGIN { printf "  (%s) vs %-11s rps x%.2f   CPU/req x%.2f   p99 x%.2f\n", s, p, (r2 > 0 ? r1 / r2 : 0), (c2 > 0 ? c1 / c2 : 0), (l2 > 0 ? l1 / l2 : 0) }'
   done
 done
 if want 8; then

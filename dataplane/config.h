@@ -228,12 +228,7 @@ struct dp_hcm_cfg {
 
 /* ---- listeners -------------------------------------------------------- */
 
-/* envoy.filters.network.connection_limit: shared by every worker. */
-struct dp_conn_limit {
-    uint64_t max;       /* max_connections */
-    uint64_t active;    /* atomic: connections of this chain now */
-    dp_stat_t st_active, st_limited; /* connection_limit.<stat_prefix>.* */
-};
+struct dp_net_filter_inst; /* dataplane/net_chain.h */
 
 struct dp_filter_chain {
     char *name;
@@ -247,7 +242,9 @@ struct dp_filter_chain {
     /* what it does */
     struct dp_tls_server *tls;  /* NULL: plaintext */
     struct dp_hcm_cfg *hcm;
-    struct dp_conn_limit *conn_limit; /* NULL: no limit */
+    /* network filters before the terminal one (the connection manager) */
+    struct dp_net_filter_inst *net_filters;
+    size_t n_net_filters;
 };
 
 struct dp_listener {

@@ -7,16 +7,15 @@
 #include <string.h>
 
 #include "dataplane/accesslog.h"
+#include "dataplane/net_chain.h"
 #include "dataplane/route.h"
 #include "envoy/config/core/v3/protocol.pb-c.h"
-#include "envoy/extensions/filters/network/connection_limit/v3/connection_limit.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "filters/registry.h"
 #include "xds/registry.h"
 
 #define HCM_NAME "envoy.filters.network.http_connection_manager"
-#define CONN_LIMIT_NAME "envoy.filters.network.connection_limit"
 #define TLS_SOCKET "envoy.transport_sockets.tls"
 #define RAW_SOCKET "envoy.transport_sockets.raw_buffer"
 #define HTTP_OPTIONS_EXT "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -463,7 +462,10 @@ static void chain_free(struct dp_filter_chain *fc)
     if (fc->tls)
         dp_tls_server_unref(fc->tls);
     hcm_free(fc->hcm);
-    free(fc->conn_limit);
+    for (size_t i = 0; i < fc->n_net_filters; i++)
+        if (fc->net_filters[i].ops->config_free)
+            fc->net_filters[i].ops->config_free(fc->net_filters[i].cfg);
+    free(fc->net_filters);
 }
 
 static int is_filter(const Envoy__Config__Listener__V3__Filter *f, const char *name, const char *type)
@@ -473,43 +475,49 @@ static int is_filter(const Envoy__Config__Listener__V3__Filter *f, const char *n
     return strcmp(f->name, name) == 0;
 }
 
-/* envoy.filters.network.connection_limit in front of the connection manager. */
-static int build_conn_limit(struct dp_filter_chain *fc, const Envoy__Config__Listener__V3__Filter *f,
+/* A network filter before the connection manager (filters/registry.c's
+ * network table): found by its typed_config's type, else by name. */
+static int build_net_filter(struct dp_filter_chain *fc, const Envoy__Config__Listener__V3__Filter *f,
                             const char *path, struct berr *e)
 {
+    const struct dp_net_filter_ops *ops = NULL;
+    if (f->typed_config)
+        ops = dp_net_filter_lookup_by_type(xds_type_url_name(f->typed_config->type_url));
+    if (ops == NULL)
+        ops = dp_net_filter_lookup(f->name);
+    if (ops == NULL) {
+        char names[256];
+        return fail(e, "%s.name: only %s may come before %s, got \"%s\"", path,
+                    dp_net_filter_names(names, sizeof(names)), HCM_NAME, f->name);
+    }
     char sub[300];
     snprintf(sub, sizeof(sub), "%s.typed_config", path);
-    Envoy__Extensions__Filters__Network__ConnectionLimit__V3__ConnectionLimit *cl =
-        (Envoy__Extensions__Filters__Network__ConnectionLimit__V3__ConnectionLimit *)unpack_any(
-            f->typed_config,
-            &envoy__extensions__filters__network__connection_limit__v3__connection_limit__descriptor, sub, e);
-    if (cl == NULL)
-        return -1;
-    int rc = -1;
-    if (cl->stat_prefix == NULL || cl->stat_prefix[0] == '\0') {
-        fail(e, "%s.stat_prefix: required", sub);
-    } else if (cl->max_connections == NULL || cl->max_connections->value < 1) {
-        fail(e, "%s.max_connections: required, at least 1", sub);
-    } else if (cl->delay && (cl->delay->seconds || cl->delay->nanos)) {
-        fail(e, "%s.delay: not supported (legate closes a connection over the limit at once)", sub);
-    } else if (cl->runtime_enabled && cl->runtime_enabled->default_value &&
-               !cl->runtime_enabled->default_value->value) {
-        rc = 0; /* switched off */
-    } else {
-        fc->conn_limit = calloc(1, sizeof(*fc->conn_limit));
-        if (fc->conn_limit == NULL) {
-            fail(e, "%s: out of memory", sub);
-        } else {
-            fc->conn_limit->max = cl->max_connections->value;
-            fc->conn_limit->st_active =
-                dp_stat_register(DP_STAT_GAUGE, "connection_limit", cl->stat_prefix, "active_connections");
-            fc->conn_limit->st_limited =
-                dp_stat_register(DP_STAT_COUNTER, "connection_limit", cl->stat_prefix, "limited_connections");
-            rc = 0;
-        }
+    ProtobufCMessage *msg = NULL;
+    if (ops->config_type) {
+        msg = unpack_any(f->typed_config, ops->config_type, sub, e);
+        if (msg == NULL)
+            return -1;
     }
-    protobuf_c_message_free_unpacked(&cl->base, NULL);
-    return rc;
+    char err[256] = "";
+    int disabled = 0;
+    void *cfg = ops->config_new(msg, &disabled, err, sizeof(err));
+    if (msg)
+        protobuf_c_message_free_unpacked(msg, NULL);
+    if (cfg == NULL && disabled)
+        return 0; /* valid, and switched off (runtime_enabled false) */
+    if (cfg == NULL)
+        return fail(e, "%s.%s", sub, err);
+    struct dp_net_filter_inst *v = realloc(fc->net_filters, (fc->n_net_filters + 1) * sizeof(*v));
+    if (v == NULL) {
+        if (ops->config_free)
+            ops->config_free(cfg);
+        return fail(e, "%s: out of memory", path);
+    }
+    fc->net_filters = v;
+    v[fc->n_net_filters].ops = ops;
+    v[fc->n_net_filters].cfg = cfg;
+    fc->n_net_filters++;
+    return 0;
 }
 
 static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener__V3__FilterChain *pc,
@@ -549,15 +557,8 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
         return fail(e, "%s.filters: %s is required", path, HCM_NAME);
     size_t last = pc->n_filters - 1;
     for (size_t i = 0; i < last; i++) {
-        const Envoy__Config__Listener__V3__Filter *lf = pc->filters[i];
-        if (!is_filter(lf, CONN_LIMIT_NAME, "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"))
-            return fail(e, "%s.filters[%zu].name: only %s may come before %s, got \"%s\"", path, i,
-                        CONN_LIMIT_NAME, HCM_NAME, lf->name);
-        if (fc->conn_limit || i > 0)
-            return fail(e, "%s.filters[%zu]: only one %s per filter chain is supported", path, i,
-                        CONN_LIMIT_NAME);
         snprintf(sub, sizeof(sub), "%s.filters[%zu]", path, i);
-        if (build_conn_limit(fc, lf, sub, e) < 0)
+        if (build_net_filter(fc, pc->filters[i], sub, e) < 0)
             return -1;
     }
     const Envoy__Config__Listener__V3__Filter *f = pc->filters[last];

@@ -28,6 +28,7 @@
 #define DP_CONN_F_RDRAINED 0x2000  /* the last socket read came back short */
 #define DP_CONN_F_NOTIFIED 0x4000  /* graceful close: close_notify sealed */
 #define DP_CONN_F_WR_DONE 0x20000  /* the FIN of dp_conn_shutdown_write is out */
+#define DP_CONN_F_TAP_CLOSE 0x80000 /* on_queued asked to close */
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -458,6 +459,17 @@ static int send_wire(struct dp_conn *c)
  * is empty or c->wire reaches WIRE_MAX. Returns 0, or -1 on a TLS error. */
 static int seal(struct dp_conn *c)
 {
+    if (c->h->on_queued) {
+        uint64_t queued = c->bytes_written + dp_buf_size(&c->out);
+        if (queued > c->queued_seen) {
+            size_t n = (size_t)(queued - c->queued_seen);
+            c->queued_seen = queued;
+            if (c->h->on_queued(c, c->out.data + c->out.len - n, n) < 0) {
+                c->flags |= DP_CONN_F_TAP_CLOSE;
+                return -1;
+            }
+        }
+    }
     if (c->ssl == NULL) {
         size_t n = dp_buf_size(&c->out);
         if (n == 0)
@@ -520,6 +532,8 @@ static int write_now(struct dp_conn *c)
 
 static enum dp_conn_close_reason write_error(const struct dp_conn *c)
 {
+    if (c->flags & DP_CONN_F_TAP_CLOSE)
+        return DP_CONN_CLOSE_LOCAL;
     return c->tls_error ? DP_CONN_CLOSE_TLS_ERROR : DP_CONN_CLOSE_RESET;
 }
 

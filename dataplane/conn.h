@@ -61,6 +61,10 @@ struct dp_conn_handler {
     void (*on_close)(struct dp_conn *c, enum dp_conn_close_reason why);
     /** The connection's timer fired (dp_conn_set_timeout). */
     void (*on_timeout)(struct dp_conn *c);
+    /** Optional: the n bytes at p (the tail of c->out) were queued since the
+     *  last call and are about to be sealed (network filters' write hooks).
+     *  Returns 0, or -1 to close the connection (reason LOCAL). */
+    int (*on_queued)(struct dp_conn *c, const uint8_t *p, size_t n);
 };
 
 struct dp_conn {
@@ -83,6 +87,7 @@ struct dp_conn {
     uint64_t bytes_read;
     uint64_t bytes_written;
     ev_tstamp deadline; /* dp_conn_set_timeout's, or 0; the timer may fire earlier and re-arm */
+    uint64_t queued_seen; /* with h->on_queued: bytes_written + size(out) it has seen */
 };
 
 #define DP_CONN_F_CONNECTING 0x01 /* TCP connect in progress */

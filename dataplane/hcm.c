@@ -32,12 +32,24 @@ static void hcm_on_drained(struct dp_conn *c);
 static void hcm_on_close(struct dp_conn *c, enum dp_conn_close_reason why);
 static void hcm_on_timeout(struct dp_conn *c);
 
+static int hcm_on_queued(struct dp_conn *c, const uint8_t *p, size_t n);
+
 static const struct dp_conn_handler hcm_handler = {
     .on_connected = hcm_on_connected,
     .on_read = hcm_on_read,
     .on_drained = hcm_on_drained,
     .on_close = hcm_on_close,
     .on_timeout = hcm_on_timeout,
+};
+
+/* The same, for a chain with network filters that watch writes. */
+static const struct dp_conn_handler hcm_handler_tapped = {
+    .on_connected = hcm_on_connected,
+    .on_read = hcm_on_read,
+    .on_drained = hcm_on_drained,
+    .on_close = hcm_on_close,
+    .on_timeout = hcm_on_timeout,
+    .on_queued = hcm_on_queued,
 };
 
 static void addr_fmt(const struct sockaddr_storage *ss, char *out, size_t outlen)
@@ -78,32 +90,64 @@ static const struct dp_server_codec *codec_of(const struct dp_hcm *h)
     return h->codec ? h->codec : &dp_http1_server_codec;
 }
 
-/* The chain's connection_limit: 0 when the connection may stay (and is
- * counted until it goes), -1 when it must close now, as Envoy's filter does. */
-static int limit_take(struct dp_hcm *h, const struct dp_filter_chain *fc)
+/* ---- network filters -------------------------------------------------- */
+
+/* The connection manager is the terminal network filter of its chain: the
+ * filters before it (connection_limit, ...) run through h->net. */
+
+static void hcm_terminal_read(struct dp_hcm *h);
+
+static void net_deliver(void *owner)
 {
-    struct dp_conn_limit *cl = fc ? fc->conn_limit : NULL;
-    if (cl == NULL || h->limit)
+    struct dp_hcm *h = owner;
+    if (!dp_conn_closed(&h->conn))
+        hcm_terminal_read(h);
+}
+
+static void net_close(void *owner)
+{
+    dp_hcm_destroy(owner);
+}
+
+static const struct dp_net_owner_ops hcm_net_owner = {
+    .deliver = net_deliver,
+    .close = net_close,
+};
+
+/* Starts the chain's network filters once the chain is known: 0 when the
+ * connection may go on, -1 when a filter closes it (connection_limit over
+ * its limit, as Envoy's filter does). */
+static int net_start(struct dp_hcm *h, const struct dp_filter_chain *fc)
+{
+    if (fc == NULL || fc->n_net_filters == 0)
         return 0;
-    if (__atomic_add_fetch(&cl->active, 1, __ATOMIC_RELAXED) > cl->max) {
-        __atomic_sub_fetch(&cl->active, 1, __ATOMIC_RELAXED);
-        dp_stat_add(cl->st_limited, 1);
-        LG_D("hcm", "C%llu: from %s: over the connection limit of filter chain %s: closed",
-             (unsigned long long)h->id, h->remote, fc->name ? fc->name : "(unnamed)");
+    struct dp_net_conn_info ci = {
+        .id = h->id,
+        .remote = h->remote,
+        .local = h->local,
+        .listener = h->listener->name,
+        .filter_chain = fc->name,
+        .tls = fc->tls != NULL,
+    };
+    if (dp_net_session_start(&h->net, fc->net_filters, fc->n_net_filters, &h->conn, &h->conn_arena, &ci,
+                             &hcm_net_owner, h) < 0)
         return -1;
+    if (dp_net_session_writes(&h->net) && h->conn.h) {
+        h->conn.queued_seen = h->conn.bytes_written + dp_buf_size(&h->conn.out);
+        h->conn.h = &hcm_handler_tapped;
     }
-    dp_stat_add(cl->st_active, 1);
-    h->limit = cl;
     return 0;
 }
 
-static void limit_release(struct dp_hcm *h)
+static int hcm_on_queued(struct dp_conn *c, const uint8_t *p, size_t n)
 {
-    if (h->limit == NULL)
-        return;
-    __atomic_sub_fetch(&h->limit->active, 1, __ATOMIC_RELAXED);
-    dp_stat_add(h->limit->st_active, -1);
-    h->limit = NULL;
+    struct dp_hcm *h = c->owner;
+    return dp_net_session_write(&h->net, p, n);
+}
+
+static const struct dp_conn_handler *conn_handler(const struct dp_hcm *h)
+{
+    return dp_net_session_writes(&h->net) ? &hcm_handler_tapped : &hcm_handler;
 }
 
 static struct dp_tls_server *select_chain(void *arg, const char *sni, const char *const *alpn,
@@ -117,7 +161,7 @@ static struct dp_tls_server *select_chain(void *arg, const char *sni, const char
              sni ? sni : "");
         return NULL;
     }
-    if (limit_take(h, fc) < 0)
+    if (net_start(h, fc) < 0)
         return NULL; /* the handshake fails: the connection closes */
     h->chain = fc;
     h->cfg = fc->hcm;
@@ -177,7 +221,7 @@ void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, 
     w->n_conns++;
     dp_stat_add(l->st.cx_total, 1);
     dp_stat_add(l->st.cx_active, 1);
-    if (limit_take(h, fc) < 0) {
+    if (net_start(h, fc) < 0) {
         dp_conn_init_accepted(&h->conn, w->loop, fd, ssl, &hcm_handler, h);
         dp_hcm_destroy(h);
         return;
@@ -193,7 +237,7 @@ void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, 
         }
     }
     h->conn.read_limit = 0;
-    dp_conn_init_accepted(&h->conn, w->loop, fd, ssl, &hcm_handler, h);
+    dp_conn_init_accepted(&h->conn, w->loop, fd, ssl, conn_handler(h), h);
     h->conn.read_limit = l->per_connection_buffer_limit;
     LG_T("hcm", "C%llu: accepted %s on %s (%s)", (unsigned long long)h->id, h->remote, l->name,
          ssl ? "tls" : "plaintext");
@@ -212,7 +256,7 @@ static void hcm_reap(struct dp_defer *d)
 
 static void free_hcm(struct dp_hcm *h)
 {
-    limit_release(h);
+    dp_net_session_end(&h->net);
     dp_stat_add(h->listener->st.cx_active, -1);
     dp_worker_conn_closed(h->w, h);
     codec_of(h)->destroy(h);
@@ -340,7 +384,22 @@ static void hcm_on_connected(struct dp_conn *c)
 static void hcm_on_read(struct dp_conn *c)
 {
     struct dp_hcm *h = c->owner;
+    if (dp_net_session_reads(&h->net)) {
+        int r = dp_net_session_read(&h->net);
+        if (r < 0) {
+            dp_hcm_destroy(h);
+            return;
+        }
+        if (r == 0)
+            return; /* a network filter holds the bytes */
+    }
+    hcm_terminal_read(h);
+}
 
+/* The connection manager's own read: parse what is in conn->in. */
+static void hcm_terminal_read(struct dp_hcm *h)
+{
+    struct dp_conn *c = &h->conn;
     if (h->detect) {
         size_t n = dp_buf_size(&c->in);
         size_t m = n < H2_PREFACE_LEN ? n : H2_PREFACE_LEN;

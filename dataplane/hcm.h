@@ -29,6 +29,7 @@
 #include "dataplane/conn.h"
 #include "dataplane/filter.h"
 #include "dataplane/http.h"
+#include "dataplane/net_chain.h"
 #include "dataplane/worker.h"
 
 struct dp_hcm;
@@ -98,7 +99,7 @@ struct dp_hcm {
     struct dp_worker_snap *snap;          /* pinned for the connection's life */
     const struct dp_listener *listener;
     const struct dp_filter_chain *chain;
-    struct dp_conn_limit *limit; /* counted in this chain's limit */
+    struct dp_net_session net;   /* the chain's network filters before this one */
     const struct dp_hcm_cfg *cfg;
     const struct dp_server_codec *codec;  /* NULL until the codec starts */
     uint64_t id;

@@ -11,7 +11,7 @@ SAMPLE=$BIN/../tests/filters/legate-sample
 [ -x "$SAMPLE" ] || { not_ok "legate-sample is built ($SAMPLE)"; finish; exit 1; }
 PY=/usr/bin/python3
 
-P=$(free_port); P_UP=$(free_port); P_ADMIN=$(free_port)
+P=$(free_port); P_UP=$(free_port); P_ADMIN=$(free_port); P_NET=$(free_port)
 start_bg up "$PY" "$SRC/tests/peers/blob_server.py" "$P_UP" "$WORK"
 wait_port "$P_UP" || { not_ok "upstream started"; finish; exit 1; }
 
@@ -46,6 +46,22 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/google.protobuf.StringValue
               value: hello
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  - name: net
+    address: { socket_address: { address: 127.0.0.1, port_value: $P_NET } }
+    filter_chains:
+    - filters:
+      - name: legate.test.sample_net
+        typed_config: { "@type": type.googleapis.com/google.protobuf.StringValue, value: edge }
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: net
+          route_config:
+            virtual_hosts:
+            - { name: all, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: up } }] }
+          http_filters:
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
   clusters:
@@ -94,6 +110,35 @@ for v in 1.1 2; do
   expect_eq "$H without holding, the same body streams through" "bytes=100000" \
     "$(curl -s "${CV[@]}" --data-binary @"$WORK/body100k" "http://127.0.0.1:$P/upload" | grep -o 'bytes=[0-9]*')"
 done
+
+# The network filter API through tests/filters/sample/sample_net.c: each
+# connection's first bytes held 50 ms by the filter, then released from its
+# timer; bytes counted both ways by its read and write hooks; a connection
+# that sends the close word closed by it.
+# (No wait_port here: its probe would be a connection too. Static listeners
+# open together, and $P answered.)
+for v in 1.1 2; do
+  if [ $v = 2 ]; then CV=(--http2-prior-knowledge); else CV=(--http1.1); fi
+  expect_eq "network filter, HTTP/$v: held, then let go: the response arrives intact" "200 $SUM40" \
+    "$(curl -s "${CV[@]}" -o "$WORK/nb" -w '%{http_code}' "http://127.0.0.1:$P_NET/files/body40k") $(sha256sum <"$WORK/nb" | cut -c1-64)"
+done
+code=$(curl -s --http1.1 -o /dev/null -w '%{http_code}' --data-binary "x sample-net-close x" "http://127.0.0.1:$P_NET/upload")
+expect_eq "network filter: DP_NET_CLOSE from the read hook closes the connection, no response" "000" "$code"
+stats=$(curl -s "http://127.0.0.1:$P_ADMIN/stats")
+expect_eq "network filter: on_new_connection ran once per connection" \
+  "sample_net.edge.connections: 3" "$(grep '^sample_net.edge.connections:' <<<"$stats")"
+expect_eq "network filter: each connection's first bytes were held (not the closed one's)" \
+  "sample_net.edge.held: 2" "$(grep '^sample_net.edge.held:' <<<"$stats")"
+tx=$(grep '^sample_net.edge.tx_bytes:' <<<"$stats" | awk '{print $2}')
+rx=$(grep '^sample_net.edge.rx_bytes:' <<<"$stats" | awk '{print $2}')
+check "network filter: the write hook saw both responses (tx_bytes $tx >= 80000)" test "${tx:-0}" -ge 80000
+check "network filter: the read hook saw the requests (rx_bytes $rx > 100)" test "${rx:-0}" -gt 100
+check "the plain listener (no network filters) did not run it" \
+  bash -c "! grep -q '^sample_net.net' <<<'$stats'"
+sed -e 's/value: edge }/value: "" }/' "$WORK/legate.yaml" >"$WORK/bad.yaml"
+out=$("$SAMPLE" --mode validate -c "$WORK/bad.yaml" 2>&1)
+check "a network filter's config error names the field" \
+  grep -q 'listeners\[1\].filter_chains\[0\].filters\[0\].typed_config.value: a label is required' <<<"$out"
 
 # Request trailers reach the trailer hook (HTTP/2; the upstream is HTTP/1.1
 # without enable_trailers, so they stop at legate).
