@@ -515,7 +515,7 @@ static void get_one(struct cp_mgmt *m, struct hconn *c, int ci, const char *name
     if (t == CP_SDS)
         secret_json(&b, m->ctl, name);
     else
-        xds_json_message(&b, r); /* private keys come out "[redacted]" */
+        xds_json_write(&b, r, XDS_JSON_REDACT); /* private keys come out "[redacted]" */
     respond(c, 200, NULL, &b);
     free(b.p);
 }
@@ -538,7 +538,7 @@ static void get_list(struct cp_mgmt *m, struct hconn *c, int ci)
         if (t == CP_SDS)
             secret_json(&b, m->ctl, cp_store_name(arr[i], t));
         else
-            xds_json_message(&b, arr[i]);
+            xds_json_write(&b, arr[i], XDS_JSON_REDACT);
     }
     SB_LIT(&b, "]}");
     respond(c, 200, NULL, &b);

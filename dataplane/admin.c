@@ -409,7 +409,7 @@ static void handle(struct aconn *c, const char *method, const char *path)
         }
         xds_sb_add(&b, "],\"node\":", 9);
         if (a->src.bs->node)
-            xds_json_message(&b, &a->src.bs->node->base);
+            xds_json_write(&b, &a->src.bs->node->base, XDS_JSON_REDACT);
         else
             xds_sb_add(&b, "null", 4);
         xds_sb_add(&b, "}\n", 2);
@@ -417,7 +417,7 @@ static void handle(struct aconn *c, const char *method, const char *path)
     } else if (strcmp(p, "/config_dump") == 0) {
         struct xds_sb b = {0};
         xds_sb_add(&b, "{\"bootstrap\":", 13);
-        xds_json_message(&b, &a->src.bs->base);
+        xds_json_write(&b, &a->src.bs->base, XDS_JSON_REDACT); /* the bootstrap may hold keys inline */
         xds_sb_add(&b, ",\"dynamic\":", 11);
         struct dp_dyn *d = a->src.dyn(a->src.ud);
         char *dj = d ? dp_dyn_config_dump(d) : NULL;
