@@ -240,8 +240,17 @@ static void value(struct out *o, const ProtobufCFieldDescriptor *f, const void *
     }
 }
 
+/* The types protobuf-c stores in 8 bytes. */
+static int is_wide(ProtobufCType t)
+{
+    return t == PROTOBUF_C_TYPE_INT64 || t == PROTOBUF_C_TYPE_UINT64 || t == PROTOBUF_C_TYPE_SINT64 ||
+           t == PROTOBUF_C_TYPE_FIXED64 || t == PROTOBUF_C_TYPE_SFIXED64 || t == PROTOBUF_C_TYPE_DOUBLE;
+}
+
 static int is_default(const ProtobufCFieldDescriptor *f, const void *p)
 {
+    if (is_wide(f->type))
+        return *(const uint64_t *)p == 0;
     switch (f->type) {
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
@@ -251,13 +260,6 @@ static int is_default(const ProtobufCFieldDescriptor *f, const void *p)
         return ((const ProtobufCBinaryData *)p)->len == 0;
     case PROTOBUF_C_TYPE_MESSAGE:
         return *(const void *const *)p == NULL;
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return *(const uint64_t *)p == 0;
     case PROTOBUF_C_TYPE_BOOL:
         return *(const protobuf_c_boolean *)p == 0;
     default:
@@ -267,19 +269,14 @@ static int is_default(const ProtobufCFieldDescriptor *f, const void *p)
 
 static size_t elem_size(const ProtobufCFieldDescriptor *f)
 {
+    if (is_wide(f->type))
+        return 8;
     switch (f->type) {
     case PROTOBUF_C_TYPE_MESSAGE:
     case PROTOBUF_C_TYPE_STRING:
         return sizeof(void *);
     case PROTOBUF_C_TYPE_BYTES:
         return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return 8;
     case PROTOBUF_C_TYPE_BOOL:
         return sizeof(protobuf_c_boolean);
     default:
