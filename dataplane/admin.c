@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <netinet/in.h>
 #include <openssl/bio.h>
 #include <openssl/pem.h>
@@ -19,12 +18,12 @@
 #include "dataplane/stats.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "xds/datasource.h"
+#include "xds/httpd.h"
 #include "xds/json.h"
 #include "xds/log.h"
 #include "xds/registry.h"
 #include "xds/version.h"
 
-#define REQ_MAX 8192
 #define ADMIN_TIMEOUT 10.0
 
 struct dp_admin {
@@ -40,15 +39,19 @@ struct dp_admin {
 struct aconn {
     struct aconn *next, *prev;
     struct dp_admin *a;
-    int fd;
     ev_io io;
+    int events; /* what io waits for: EV_READ or EV_WRITE */
     ev_timer timer;
-    http_parser parser;
-    char url[1024];
-    size_t url_len;
-    int done;
-    char *out;
-    size_t out_len, out_off;
+    struct xds_httpd_conn h;
+};
+
+/* One request per connection, no bodies kept (POSTs carry their argument
+ * in the query). */
+static const struct xds_httpd_opts httpd_opts = {
+    .url_max = 1023,
+    .body_max = 0,
+    .in_max = 65536,
+    .keep_alive = 0,
 };
 
 /* ---- certificates ----------------------------------------------------------- */
@@ -295,30 +298,18 @@ static void conn_close(struct aconn *c)
         c->next->prev = c->prev;
     ev_io_stop(c->a->loop, &c->io);
     ev_timer_stop(c->a->loop, &c->timer);
-    close(c->fd);
-    free(c->out);
+    close(c->h.fd);
+    xds_httpd_free(&c->h);
     free(c);
 }
 
+/* Queues the response; body (malloc'd, or NULL) is freed. */
 static void respond(struct aconn *c, int status, const char *ctype, char *body)
 {
-    const char *reason = status == 200 ? "OK" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed"
-                       : status == 503 ? "Service Unavailable" : "Bad Request";
-    size_t blen = body ? strlen(body) : 0;
-    struct xds_sb b = {0};
-    xds_sb_addf(&b, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\nconnection: close\r\n"
-                    "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n\r\n",
-                status, reason, ctype, blen);
-    if (body)
-        xds_sb_add(&b, body, blen);
+    xds_httpd_respond(&c->h, status, ctype,
+                      "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n", body,
+                      body ? strlen(body) : 0);
     free(body);
-    c->out = b.p;
-    c->out_len = b.len;
-    c->out_off = 0;
-    c->done = 1;
-    ev_io_stop(c->a->loop, &c->io);
-    ev_io_set(&c->io, c->fd, EV_WRITE);
-    ev_io_start(c->a->loop, &c->io);
 }
 
 static char *xstrdup_body(const char *s)
@@ -418,7 +409,7 @@ static void handle(struct aconn *c, const char *method, const char *path)
         }
         xds_sb_add(&b, "],\"node\":", 9);
         if (a->src.bs->node)
-            xds_json_message(&b, &a->src.bs->node->base);
+            xds_json_write(&b, &a->src.bs->node->base, XDS_JSON_REDACT);
         else
             xds_sb_add(&b, "null", 4);
         xds_sb_add(&b, "}\n", 2);
@@ -426,7 +417,7 @@ static void handle(struct aconn *c, const char *method, const char *path)
     } else if (strcmp(p, "/config_dump") == 0) {
         struct xds_sb b = {0};
         xds_sb_add(&b, "{\"bootstrap\":", 13);
-        xds_json_message(&b, &a->src.bs->base);
+        xds_json_write(&b, &a->src.bs->base, XDS_JSON_REDACT); /* the bootstrap may hold keys inline */
         xds_sb_add(&b, ",\"dynamic\":", 11);
         struct dp_dyn *d = a->src.dyn(a->src.ud);
         char *dj = d ? dp_dyn_config_dump(d) : NULL;
@@ -448,49 +439,31 @@ static void handle(struct aconn *c, const char *method, const char *path)
     }
 }
 
-static int on_url(http_parser *hp, const char *at, size_t len)
-{
-    struct aconn *c = hp->data;
-    if (c->url_len + len >= sizeof(c->url))
-        return 1;
-    memcpy(c->url + c->url_len, at, len);
-    c->url_len += len;
-    c->url[c->url_len] = '\0';
-    return 0;
-}
-
-static int on_complete(http_parser *hp)
-{
-    struct aconn *c = hp->data;
-    handle(c, http_method_str((enum http_method)hp->method), c->url);
-    http_parser_pause(hp, 1);
-    return 0;
-}
-
-static const http_parser_settings settings = {.on_url = on_url, .on_message_complete = on_complete};
-
 static void conn_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct aconn *c = w->data;
-    if (c->done) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-        if (n > 0)
-            c->out_off += (size_t)n;
-        if ((n < 0 && errno != EAGAIN && errno != EINTR) || c->out_off == c->out_len)
+    for (;;) {
+        int ev = xds_httpd_io(&c->h);
+        if (ev == XDS_HTTPD_CLOSE) {
             conn_close(c);
-        return;
+            return;
+        }
+        if (ev != XDS_HTTPD_REQUEST)
+            break;
+        /* Every bad request is a 400 here (the admin has always answered
+         * so), whatever xds_httpd_error_status would say. */
+        if (xds_httpd_error(&c->h) != XDS_HTTPD_E_NONE)
+            respond(c, 400, "text/plain", xstrdup_body("bad request\n"));
+        else
+            handle(c, http_method_str(c->h.method), c->h.url);
     }
-    char buf[4096];
-    ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        conn_close(c);
-        return;
+    int events = xds_httpd_want_write(&c->h) ? EV_WRITE : EV_READ;
+    if (events != c->events) {
+        ev_io_stop(loop, &c->io);
+        ev_io_set(&c->io, c->h.fd, events);
+        ev_io_start(loop, &c->io);
+        c->events = events;
     }
-    if (n < 0)
-        return;
-    size_t used = http_parser_execute(&c->parser, &settings, buf, (size_t)n);
-    if (!c->done && (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || used != (size_t)n))
-        respond(c, 400, "text/plain", xstrdup_body("bad request\n"));
 }
 
 static void conn_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -525,14 +498,13 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->a = a;
-    c->fd = fd;
+    xds_httpd_init(&c->h, fd, &httpd_opts, c);
     c->next = a->conns;
     if (a->conns)
         a->conns->prev = c;
     a->conns = c;
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
     ev_io_init(&c->io, conn_io, fd, EV_READ);
+    c->events = EV_READ;
     c->io.data = c;
     ev_io_start(loop, &c->io);
     ev_timer_init(&c->timer, conn_timeout, ADMIN_TIMEOUT, 0.);

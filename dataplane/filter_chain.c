@@ -232,6 +232,12 @@ static void run_data(struct dp_stream *s, enum dp_filter_dir dir, size_t pos, co
         it->mode = (uint8_t)st;
 }
 
+static int has_data_hook(const struct dp_stream *s, enum dp_filter_dir dir, size_t pos)
+{
+    const struct dp_filter_ops *ops = s->cfg->filters[index_of(s, dir, pos)].ops;
+    return (dir == DP_FILTER_REQUEST ? ops->on_request_data : ops->on_response_data) != NULL;
+}
+
 static void run_trailers(struct dp_stream *s, enum dp_filter_dir dir, size_t pos)
 {
     struct dp_filter_iter *it = &s->iter[dir];
@@ -257,8 +263,11 @@ static void run_trailers(struct dp_stream *s, enum dp_filter_dir dir, size_t pos
     if (it->mode) {
         it->trailers_pending = 1;
         it->end_pending = 1;
-        /* A buffering filter waits for the end: the trailers are it. */
-        if (it->mode == DP_FILTER_STOP_AND_BUFFER && !it->headers_pending)
+        /* A buffering filter waits for the end: the trailers are it. One
+         * with no data hook goes on even when its head waits too (as at the
+         * end of a body without trailers, in run_data): nothing else would
+         * resume it. */
+        if (it->mode == DP_FILTER_STOP_AND_BUFFER && (!it->headers_pending || !has_data_hook(s, dir, it->stop)))
             resume(s, dir);
         return;
     }

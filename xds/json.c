@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -143,8 +144,45 @@ static int redacted(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDes
     return 0;
 }
 
-static void value(struct xds_sb *b, const ProtobufCFieldDescriptor *f, const void *p)
+/* One write: where it goes, how (XDS_JSON_*), and the indentation level. */
+struct out {
+    struct xds_sb *b;
+    unsigned flags;
+    int indent;
+};
+
+#define SB_LIT(b, lit) xds_sb_add((b), (lit), sizeof(lit) - 1)
+
+/* Before a field or an element: a new line at the current depth, with
+ * XDS_JSON_INDENT; nothing without. */
+static void newline(struct out *o)
 {
+    static const char spaces[] = "\n                                                                ";
+    if (!(o->flags & XDS_JSON_INDENT))
+        return;
+    size_t n = (size_t)o->indent * 2;
+    xds_sb_add(o->b, spaces, 1);
+    for (; n > sizeof(spaces) - 2; n -= sizeof(spaces) - 2)
+        xds_sb_add(o->b, spaces + 1, sizeof(spaces) - 2);
+    xds_sb_add(o->b, spaces + 1, n);
+}
+
+/* "name": with XDS_JSON_INDENT's space after the colon. */
+static void key(struct out *o, const char *name)
+{
+    xds_sb_str(o->b, name);
+    if (o->flags & XDS_JSON_INDENT)
+        SB_LIT(o->b, ": ");
+    else
+        SB_LIT(o->b, ":");
+}
+
+static void message(struct out *o, const ProtobufCMessage *m);
+
+static void value(struct out *o, const ProtobufCFieldDescriptor *f, const void *p)
+{
+    struct xds_sb *b = o->b;
+    int exact = (o->flags & XDS_JSON_EXACT) != 0;
     switch (f->type) {
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
@@ -165,10 +203,11 @@ static void value(struct xds_sb *b, const ProtobufCFieldDescriptor *f, const voi
         xds_sb_addf(b, "\"%" PRIu64 "\"", *(const uint64_t *)p);
         break;
     case PROTOBUF_C_TYPE_FLOAT:
-        xds_sb_addf(b, "%g", (double)*(const float *)p);
+        /* %.9g and %.17g read back to the same bits; %g is for people. */
+        xds_sb_addf(b, exact ? "%.9g" : "%g", (double)*(const float *)p);
         break;
     case PROTOBUF_C_TYPE_DOUBLE:
-        xds_sb_addf(b, "%g", *(const double *)p);
+        xds_sb_addf(b, exact ? "%.17g" : "%g", *(const double *)p);
         break;
     case PROTOBUF_C_TYPE_BOOL:
         xds_sb_addf(b, "%s", *(const protobuf_c_boolean *)p ? "true" : "false");
@@ -193,16 +232,25 @@ static void value(struct xds_sb *b, const ProtobufCFieldDescriptor *f, const voi
     case PROTOBUF_C_TYPE_MESSAGE: {
         const ProtobufCMessage *m = *(const ProtobufCMessage *const *)p;
         if (m)
-            xds_json_message(b, m);
+            message(o, m);
         else
-            xds_sb_add(b, "null", 4);
+            SB_LIT(b, "null");
         break;
     }
     }
 }
 
+/* The types protobuf-c stores in 8 bytes. */
+static int is_wide(ProtobufCType t)
+{
+    return t == PROTOBUF_C_TYPE_INT64 || t == PROTOBUF_C_TYPE_UINT64 || t == PROTOBUF_C_TYPE_SINT64 ||
+           t == PROTOBUF_C_TYPE_FIXED64 || t == PROTOBUF_C_TYPE_SFIXED64 || t == PROTOBUF_C_TYPE_DOUBLE;
+}
+
 static int is_default(const ProtobufCFieldDescriptor *f, const void *p)
 {
+    if (is_wide(f->type))
+        return *(const uint64_t *)p == 0;
     switch (f->type) {
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
@@ -212,13 +260,6 @@ static int is_default(const ProtobufCFieldDescriptor *f, const void *p)
         return ((const ProtobufCBinaryData *)p)->len == 0;
     case PROTOBUF_C_TYPE_MESSAGE:
         return *(const void *const *)p == NULL;
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return *(const uint64_t *)p == 0;
     case PROTOBUF_C_TYPE_BOOL:
         return *(const protobuf_c_boolean *)p == 0;
     default:
@@ -226,34 +267,108 @@ static int is_default(const ProtobufCFieldDescriptor *f, const void *p)
     }
 }
 
-static int special(struct xds_sb *b, const ProtobufCMessage *m)
+static size_t elem_size(const ProtobufCFieldDescriptor *f)
 {
+    if (is_wide(f->type))
+        return 8;
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_MESSAGE:
+    case PROTOBUF_C_TYPE_STRING:
+        return sizeof(void *);
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    default:
+        return 4;
+    }
+}
+
+/* seconds/nanos as "1.5s" or "-0.25s", exactly. */
+static void duration_exact(struct xds_sb *b, int64_t sec, int32_t nanos)
+{
+    const char *sign = sec < 0 || nanos < 0 ? "-" : "";
+    uint64_t s = sec < 0 ? (uint64_t)0 - (uint64_t)sec : (uint64_t)sec;
+    int32_t n = nanos < 0 ? -nanos : nanos;
+    if (n == 0) {
+        xds_sb_addf(b, "\"%s%" PRIu64 "s\"", sign, s);
+        return;
+    }
+    char frac[16];
+    snprintf(frac, sizeof(frac), "%09" PRId32, n);
+    for (size_t l = strlen(frac); l > 1 && frac[l - 1] == '0'; l--)
+        frac[l - 1] = '\0';
+    xds_sb_addf(b, "\"%s%" PRIu64 ".%ss\"", sign, s, frac);
+}
+
+static int64_t field_i64(const ProtobufCMessage *m, const char *name)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+    return *(const int64_t *)((const char *)m + f->offset);
+}
+
+static int32_t field_i32(const ProtobufCMessage *m, const char *name)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+    return *(const int32_t *)((const char *)m + f->offset);
+}
+
+/* A wrapper (BoolValue, UInt32Value, ...): one field, written bare. */
+static int is_wrapper(const ProtobufCMessageDescriptor *d)
+{
+    return strncmp(d->name, "google.protobuf.", 16) == 0 && strstr(d->name, "Value") && d->n_fields == 1 &&
+           strcmp(d->name, "google.protobuf.Value") != 0 && strcmp(d->name, "google.protobuf.ListValue") != 0;
+}
+
+/* Timestamp is written as RFC 3339 only with XDS_JSON_EXACT. */
+static int is_timestamp(const ProtobufCMessageDescriptor *d)
+{
+    return strcmp(d->name, "google.protobuf.Timestamp") == 0;
+}
+
+/* The well-known types with a JSON form of their own, which an Any holds
+ * under "value" with XDS_JSON_EXACT. */
+static int is_well_known(const ProtobufCMessageDescriptor *d)
+{
+    return d == &google__protobuf__duration__descriptor || is_timestamp(d) ||
+           d == &google__protobuf__struct__descriptor || d == &google__protobuf__list_value__descriptor ||
+           d == &google__protobuf__value__descriptor || is_wrapper(d);
+}
+
+/* Writes m in its own JSON form if it is a well-known type. Returns 1 if
+ * it was one. Struct, ListValue and Value are arbitrary JSON: one line,
+ * whatever the flags. */
+static int special(struct out *o, const ProtobufCMessage *m)
+{
+    struct xds_sb *b = o->b;
     const ProtobufCMessageDescriptor *d = m->descriptor;
     if (d == &google__protobuf__struct__descriptor) {
         const Google__Protobuf__Struct *st = (const Google__Protobuf__Struct *)m;
-        xds_sb_add(b, "{", 1);
+        SB_LIT(b, "{");
         for (size_t i = 0; i < st->n_fields; i++) {
             if (i)
-                xds_sb_add(b, ",", 1);
+                SB_LIT(b, ",");
             xds_sb_str(b, st->fields[i]->key);
-            xds_sb_add(b, ":", 1);
+            SB_LIT(b, ":");
             if (st->fields[i]->value)
-                xds_json_message(b, &st->fields[i]->value->base);
+                message(o, &st->fields[i]->value->base);
             else
-                xds_sb_add(b, "null", 4);
+                SB_LIT(b, "null");
         }
-        xds_sb_add(b, "}", 1);
+        SB_LIT(b, "}");
         return 1;
     }
     if (d == &google__protobuf__list_value__descriptor) {
         const Google__Protobuf__ListValue *l = (const Google__Protobuf__ListValue *)m;
-        xds_sb_add(b, "[", 1);
+        SB_LIT(b, "[");
         for (size_t i = 0; i < l->n_values; i++) {
             if (i)
-                xds_sb_add(b, ",", 1);
-            xds_json_message(b, &l->values[i]->base);
+                SB_LIT(b, ",");
+            message(o, &l->values[i]->base);
         }
-        xds_sb_add(b, "]", 1);
+        SB_LIT(b, "]");
         return 1;
     }
     if (d == &google__protobuf__value__descriptor) {
@@ -269,30 +384,47 @@ static int special(struct xds_sb *b, const ProtobufCMessage *m)
             xds_sb_addf(b, "%s", v->bool_value ? "true" : "false");
             break;
         case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
-            xds_json_message(b, &v->struct_value->base);
+            message(o, &v->struct_value->base);
             break;
         case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE:
-            xds_json_message(b, &v->list_value->base);
+            message(o, &v->list_value->base);
             break;
         default:
-            xds_sb_add(b, "null", 4);
+            SB_LIT(b, "null");
         }
         return 1;
     }
     if (d == &google__protobuf__duration__descriptor) {
         const Google__Protobuf__Duration *du = (const Google__Protobuf__Duration *)m;
-        xds_sb_addf(b, "\"%gs\"", (double)du->seconds + du->nanos / 1e9);
+        if (o->flags & XDS_JSON_EXACT)
+            duration_exact(b, du->seconds, du->nanos);
+        else
+            xds_sb_addf(b, "\"%gs\"", (double)du->seconds + du->nanos / 1e9);
         return 1;
     }
-    if (strncmp(d->name, "google.protobuf.", 16) == 0 && strstr(d->name, "Value") && d->n_fields == 1 &&
-        strcmp(d->name, "google.protobuf.Value") != 0 && strcmp(d->name, "google.protobuf.ListValue") != 0) {
-        value(b, &d->fields[0], (const char *)m + d->fields[0].offset);
+    if ((o->flags & XDS_JSON_EXACT) && is_timestamp(d)) {
+        time_t t = (time_t)field_i64(m, "seconds");
+        struct tm tm;
+        char buf[64];
+        gmtime_r(&t, &tm);
+        strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+        int32_t ns = field_i32(m, "nanos");
+        if (ns)
+            xds_sb_addf(b, "\"%s.%09" PRId32 "Z\"", buf, ns);
+        else
+            xds_sb_addf(b, "\"%sZ\"", buf);
+        return 1;
+    }
+    if (is_wrapper(d)) {
+        value(o, &d->fields[0], (const char *)m + d->fields[0].offset);
         return 1;
     }
     return 0;
 }
 
-static void fields(struct xds_sb *b, const ProtobufCMessage *m, int first)
+/* The fields of m that are set; first: nothing written yet in the
+ * enclosing object. */
+static void fields(struct out *o, const ProtobufCMessage *m, int first)
 {
     const ProtobufCMessageDescriptor *d = m->descriptor;
     const char *base = (const char *)m;
@@ -309,57 +441,77 @@ static void fields(struct xds_sb *b, const ProtobufCMessage *m, int first)
             continue;
         }
         if (!first)
-            xds_sb_add(b, ",", 1);
+            SB_LIT(o->b, ",");
         first = 0;
-        xds_sb_str(b, f->name);
-        xds_sb_add(b, ":", 1);
-        if (redacted(d, f)) {
-            xds_sb_str(b, "[redacted]");
+        newline(o);
+        key(o, f->name);
+        if ((o->flags & XDS_JSON_REDACT) && redacted(d, f)) {
+            xds_sb_str(o->b, "[redacted]");
             continue;
         }
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = *(const size_t *)(base + f->quantifier_offset);
-            const char *arr = *(const char *const *)p;
-            size_t sz = f->type == PROTOBUF_C_TYPE_MESSAGE || f->type == PROTOBUF_C_TYPE_STRING ? sizeof(void *)
-                        : f->type == PROTOBUF_C_TYPE_BYTES                                      ? sizeof(ProtobufCBinaryData)
-                        : (f->type == PROTOBUF_C_TYPE_INT64 || f->type == PROTOBUF_C_TYPE_UINT64 ||
-                           f->type == PROTOBUF_C_TYPE_SINT64 || f->type == PROTOBUF_C_TYPE_FIXED64 ||
-                           f->type == PROTOBUF_C_TYPE_SFIXED64 || f->type == PROTOBUF_C_TYPE_DOUBLE)
-                            ? 8
-                        : f->type == PROTOBUF_C_TYPE_BOOL ? sizeof(protobuf_c_boolean)
-                                                          : 4;
-            xds_sb_add(b, "[", 1);
-            for (size_t k = 0; k < n; k++) {
-                if (k)
-                    xds_sb_add(b, ",", 1);
-                value(b, f, arr + k * sz);
-            }
-            xds_sb_add(b, "]", 1);
-        } else {
-            value(b, f, p);
+        if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+            value(o, f, p);
+            continue;
         }
+        size_t n = *(const size_t *)(base + f->quantifier_offset);
+        const char *arr = *(const char *const *)p;
+        size_t sz = elem_size(f);
+        SB_LIT(o->b, "[");
+        o->indent++;
+        for (size_t k = 0; k < n; k++) {
+            if (k)
+                SB_LIT(o->b, ",");
+            newline(o);
+            value(o, f, arr + k * sz);
+        }
+        o->indent--;
+        newline(o);
+        SB_LIT(o->b, "]");
     }
 }
 
-void xds_json_message(struct xds_sb *b, const ProtobufCMessage *m)
+static void message(struct out *o, const ProtobufCMessage *m)
 {
-    if (special(b, m))
+    if (special(o, m))
         return;
+    SB_LIT(o->b, "{");
+    o->indent++;
+    size_t before = o->b->len;
     if (m->descriptor == &google__protobuf__any__descriptor) {
         const Google__Protobuf__Any *any = (const Google__Protobuf__Any *)m;
         const ProtobufCMessageDescriptor *inner = xds_registry_lookup(any->type_url);
         ProtobufCMessage *u = inner ? protobuf_c_message_unpack(inner, NULL, any->value.len, any->value.data)
                                     : NULL;
-        xds_sb_add(b, "{\"@type\":", 9);
-        xds_sb_str(b, any->type_url);
-        if (u) {
-            fields(b, u, 0);
-            protobuf_c_message_free_unpacked(u, NULL);
+        newline(o);
+        key(o, "@type");
+        xds_sb_str(o->b, any->type_url);
+        if (u && (o->flags & XDS_JSON_EXACT) && is_well_known(inner)) {
+            /* The proto3 mapping: a well-known type's own form under "value". */
+            SB_LIT(o->b, ",");
+            newline(o);
+            key(o, "value");
+            special(o, u);
+        } else if (u) {
+            fields(o, u, 0);
         }
-        xds_sb_add(b, "}", 1);
-        return;
+        if (u)
+            protobuf_c_message_free_unpacked(u, NULL);
+    } else {
+        fields(o, m, 1);
     }
-    xds_sb_add(b, "{", 1);
-    fields(b, m, 1);
-    xds_sb_add(b, "}", 1);
+    o->indent--;
+    if (o->b->len != before)
+        newline(o);
+    SB_LIT(o->b, "}");
+}
+
+void xds_json_write(struct xds_sb *b, const ProtobufCMessage *m, unsigned flags)
+{
+    struct out o = {.b = b, .flags = flags};
+    message(&o, m);
+}
+
+void xds_json_message(struct xds_sb *b, const ProtobufCMessage *m)
+{
+    xds_json_write(b, m, XDS_JSON_REDACT);
 }

@@ -1,8 +1,12 @@
 /*
- * Protobuf-c messages to JSON, for /config_dump: proto field names
- * (snake_case), enums by name, Any as {"@type": ..., fields}, Duration as
- * "1.5s", wrappers as bare values, bytes as base64. Private keys and other
- * secrets are replaced by "[redacted]".
+ * Protobuf-c messages to JSON, the one writer for the data plane's
+ * /config_dump, legate-control's management API and legate-control's
+ * config file: proto field names (snake_case), fields left at their default
+ * omitted, enums by name, 64-bit integers as strings, Any as
+ * {"@type": ..., fields}, Duration as "1.5s", wrappers as bare values,
+ * Struct/ListValue/Value as plain JSON, bytes as base64. Flags choose
+ * whether secrets are redacted, and between a compact form for people and
+ * an exact, indented one that xds/convert.c reads back unchanged.
  */
 #ifndef LEGATE_XDS_JSON_H
 #define LEGATE_XDS_JSON_H
@@ -33,7 +37,29 @@ struct xds_path {
 size_t xds_path_push(struct xds_path *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void xds_path_pop(struct xds_path *p, size_t mark);
 
-/** Appends m as a JSON object. */
+/** How xds_json_write writes a message (or'ed together). */
+enum {
+    /** Secrets are written as "[redacted]": TlsCertificate.private_key and
+     *  .password, TlsSessionTicketKeys.keys, GenericSecret.secret (which is
+     *  how HMAC and other shared secrets travel). For anything a person or
+     *  another program reads; off only for a file that must keep them. */
+    XDS_JSON_REDACT = 1u << 0,
+    /** A field or an element a line, two spaces a level, "key": value
+     *  (Struct, ListValue and Value stay on one line). */
+    XDS_JSON_INDENT = 1u << 1,
+    /** Values that read back to the same message: floats with %.9g and
+     *  doubles with %.17g (not %g), Duration exactly ("-3.000000001s"),
+     *  Timestamp as RFC 3339, and an Any holding a well-known type as
+     *  {"@type": ..., "value": its JSON form}, the proto3 mapping. */
+    XDS_JSON_EXACT = 1u << 2,
+};
+
+/** Appends m as a JSON object (or as its well-known JSON form), as flags
+ *  (XDS_JSON_*) say. */
+void xds_json_write(struct xds_sb *b, const ProtobufCMessage *m, unsigned flags);
+
+/** xds_json_write(b, m, XDS_JSON_REDACT): compact, secrets redacted; the
+ *  form of /config_dump and of the management API's answers. */
 void xds_json_message(struct xds_sb *b, const ProtobufCMessage *m);
 
 #endif
