@@ -15,95 +15,6 @@
 #define DEFAULT_ROUTE_TIMEOUT 15.0
 #define MAX_DIRECT_BODY 4096
 
-/* ---- string matchers ---------------------------------------------------------- */
-
-int dp_string_matcher_init(struct dp_string_matcher *m, enum dp_match_kind kind, const char *value,
-                           int ignore_case, char *err, size_t errlen)
-{
-    memset(m, 0, sizeof(*m));
-    m->kind = kind;
-    m->ignore_case = ignore_case;
-    if (kind == DP_MATCH_PRESENT)
-        return 0;
-    if (kind == DP_MATCH_REGEX) {
-        size_t n = strlen(value);
-        char *anchored = malloc(n + 5);
-        if (anchored == NULL) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        snprintf(anchored, n + 5, "^(%s)$", value);
-        int rc = regcomp(&m->re, anchored, REG_EXTENDED | REG_NOSUB | (ignore_case ? REG_ICASE : 0));
-        free(anchored);
-        if (rc != 0) {
-            char buf[128];
-            regerror(rc, &m->re, buf, sizeof(buf));
-            snprintf(err, errlen, "invalid regex \"%s\": %s (legate uses POSIX extended regular expressions)",
-                     value, buf);
-            return -1;
-        }
-        m->has_re = 1;
-        return 0;
-    }
-    m->value = strdup(value);
-    if (m->value == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    m->len = strlen(value);
-    if (ignore_case)
-        for (size_t i = 0; i < m->len; i++)
-            m->value[i] = (char)tolower((unsigned char)m->value[i]);
-    return 0;
-}
-
-void dp_string_matcher_free(struct dp_string_matcher *m)
-{
-    if (m->has_re)
-        regfree(&m->re);
-    free(m->value);
-    memset(m, 0, sizeof(*m));
-}
-
-static int ncmp(const char *a, const char *b, size_t n, int icase)
-{
-    return icase ? strncasecmp(a, b, n) : memcmp(a, b, n);
-}
-
-int dp_string_match(const struct dp_string_matcher *m, const char *s, size_t n)
-{
-    switch (m->kind) {
-    case DP_MATCH_EXACT:
-        return n == m->len && ncmp(s, m->value, n, m->ignore_case) == 0;
-    case DP_MATCH_PREFIX:
-        return n >= m->len && ncmp(s, m->value, m->len, m->ignore_case) == 0;
-    case DP_MATCH_SUFFIX:
-        return n >= m->len && ncmp(s + n - m->len, m->value, m->len, m->ignore_case) == 0;
-    case DP_MATCH_CONTAINS:
-        if (m->len == 0)
-            return 1;
-        for (size_t i = 0; i + m->len <= n; i++)
-            if (ncmp(s + i, m->value, m->len, m->ignore_case) == 0)
-                return 1;
-        return 0;
-    case DP_MATCH_REGEX: {
-        char small[512];
-        char *buf = n < sizeof(small) ? small : malloc(n + 1);
-        if (buf == NULL)
-            return 0;
-        memcpy(buf, s, n);
-        buf[n] = '\0';
-        int rc = regexec(&m->re, buf, 0, NULL, 0) == 0;
-        if (buf != small)
-            free(buf);
-        return rc;
-    }
-    case DP_MATCH_PRESENT:
-        return 1;
-    }
-    return 0;
-}
-
 /* ---- matching ---------------------------------------------------------------- */
 
 /* Envoy's virtual host order: exact, then suffix wildcards (longest first),
@@ -196,20 +107,23 @@ static int headers_match(const struct dp_route *r, const struct dp_request_head 
     return 1;
 }
 
+/* The route's path pattern, seen as a string matcher (the one compare for
+ * prefix, exact and regex): a prefix sees the query too, as in Envoy. */
 static int path_match(const struct dp_route *r, struct dp_str path)
 {
-    size_t n = path.n;
     const char *q = memchr(path.p, '?', path.n);
-    size_t no_query = q ? (size_t)(q - path.p) : n;
+    size_t no_query = q ? (size_t)(q - path.p) : path.n;
+    struct dp_string_matcher m = {.kind = r->path_kind, .ignore_case = r->case_insensitive,
+                                  .value = r->path, .len = r->path_len};
     switch (r->path_kind) {
     case DP_MATCH_PREFIX:
-        return n >= r->path_len && ncmp(path.p, r->path, r->path_len, r->case_insensitive) == 0;
+        return dp_string_match(&m, path.p, path.n);
     case DP_MATCH_EXACT:
-        return no_query == r->path_len && ncmp(path.p, r->path, no_query, r->case_insensitive) == 0;
-    case DP_MATCH_REGEX: {
-        struct dp_string_matcher m = {.kind = DP_MATCH_REGEX, .re = r->path_re, .has_re = 1};
         return dp_string_match(&m, path.p, no_query);
-    }
+    case DP_MATCH_REGEX:
+        m.re = r->path_re;
+        m.has_re = 1;
+        return dp_string_match(&m, path.p, no_query);
     default:
         return 0;
     }
@@ -302,42 +216,6 @@ static char *xstrdup(const char *s)
     return strdup(s ? s : "");
 }
 
-static int build_string_matcher(struct dp_string_matcher *m,
-                                const Envoy__Type__Matcher__V3__StringMatcher *sm, const char *path,
-                                struct rerr *e)
-{
-    enum dp_match_kind kind;
-    const char *value;
-    char msg[256];
-    switch (sm->match_pattern_case) {
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
-        kind = DP_MATCH_EXACT;
-        value = sm->exact;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
-        kind = DP_MATCH_PREFIX;
-        value = sm->prefix;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
-        kind = DP_MATCH_SUFFIX;
-        value = sm->suffix;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
-        kind = DP_MATCH_CONTAINS;
-        value = sm->contains;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
-        kind = DP_MATCH_REGEX;
-        value = sm->safe_regex ? sm->safe_regex->regex : "";
-        break;
-    default:
-        return fail(e, "%s: one of exact, prefix, suffix, contains or safe_regex is required", path);
-    }
-    if (dp_string_matcher_init(m, kind, value, sm->ignore_case, msg, sizeof(msg)) < 0)
-        return fail(e, "%s: %s", path, msg);
-    return 0;
-}
-
 static int build_header_matcher(struct dp_header_matcher *hm,
                                 const Envoy__Config__Route__V3__HeaderMatcher *pm, const char *path,
                                 struct rerr *e)
@@ -383,7 +261,7 @@ static int build_header_matcher(struct dp_header_matcher *hm,
         break;
     case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_STRING_MATCH:
         snprintf(sub, sizeof(sub), "%s.string_match", path);
-        return build_string_matcher(&hm->m, pm->string_match, sub, e);
+        return dp_string_matcher_build(&hm->m, pm->string_match, sub, e->err, e->errlen);
     case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER__NOT_SET:
         /* Envoy: no specifier means "present". */
         kind = DP_MATCH_PRESENT;

@@ -26,7 +26,7 @@
 #include <openssl/x509v3.h>
 
 #include "dataplane/http.h"
-#include "dataplane/route.h"
+#include "dataplane/matcher.h"
 #include "xds/datasource.h"
 
 #define MAX_CERTS 16
@@ -340,39 +340,6 @@ static void verify_cfg_free(struct verify_cfg *v)
     memset(v, 0, sizeof(*v));
 }
 
-static int build_string_matcher(struct dp_string_matcher *m,
-                                const Envoy__Type__Matcher__V3__StringMatcher *sm, const char *path,
-                                struct terr *e)
-{
-    enum dp_match_kind kind;
-    const char *val;
-    char msg[256];
-    if (sm == NULL)
-        return fail(e, "%s: required field is missing", path);
-    switch (sm->match_pattern_case) {
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
-        kind = DP_MATCH_EXACT, val = sm->exact;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
-        kind = DP_MATCH_PREFIX, val = sm->prefix;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
-        kind = DP_MATCH_SUFFIX, val = sm->suffix;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
-        kind = DP_MATCH_CONTAINS, val = sm->contains;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
-        kind = DP_MATCH_REGEX, val = sm->safe_regex ? sm->safe_regex->regex : "";
-        break;
-    default:
-        return fail(e, "%s: one of exact, prefix, suffix, contains or safe_regex is required", path);
-    }
-    if (dp_string_matcher_init(m, kind, val, sm->ignore_case, msg, sizeof(msg)) < 0)
-        return fail(e, "%s: %s", path, msg);
-    return 0;
-}
-
 /* An ASN1_TIME as a time_t, or 0 when absent or unreadable. */
 static time_t asn1_time(const ASN1_TIME *t)
 {
@@ -480,7 +447,7 @@ static int build_verify(struct verify_cfg *v,
                         path, i);
         }
         snprintf(sub, sizeof(sub), "%s.match_typed_subject_alt_names[%zu].matcher", path, i);
-        if (build_string_matcher(&m->m, sm->matcher, sub, e) < 0)
+        if (dp_string_matcher_build(&m->m, sm->matcher, sub, e->err, e->errlen) < 0)
             return -1;
         v->n_sans++;
     }
@@ -488,7 +455,7 @@ static int build_verify(struct verify_cfg *v,
         struct san_matcher *m = &v->sans[v->n_sans];
         m->type = -1;
         snprintf(sub, sizeof(sub), "%s.match_subject_alt_names[%zu]", path, i);
-        if (build_string_matcher(&m->m, vc->match_subject_alt_names[i], sub, e) < 0)
+        if (dp_string_matcher_build(&m->m, vc->match_subject_alt_names[i], sub, e->err, e->errlen) < 0)
             return -1;
         v->n_sans++;
     }
