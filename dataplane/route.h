@@ -1,7 +1,7 @@
 /*
- * Route tables: compiled from envoy.config.route.v3.RouteConfiguration, and
- * matched per request (virtual host by authority, then the first route
- * whose path and header matchers all match).
+ * Route tables: compiled from envoy.config.route.v3.RouteConfiguration
+ * (route_build.c), and matched per request (route.c: virtual host by
+ * authority, then the first route whose path and header matchers all match).
  */
 #ifndef LEGATE_DP_ROUTE_H
 #define LEGATE_DP_ROUTE_H
