@@ -25,6 +25,7 @@
 
 #include "dataplane/buf.h"
 #include "dataplane/http.h"
+#include "dataplane/matcher.h" /* string matchers, for configs: dp_string_matcher_build() */
 
 struct dp_stream;
 
@@ -175,25 +176,5 @@ void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *con
 /** Adds an Envoy-style response flag to the stream's access log record
  *  ("UH", "UF", "URX", ...). */
 void dp_stream_set_response_flag(struct dp_stream *s, const char *flag);
-
-/* ---- for config_new: string matchers ----------------------------------- */
-
-struct dp_string_matcher;
-struct Envoy__Type__Matcher__V3__StringMatcher;
-
-/** Compiles an envoy.type.matcher.v3.StringMatcher into *m (which it
- *  overwrites): exact, prefix, suffix, contains, or safe_regex as a POSIX
- *  extended regular expression anchored to the whole input; ignore_case.
- *  path names the message in the filter's config ("allowed_sans[0].matcher").
- *  sm may be NULL (the field is unset). Returns 0, or -1 with "path...:
- *  reason" in err (no matcher, an empty regex, one that does not compile,
- *  the custom extension matcher) and *m holding nothing to free. The same
- *  builder compiles the route and TLS SAN matchers, so the texts agree. */
-int dp_string_matcher_build(struct dp_string_matcher *m,
-                            const struct Envoy__Type__Matcher__V3__StringMatcher *sm, const char *path,
-                            char *err, size_t errlen);
-/** Frees what a matcher holds (not m itself) and zeroes it; safe on a
- *  zeroed matcher and on one whose build failed. */
-void dp_string_matcher_free(struct dp_string_matcher *m);
 
 #endif
