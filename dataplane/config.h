@@ -20,33 +20,11 @@
 #include <sys/socket.h>
 
 #include "dataplane/http.h"
+#include "dataplane/matcher.h"
 
 struct dp_tls_server;
 struct dp_tls_client;
 struct dp_filter_ops;
-
-/* ---- string matching (envoy.type.matcher.v3.StringMatcher) ---------- */
-
-enum dp_match_kind {
-    DP_MATCH_EXACT,
-    DP_MATCH_PREFIX,
-    DP_MATCH_SUFFIX,
-    DP_MATCH_CONTAINS,
-    DP_MATCH_REGEX,
-    DP_MATCH_PRESENT, /* header matchers only */
-};
-
-struct dp_string_matcher {
-    enum dp_match_kind kind;
-    int ignore_case;
-    char *value;   /* NUL-terminated; lowercased when ignore_case */
-    size_t len;
-    regex_t re;    /* DP_MATCH_REGEX: POSIX ERE, anchored to the whole input */
-    int has_re;
-};
-
-/** Returns 1 when s matches. */
-int dp_string_match(const struct dp_string_matcher *m, const char *s, size_t n);
 
 /* ---- routes ----------------------------------------------------------- */
 

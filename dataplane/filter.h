@@ -25,6 +25,7 @@
 
 #include "dataplane/buf.h"
 #include "dataplane/http.h"
+#include "dataplane/matcher.h" /* string matchers, for configs: dp_string_matcher_build() */
 
 struct dp_stream;
 

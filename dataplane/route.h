@@ -1,7 +1,7 @@
 /*
- * Route tables: compiled from envoy.config.route.v3.RouteConfiguration, and
- * matched per request (virtual host by authority, then the first route
- * whose path and header matchers all match).
+ * Route tables: compiled from envoy.config.route.v3.RouteConfiguration
+ * (route_build.c), and matched per request (route.c: virtual host by
+ * authority, then the first route whose path and header matchers all match).
  */
 #ifndef LEGATE_DP_ROUTE_H
 #define LEGATE_DP_ROUTE_H
@@ -10,6 +10,7 @@
 
 #include "dataplane/config.h"
 #include "dataplane/http.h"
+#include "dataplane/matcher.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 
 struct dp_http_filter;
@@ -40,11 +41,5 @@ const struct dp_upgrade_cfg *dp_upgrade_find(const struct dp_route *r, const str
 const struct dp_route *dp_route_find(const struct dp_route_table *t,
                                      const struct dp_request_head *req,
                                      const struct dp_virtual_host **vh_out);
-
-/** Builds a string matcher from an envoy.type.matcher.v3.StringMatcher-like
- *  description. Returns 0, or -1 with a reason in err. */
-int dp_string_matcher_init(struct dp_string_matcher *m, enum dp_match_kind kind, const char *value,
-                           int ignore_case, char *err, size_t errlen);
-void dp_string_matcher_free(struct dp_string_matcher *m);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * TLS contexts built from Envoy's DownstreamTlsContext / UpstreamTlsContext,
- * and what the rest of the data plane asks of a TLS connection.
+ * TLS contexts built from Envoy's DownstreamTlsContext / UpstreamTlsContext
+ * (tls_config.c), and what the rest of the data plane asks of a TLS
+ * connection (tls.c: SSL objects, handshakes, peer identity).
  *
  * Contexts are immutable once built and shared by every worker (an SSL_CTX
  * may be used from several threads to create SSL objects). They are

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dataplane/route.h"
 #include "filters/mtls/mtls.h"
 #include "legate/filters/http/mtls/v1/mtls.pb-c.h"
 
@@ -105,41 +104,6 @@ static void free_dns(struct dp_mtls_dn *v, size_t n)
 
 /* ---- SAN matchers ------------------------------------------------------------------ */
 
-static int build_string_matcher(struct dp_string_matcher *m, const StringMatcherPb *sm,
-                                const char *path, struct cerr *e)
-{
-    enum dp_match_kind kind;
-    const char *val;
-    char msg[256];
-    if (sm == NULL)
-        return fail(e, "%s: required", path);
-    switch (sm->match_pattern_case) {
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
-        kind = DP_MATCH_EXACT, val = sm->exact;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
-        kind = DP_MATCH_PREFIX, val = sm->prefix;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
-        kind = DP_MATCH_SUFFIX, val = sm->suffix;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
-        kind = DP_MATCH_CONTAINS, val = sm->contains;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
-        if (sm->safe_regex == NULL || sm->safe_regex->regex[0] == '\0')
-            return fail(e, "%s.safe_regex.regex: required", path);
-        kind = DP_MATCH_REGEX, val = sm->safe_regex->regex;
-        break;
-    default:
-        return fail(e, "%s: one of exact, prefix, suffix, contains or safe_regex is required",
-                    path);
-    }
-    if (dp_string_matcher_init(m, kind, val, sm->ignore_case, msg, sizeof(msg)) < 0)
-        return fail(e, "%s: %s", path, msg);
-    return 0;
-}
-
 static int build_sans(struct dp_mtls_san **out, size_t *n_out, SanMatcherPb **in, size_t n,
                       const char *path, struct cerr *e)
 {
@@ -169,7 +133,7 @@ static int build_sans(struct dp_mtls_san **out, size_t *n_out, SanMatcherPb **in
         }
         char sub[300];
         snprintf(sub, sizeof(sub), "%s[%zu].matcher", path, i);
-        if (build_string_matcher(&m->m, in[i]->matcher, sub, e) < 0)
+        if (dp_string_matcher_build(&m->m, in[i]->matcher, sub, e->err, e->errlen) < 0)
             return -1;
         (*n_out)++;
     }
