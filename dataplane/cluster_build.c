@@ -39,20 +39,20 @@ static int healthy(int status)
 /* Walks a CLA: calls fn for each endpoint with its socket address. */
 static int each_endpoint(const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *cla,
                          int (*fn)(void *ud, const Envoy__Config__Core__V3__SocketAddress *sa,
-                                   uint32_t weight, int health, const char *path, struct berr *e),
-                         void *ud, const char *prefix, struct berr *e)
+                                   uint32_t weight, int health, const char *path, struct xds_cfgerr *e),
+                         void *ud, const char *prefix, struct xds_cfgerr *e)
 {
     char path[200];
     for (size_t i = 0; i < cla->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = cla->endpoints[i];
         if (lle->priority != 0)
-            return fail(e, "%sendpoints[%zu].priority: only priority 0 is supported", prefix, i);
+            return xds_cfg_fail(e, "%sendpoints[%zu].priority: only priority 0 is supported", prefix, i);
         for (size_t j = 0; j < lle->n_lb_endpoints; j++) {
             const Envoy__Config__Endpoint__V3__LbEndpoint *le = lle->lb_endpoints[j];
             snprintf(path, sizeof(path), "%sendpoints[%zu].lb_endpoints[%zu]", prefix, i, j);
             if (le->host_identifier_case !=
                 ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
-                return fail(e, "%s.endpoint: required field is missing", path);
+                return xds_cfg_fail(e, "%s.endpoint: required field is missing", path);
             char apath[240];
             snprintf(apath, sizeof(apath), "%s.endpoint.address", path);
             const Envoy__Config__Core__V3__SocketAddress *sa = NULL;
@@ -73,7 +73,7 @@ struct ep_acc {
 };
 
 static int add_ip_endpoint(void *ud, const Envoy__Config__Core__V3__SocketAddress *sa,
-                           uint32_t weight, int health, const char *path, struct berr *e)
+                           uint32_t weight, int health, const char *path, struct xds_cfgerr *e)
 {
     struct ep_acc *acc = ud;
     struct dp_endpoint_set *s = acc->set;
@@ -81,29 +81,29 @@ static int add_ip_endpoint(void *ud, const Envoy__Config__Core__V3__SocketAddres
         size_t nc = acc->cap ? acc->cap * 2 : 8;
         struct dp_endpoint *nv = realloc(s->v, nc * sizeof(*nv));
         if (nv == NULL)
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
         s->v = nv;
         acc->cap = nc;
     }
     struct dp_endpoint *ep = &s->v[s->n];
     memset(ep, 0, sizeof(*ep));
     if (dp_sockaddr_parse(sa->address, sa->port_value, &ep->addr, &ep->addrlen) < 0)
-        return fail(e, "%s.socket_address.address: \"%s\" is not an IP address", path, sa->address);
+        return xds_cfg_fail(e, "%s.socket_address.address: \"%s\" is not an IP address", path, sa->address);
     ep->addr_str = dp_build_format_addr(sa->address, sa->port_value);
     ep->weight = weight ? weight : 1;
     ep->healthy = healthy(health);
     s->n++;
-    return ep->addr_str ? 0 : fail(e, "out of memory");
+    return ep->addr_str ? 0 : xds_cfg_fail(e, "out of memory");
 }
 
 struct dp_endpoint_set *dp_endpoints_build(
     const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *cla, char *err, size_t errlen)
 {
-    struct berr e = {err, errlen};
+    struct xds_cfgerr e = {err, errlen};
     struct ep_acc acc = {0};
     acc.set = calloc(1, sizeof(*acc.set));
     if (acc.set == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         return NULL;
     }
     acc.set->refs = 1;
@@ -115,7 +115,7 @@ struct dp_endpoint_set *dp_endpoints_build(
 }
 
 static int add_dns_target(void *ud, const Envoy__Config__Core__V3__SocketAddress *sa,
-                          uint32_t weight, int health, const char *path, struct berr *e)
+                          uint32_t weight, int health, const char *path, struct xds_cfgerr *e)
 {
     struct ep_acc *acc = ud;
     struct dp_cluster *c = acc->dns;
@@ -123,7 +123,7 @@ static int add_dns_target(void *ud, const Envoy__Config__Core__V3__SocketAddress
         size_t nc = acc->dns_cap ? acc->dns_cap * 2 : 4;
         struct dp_dns_target *nv = realloc(c->dns, nc * sizeof(*nv));
         if (nv == NULL)
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
         c->dns = nv;
         acc->dns_cap = nc;
     }
@@ -161,7 +161,7 @@ void dp_cluster_unref(struct dp_cluster *c)
 
 /* An HTTP/2 cluster's Http2ProtocolOptions, as Envoy reads them upstream. */
 static int cluster_h2_options(struct dp_cluster *c, const Envoy__Config__Core__V3__Http2ProtocolOptions *o,
-                              const char *path, struct berr *e)
+                              const char *path, struct xds_cfgerr *e)
 {
     c->http2 = 1;
     if (o == NULL)
@@ -171,15 +171,15 @@ static int cluster_h2_options(struct dp_cluster *c, const Envoy__Config__Core__V
     c->h2_initial_stream_window = u32v(o->initial_stream_window_size, c->h2_initial_stream_window);
     c->h2_initial_connection_window = u32v(o->initial_connection_window_size, c->h2_initial_connection_window);
     if (c->h2_max_concurrent_streams == 0)
-        return fail(e, "%s.max_concurrent_streams: must be at least 1", path);
+        return xds_cfg_fail(e, "%s.max_concurrent_streams: must be at least 1", path);
     if (c->h2_initial_stream_window < 65535 || c->h2_initial_stream_window > 0x7fffffffu ||
         c->h2_initial_connection_window < 65535 || c->h2_initial_connection_window > 0x7fffffffu)
-        return fail(e, "%s: window sizes must be between 65535 and 2147483647", path);
+        return xds_cfg_fail(e, "%s: window sizes must be between 65535 and 2147483647", path);
     return 0;
 }
 
 static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__V3__Cluster *pc,
-                            struct berr *e)
+                            struct xds_cfgerr *e)
 {
     if (pc->http2_protocol_options &&
         cluster_h2_options(c, pc->http2_protocol_options, "http2_protocol_options", e) < 0)
@@ -190,7 +190,7 @@ static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__
         char path[200];
         snprintf(path, sizeof(path), "typed_extension_protocol_options[\"%s\"]", key);
         if (strcmp(key, HTTP_OPTIONS_EXT) != 0)
-            return fail(e, "%s: unsupported extension (only %s)", path, HTTP_OPTIONS_EXT);
+            return xds_cfg_fail(e, "%s: unsupported extension (only %s)", path, HTTP_OPTIONS_EXT);
         Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions *o = (void *)dp_build_unpack_any(
             a, &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor, path, e);
         if (o == NULL)
@@ -211,7 +211,7 @@ static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__
                 c->h1_enable_trailers =
                     x->http_protocol_options && x->http_protocol_options->enable_trailers;
             } else {
-                rc = fail(e, "%s.explicit_http_config: one of http_protocol_options or "
+                rc = xds_cfg_fail(e, "%s.explicit_http_config: one of http_protocol_options or "
                              "http2_protocol_options is required",
                           path);
             }
@@ -220,11 +220,11 @@ static int cluster_protocol(struct dp_cluster *c, const Envoy__Config__Cluster__
         case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS__NOT_SET:
             break;
         default:
-            rc = fail(e, "%s: only explicit_http_config is supported", path);
+            rc = xds_cfg_fail(e, "%s: only explicit_http_config is supported", path);
             break;
         }
         if (rc == 0 && o->common_http_protocol_options && o->common_http_protocol_options->max_stream_duration)
-            rc = fail(e, "%s.common_http_protocol_options.max_stream_duration: not supported on clusters "
+            rc = xds_cfg_fail(e, "%s.common_http_protocol_options.max_stream_duration: not supported on clusters "
                          "(set it on the connection manager or the route)", path);
         if (rc == 0 && o->common_http_protocol_options) {
             c->idle_timeout = dur(o->common_http_protocol_options->idle_timeout, c->idle_timeout);
@@ -243,10 +243,10 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
                                     const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *cla,
                                     const struct dp_build_ctx *ctx, char *err, size_t errlen)
 {
-    struct berr e = {err, errlen};
+    struct xds_cfgerr e = {err, errlen};
     struct dp_cluster *c = calloc(1, sizeof(*c));
     if (c == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         return NULL;
     }
     c->refs = 1;
@@ -266,7 +266,7 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     c->st.rq_pending_overflow = dp_stat_register(DP_STAT_COUNTER, "cluster", c->name, "upstream_rq_pending_overflow");
     c->connect_timeout = dur(pc->connect_timeout, 5);
     if (c->connect_timeout <= 0) {
-        fail(&e, "connect_timeout: must be positive");
+        xds_cfg_fail(&e, "connect_timeout: must be positive");
         goto bad;
     }
     c->idle_timeout = 3600;
@@ -276,7 +276,7 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     c->h2_initial_connection_window = 16u << 20;
     c->per_connection_buffer_limit = u32v(pc->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     if (c->per_connection_buffer_limit < 1024) {
-        fail(&e, "per_connection_buffer_limit_bytes: must be at least 1024");
+        xds_cfg_fail(&e, "per_connection_buffer_limit_bytes: must be at least 1024");
         goto bad;
     }
     c->max_requests_per_connection = u32v(pc->max_requests_per_connection, 0);
@@ -296,13 +296,13 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
         c->dns_family = DP_DNS_V4_PREFERRED;
         break;
     default:
-        fail(&e, "dns_lookup_family: unknown value %d", (int)pc->dns_lookup_family);
+        xds_cfg_fail(&e, "dns_lookup_family: unknown value %d", (int)pc->dns_lookup_family);
         goto bad;
     }
     c->max_connections = c->max_pending_requests = c->max_requests = DEFAULT_CIRCUIT;
     if (pc->cluster_discovery_type_case ==
         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {
-        fail(&e, "cluster_type: custom cluster types are not supported");
+        xds_cfg_fail(&e, "cluster_type: custom cluster types are not supported");
         goto bad;
     }
     switch (pc->type) {
@@ -318,16 +318,16 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST:
         c->type = DP_CLUSTER_ORIGINAL_DST;
         if (pc->lb_policy != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED) {
-            fail(&e, "lb_policy: an ORIGINAL_DST cluster needs CLUSTER_PROVIDED");
+            xds_cfg_fail(&e, "lb_policy: an ORIGINAL_DST cluster needs CLUSTER_PROVIDED");
             goto bad;
         }
         if (pc->load_assignment) {
-            fail(&e, "load_assignment: an ORIGINAL_DST cluster takes its endpoint from each connection");
+            xds_cfg_fail(&e, "load_assignment: an ORIGINAL_DST cluster takes its endpoint from each connection");
             goto bad;
         }
         break;
     default:
-        fail(&e, "type: only STATIC, STRICT_DNS, EDS and ORIGINAL_DST are supported");
+        xds_cfg_fail(&e, "type: only STATIC, STRICT_DNS, EDS and ORIGINAL_DST are supported");
         goto bad;
     }
     switch (pc->lb_policy) {
@@ -339,7 +339,7 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
         c->least_request_choices =
             pc->least_request_lb_config ? u32v(pc->least_request_lb_config->choice_count, 2) : 2;
         if (c->least_request_choices < 2) {
-            fail(&e, "least_request_lb_config.choice_count: must be at least 2");
+            xds_cfg_fail(&e, "least_request_lb_config.choice_count: must be at least 2");
             goto bad;
         }
         break;
@@ -349,10 +349,10 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED:
         if (c->type == DP_CLUSTER_ORIGINAL_DST)
             break;
-        fail(&e, "lb_policy: CLUSTER_PROVIDED is for ORIGINAL_DST clusters");
+        xds_cfg_fail(&e, "lb_policy: CLUSTER_PROVIDED is for ORIGINAL_DST clusters");
         goto bad;
     default:
-        fail(&e, "lb_policy: only ROUND_ROBIN, LEAST_REQUEST and RANDOM are supported");
+        xds_cfg_fail(&e, "lb_policy: only ROUND_ROBIN, LEAST_REQUEST and RANDOM are supported");
         goto bad;
     }
     if (pc->circuit_breakers) {
@@ -372,12 +372,12 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     if (c->type == DP_CLUSTER_EDS) {
         const Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig *ec = pc->eds_cluster_config;
         if (!ctx->dynamic) {
-            fail(&e, "type: EDS needs dynamic_resources (ADS)");
+            xds_cfg_fail(&e, "type: EDS needs dynamic_resources (ADS)");
             goto bad;
         }
         if (ec && ec->eds_config && ec->eds_config->config_source_specifier_case !=
                                         ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS) {
-            fail(&e, "eds_cluster_config.eds_config: only \"ads: {}\" is supported");
+            xds_cfg_fail(&e, "eds_cluster_config.eds_config: only \"ads: {}\" is supported");
             goto bad;
         }
         c->eds_service_name = xstrdup(ec && ec->service_name[0] ? ec->service_name : pc->name);
@@ -385,19 +385,19 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
             char eerr[256];
             c->endpoints = dp_endpoints_build(cla, eerr, sizeof(eerr));
             if (c->endpoints == NULL) {
-                fail(&e, "endpoints of \"%s\": %s", c->eds_service_name, eerr);
+                xds_cfg_fail(&e, "endpoints of \"%s\": %s", c->eds_service_name, eerr);
                 goto bad;
             }
         }
     } else if (c->type == DP_CLUSTER_STATIC) {
         if (pc->load_assignment == NULL) {
-            fail(&e, "load_assignment: required for a STATIC cluster");
+            xds_cfg_fail(&e, "load_assignment: required for a STATIC cluster");
             goto bad;
         }
         struct ep_acc acc = {0};
         acc.set = calloc(1, sizeof(*acc.set));
         if (acc.set == NULL) {
-            fail(&e, "out of memory");
+            xds_cfg_fail(&e, "out of memory");
             goto bad;
         }
         acc.set->refs = 1;
@@ -408,7 +408,7 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
         /* no endpoints: each request goes where its connection was headed */
     } else {
         if (pc->load_assignment == NULL) {
-            fail(&e, "load_assignment: required for a STRICT_DNS cluster");
+            xds_cfg_fail(&e, "load_assignment: required for a STRICT_DNS cluster");
             goto bad;
         }
         struct ep_acc acc = {.dns = c};
@@ -425,7 +425,7 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
                                 "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer") == 0);
         if (!raw) {
             if (strcmp(ts->name, TLS_SOCKET) != 0 && tc == NULL) {
-                fail(&e, "transport_socket.name: only %s and %s are supported, got \"%s\"",
+                xds_cfg_fail(&e, "transport_socket.name: only %s and %s are supported, got \"%s\"",
                      TLS_SOCKET, RAW_SOCKET, ts->name);
                 goto bad;
             }
@@ -439,7 +439,7 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
                                        &ctx->secrets, terr, sizeof(terr));
             protobuf_c_message_free_unpacked(msg, NULL);
             if (c->tls == NULL) {
-                fail(&e, "transport_socket.typed_config.%s", terr);
+                xds_cfg_fail(&e, "transport_socket.typed_config.%s", terr);
                 goto bad;
             }
         }

@@ -9,20 +9,20 @@
 #include "xds/registry.h"
 
 ProtobufCMessage *dp_build_unpack_any(const Google__Protobuf__Any *a, const ProtobufCMessageDescriptor *want,
-                                      const char *path, struct berr *e)
+                                      const char *path, struct xds_cfgerr *e)
 {
     if (a == NULL) {
-        fail(e, "%s: required field is missing", path);
+        xds_cfg_fail(e, "%s: required field is missing", path);
         return NULL;
     }
     const char *tn = xds_type_url_name(a->type_url);
     if (strcmp(tn, want->name) != 0) {
-        fail(e, "%s: expected type %s, got %s", path, want->name, a->type_url);
+        xds_cfg_fail(e, "%s: expected type %s, got %s", path, want->name, a->type_url);
         return NULL;
     }
     ProtobufCMessage *m = protobuf_c_message_unpack(want, NULL, a->value.len, a->value.data);
     if (m == NULL)
-        fail(e, "%s: cannot decode %s", path, want->name);
+        xds_cfg_fail(e, "%s: cannot decode %s", path, want->name);
     return m;
 }
 
@@ -59,23 +59,23 @@ char *dp_build_format_addr(const char *ip, unsigned port)
 }
 
 int dp_build_socket_address(const Envoy__Config__Core__V3__Address *a, const char *path,
-                            const Envoy__Config__Core__V3__SocketAddress **out, struct berr *e)
+                            const Envoy__Config__Core__V3__SocketAddress **out, struct xds_cfgerr *e)
 {
     if (a == NULL)
-        return fail(e, "%s: required field is missing", path);
+        return xds_cfg_fail(e, "%s: required field is missing", path);
     if (a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
-        return fail(e, "%s: only socket_address is supported", path);
+        return xds_cfg_fail(e, "%s: only socket_address is supported", path);
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     if (sa->address[0] == '\0')
-        return fail(e, "%s.socket_address.address: required field is missing", path);
+        return xds_cfg_fail(e, "%s.socket_address.address: required field is missing", path);
     if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
-        return fail(e, "%s.socket_address.port_value: required field is missing", path);
+        return xds_cfg_fail(e, "%s.socket_address.port_value: required field is missing", path);
     if (sa->port_value > 65535)
-        return fail(e, "%s.socket_address.port_value: %u is not a port number", path, sa->port_value);
+        return xds_cfg_fail(e, "%s.socket_address.port_value: %u is not a port number", path, sa->port_value);
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
-        return fail(e, "%s.socket_address.protocol: only TCP is supported", path);
+        return xds_cfg_fail(e, "%s.socket_address.protocol: only TCP is supported", path);
     if (sa->resolver_name[0])
-        return fail(e, "%s.socket_address.resolver_name: custom resolvers are not supported", path);
+        return xds_cfg_fail(e, "%s.socket_address.resolver_name: custom resolvers are not supported", path);
     *out = sa;
     return 0;
 }

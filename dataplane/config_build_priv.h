@@ -6,7 +6,6 @@
 #ifndef LEGATE_DP_CONFIG_BUILD_PRIV_H
 #define LEGATE_DP_CONFIG_BUILD_PRIV_H
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,26 +14,12 @@
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
+#include "xds/cfgerr.h"
 
 #define TLS_SOCKET "envoy.transport_sockets.tls"
 #define RAW_SOCKET "envoy.transport_sockets.raw_buffer"
 
 #define DEFAULT_BUFFER_LIMIT (1024 * 1024)
-
-struct berr {
-    char *err;
-    size_t errlen;
-};
-
-static inline int fail(struct berr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static inline int fail(struct berr *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->err, e->errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static inline char *xstrdup(const char *s)
 {
@@ -53,7 +38,7 @@ static inline uint32_t u32v(const Google__Protobuf__UInt32Value *v, uint32_t dfl
 
 /** Unpacks an Any that must hold a want; NULL with "path: reason" in e. */
 ProtobufCMessage *dp_build_unpack_any(const Google__Protobuf__Any *a, const ProtobufCMessageDescriptor *want,
-                                      const char *path, struct berr *e);
+                                      const char *path, struct xds_cfgerr *e);
 
 /** "1.2.3.4:80" or "[::1]:80" (malloc'd; NULL when out of memory). */
 char *dp_build_format_addr(const char *ip, unsigned port);
@@ -61,12 +46,12 @@ char *dp_build_format_addr(const char *ip, unsigned port);
 /** Checks that a is a TCP socket address with an address and a port;
  *  *out is its socket_address. 0, or -1 with "path...: reason" in e. */
 int dp_build_socket_address(const Envoy__Config__Core__V3__Address *a, const char *path,
-                            const Envoy__Config__Core__V3__SocketAddress **out, struct berr *e);
+                            const Envoy__Config__Core__V3__SocketAddress **out, struct xds_cfgerr *e);
 
 /** The HttpConnectionManager in tc (path names tc's field): NULL with the
  *  reason in e. Free with dp_hcm_cfg_free. */
 struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struct dp_build_ctx *ctx,
-                                    const char *path, struct berr *e);
+                                    const char *path, struct xds_cfgerr *e);
 void dp_hcm_cfg_free(struct dp_hcm_cfg *h);
 
 #endif

@@ -39,14 +39,14 @@ void dp_hcm_cfg_free(struct dp_hcm_cfg *h)
 static int build_http_filters(
     struct dp_hcm_cfg *h,
     const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager *pm,
-    const char *path, struct berr *e)
+    const char *path, struct xds_cfgerr *e)
 {
     if (pm->n_http_filters == 0)
-        return fail(e, "%s.http_filters: at least the router (envoy.filters.http.router) is required",
+        return xds_cfg_fail(e, "%s.http_filters: at least the router (envoy.filters.http.router) is required",
                     path);
     h->filters = calloc(pm->n_http_filters, sizeof(*h->filters));
     if (h->filters == NULL)
-        return fail(e, "out of memory");
+        return xds_cfg_fail(e, "out of memory");
     for (size_t i = 0; i < pm->n_http_filters; i++) {
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *pf =
             pm->http_filters[i];
@@ -58,13 +58,13 @@ static int build_http_filters(
                 : NULL;
         if (pf->config_type_case ==
             ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_CONFIG_DISCOVERY)
-            return fail(e, "%s.http_filters[%zu].config_discovery: not supported", path, i);
+            return xds_cfg_fail(e, "%s.http_filters[%zu].config_discovery: not supported", path, i);
         if (ops == NULL && tc)
             ops = dp_filter_lookup_by_type(xds_type_url_name(tc->type_url));
         if (ops == NULL) {
             if (pf->is_optional)
                 continue;
-            return fail(e, "%s.http_filters[%zu].name: unknown HTTP filter \"%s\"", path, i, pf->name);
+            return xds_cfg_fail(e, "%s.http_filters[%zu].name: unknown HTTP filter \"%s\"", path, i, pf->name);
         }
         if (pf->disabled)
             continue;
@@ -73,7 +73,7 @@ static int build_http_filters(
             char sub[300];
             snprintf(sub, sizeof(sub), "%s.http_filters[%zu].typed_config", path, i);
             if (ops->config_type == NULL)
-                return fail(e, "%s: the filter %s takes no configuration", sub, ops->name);
+                return xds_cfg_fail(e, "%s: the filter %s takes no configuration", sub, ops->name);
             msg = dp_build_unpack_any(tc, ops->config_type, sub, e);
             if (msg == NULL)
                 return -1;
@@ -83,23 +83,23 @@ static int build_http_filters(
         if (msg)
             protobuf_c_message_free_unpacked(msg, NULL);
         if (cfg == NULL)
-            return fail(e, "%s.http_filters[%zu].typed_config: %s", path, i, ferr);
+            return xds_cfg_fail(e, "%s.http_filters[%zu].typed_config: %s", path, i, ferr);
         struct dp_http_filter *f = &h->filters[h->n_filters++];
         f->ops = ops;
         f->cfg = cfg;
         f->name = xstrdup(pf->name);
     }
     if (h->n_filters == 0 || h->filters[h->n_filters - 1].ops != &dp_router_filter)
-        return fail(e, "%s.http_filters: the last HTTP filter must be envoy.filters.http.router", path);
+        return xds_cfg_fail(e, "%s.http_filters: the last HTTP filter must be envoy.filters.http.router", path);
     for (size_t i = 0; i + 1 < h->n_filters; i++)
         if (h->filters[i].ops == &dp_router_filter)
-            return fail(e, "%s.http_filters[%zu]: envoy.filters.http.router must be the last filter",
+            return xds_cfg_fail(e, "%s.http_filters[%zu]: envoy.filters.http.router must be the last filter",
                         path, i);
     return 0;
 }
 
 struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struct dp_build_ctx *ctx,
-                                    const char *path, struct berr *e)
+                                    const char *path, struct xds_cfgerr *e)
 {
     char sub[300];
     snprintf(sub, sizeof(sub), "%s.typed_config", path);
@@ -112,11 +112,11 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
         return NULL;
     struct dp_hcm_cfg *h = calloc(1, sizeof(*h));
     if (h == NULL) {
-        fail(e, "out of memory");
+        xds_cfg_fail(e, "out of memory");
         goto bad;
     }
     if (pm->stat_prefix[0] == '\0') {
-        fail(e, "%s.stat_prefix: required field is missing", sub);
+        xds_cfg_fail(e, "%s.stat_prefix: required field is missing", sub);
         goto bad;
     }
     h->stat_prefix = xstrdup(pm->stat_prefix);
@@ -138,12 +138,12 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
         h->codec = DP_CODEC_HTTP2;
         break;
     default:
-        fail(e, "%s.codec_type: only AUTO, HTTP1 and HTTP2 are supported", sub);
+        xds_cfg_fail(e, "%s.codec_type: only AUTO, HTTP1 and HTTP2 are supported", sub);
         goto bad;
     }
     h->xfcc = (enum dp_xfcc_mode)pm->forward_client_cert_details;
     if ((int)pm->forward_client_cert_details > (int)DP_XFCC_ALWAYS_FORWARD_ONLY) {
-        fail(e, "%s.forward_client_cert_details: unknown value", sub);
+        xds_cfg_fail(e, "%s.forward_client_cert_details: unknown value", sub);
         goto bad;
     }
     if (pm->set_current_client_cert_details) {
@@ -175,13 +175,13 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
         h->server_header = DP_SERVER_PASS_THROUGH;
         break;
     default:
-        fail(e, "%s.server_header_transformation: unknown value", sub);
+        xds_cfg_fail(e, "%s.server_header_transformation: unknown value", sub);
         goto bad;
     }
     if (pm->via[0]) {
         for (const char *c = pm->via; *c; c++)
             if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-                fail(e, "%s.via: control characters are not allowed in a header value", sub);
+                xds_cfg_fail(e, "%s.via: control characters are not allowed in a header value", sub);
                 goto bad;
             }
         h->via = xstrdup(pm->via);
@@ -192,7 +192,7 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
     h->server_name = pm->server_name[0] ? xstrdup(pm->server_name) : NULL;
     h->max_request_headers_kb = u32v(pm->max_request_headers_kb, 60);
     if (h->max_request_headers_kb == 0 || h->max_request_headers_kb > 8192) {
-        fail(e, "%s.max_request_headers_kb: must be between 1 and 8192", sub);
+        xds_cfg_fail(e, "%s.max_request_headers_kb: must be between 1 and 8192", sub);
         goto bad;
     }
     h->max_headers_count = 100;
@@ -220,21 +220,21 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
         h->h2_initial_connection_window = u32v(o->initial_connection_window_size, 1024 * 1024);
         h->h2_allow_connect = o->allow_connect;
         if (h->h2_initial_stream_window < 65535 || h->h2_initial_connection_window < 65535) {
-            fail(e, "%s.http2_protocol_options: window sizes must be at least 65535", sub);
+            xds_cfg_fail(e, "%s.http2_protocol_options: window sizes must be at least 65535", sub);
             goto bad;
         }
     }
     if (pm->n_access_log) {
         h->access_logs = calloc(pm->n_access_log, sizeof(*h->access_logs));
         if (h->access_logs == NULL) {
-            fail(e, "out of memory");
+            xds_cfg_fail(e, "out of memory");
             goto bad;
         }
         for (size_t i = 0; i < pm->n_access_log; i++) {
             char aerr[512];
             h->access_logs[i] = dp_access_log_new(pm->access_log[i], aerr, sizeof(aerr));
             if (h->access_logs[i] == NULL) {
-                fail(e, "%s.access_log[%zu].%s", sub, i, aerr);
+                xds_cfg_fail(e, "%s.access_log[%zu].%s", sub, i, aerr);
                 goto bad;
             }
             h->n_access_logs = i + 1;
@@ -243,7 +243,7 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
     if (pm->n_upgrade_configs) {
         h->upgrades = calloc(pm->n_upgrade_configs, sizeof(*h->upgrades));
         if (h->upgrades == NULL) {
-            fail(e, "out of memory");
+            xds_cfg_fail(e, "out of memory");
             goto bad;
         }
         for (size_t i = 0; i < pm->n_upgrade_configs; i++) {
@@ -252,7 +252,7 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
             h->n_upgrades = i + 1;
             h->upgrades[i].type = dp_upgrade_type_dup(uc->upgrade_type);
             if (h->upgrades[i].type == NULL) {
-                fail(e, "%s.upgrade_configs[%zu].upgrade_type: %s", sub, i,
+                xds_cfg_fail(e, "%s.upgrade_configs[%zu].upgrade_type: %s", sub, i,
                      uc->upgrade_type[0] ? "not a token" : "required field is missing");
                 goto bad;
             }
@@ -269,7 +269,7 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
         char rerr[512];
         h->routes = dp_route_table_build(pm->route_config, h->filters, h->n_filters, rerr, sizeof(rerr));
         if (h->routes == NULL) {
-            fail(e, "%s.route_config.%s", sub, rerr);
+            xds_cfg_fail(e, "%s.route_config.%s", sub, rerr);
             goto bad;
         }
         break;
@@ -277,11 +277,11 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS: {
         const char *name = pm->rds->route_config_name;
         if (name[0] == '\0') {
-            fail(e, "%s.rds.route_config_name: required field is missing", sub);
+            xds_cfg_fail(e, "%s.rds.route_config_name: required field is missing", sub);
             goto bad;
         }
         if (!ctx->dynamic || ctx->route_lookup == NULL) {
-            fail(e, "%s.rds: RDS needs dynamic_resources (ADS)", sub);
+            xds_cfg_fail(e, "%s.rds: RDS needs dynamic_resources (ADS)", sub);
             goto bad;
         }
         h->rds_name = xstrdup(name);
@@ -290,14 +290,14 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
             char rerr[512];
             h->routes = dp_route_table_build(rc, h->filters, h->n_filters, rerr, sizeof(rerr));
             if (h->routes == NULL) {
-                fail(e, "route configuration \"%s\": %s", name, rerr);
+                xds_cfg_fail(e, "route configuration \"%s\": %s", name, rerr);
                 goto bad;
             }
         }
         break;
     }
     default:
-        fail(e, "%s: one of route_config or rds is required", sub);
+        xds_cfg_fail(e, "%s: one of route_config or rds is required", sub);
         goto bad;
     }
     protobuf_c_message_free_unpacked(&pm->base, NULL);

@@ -11,13 +11,13 @@
 #define HCM_NAME "envoy.filters.network.http_connection_manager"
 #define CONN_LIMIT_NAME "envoy.filters.network.connection_limit"
 
-static char **copy_lower(char **src, size_t n, struct berr *e)
+static char **copy_lower(char **src, size_t n, struct xds_cfgerr *e)
 {
     if (n == 0)
         return NULL;
     char **dst = calloc(n, sizeof(char *));
     if (dst == NULL) {
-        fail(e, "out of memory");
+        xds_cfg_fail(e, "out of memory");
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -57,7 +57,7 @@ static int is_filter(const Envoy__Config__Listener__V3__Filter *f, const char *n
 
 /* envoy.filters.network.connection_limit in front of the connection manager. */
 static int build_conn_limit(struct dp_filter_chain *fc, const Envoy__Config__Listener__V3__Filter *f,
-                            const char *path, struct berr *e)
+                            const char *path, struct xds_cfgerr *e)
 {
     char sub[300];
     snprintf(sub, sizeof(sub), "%s.typed_config", path);
@@ -69,18 +69,18 @@ static int build_conn_limit(struct dp_filter_chain *fc, const Envoy__Config__Lis
         return -1;
     int rc = -1;
     if (cl->stat_prefix == NULL || cl->stat_prefix[0] == '\0') {
-        fail(e, "%s.stat_prefix: required", sub);
+        xds_cfg_fail(e, "%s.stat_prefix: required", sub);
     } else if (cl->max_connections == NULL || cl->max_connections->value < 1) {
-        fail(e, "%s.max_connections: required, at least 1", sub);
+        xds_cfg_fail(e, "%s.max_connections: required, at least 1", sub);
     } else if (cl->delay && (cl->delay->seconds || cl->delay->nanos)) {
-        fail(e, "%s.delay: not supported (legate closes a connection over the limit at once)", sub);
+        xds_cfg_fail(e, "%s.delay: not supported (legate closes a connection over the limit at once)", sub);
     } else if (cl->runtime_enabled && cl->runtime_enabled->default_value &&
                !cl->runtime_enabled->default_value->value) {
         rc = 0; /* switched off */
     } else {
         fc->conn_limit = calloc(1, sizeof(*fc->conn_limit));
         if (fc->conn_limit == NULL) {
-            fail(e, "%s: out of memory", sub);
+            xds_cfg_fail(e, "%s: out of memory", sub);
         } else {
             fc->conn_limit->max = cl->max_connections->value;
             fc->conn_limit->st_active =
@@ -95,7 +95,7 @@ static int build_conn_limit(struct dp_filter_chain *fc, const Envoy__Config__Lis
 }
 
 static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener__V3__FilterChain *pc,
-                       const struct dp_build_ctx *ctx, const char *path, struct berr *e)
+                       const struct dp_build_ctx *ctx, const char *path, struct xds_cfgerr *e)
 {
     char sub[300];
     fc->name = xstrdup(pc->name);
@@ -103,7 +103,7 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
     if (m) {
         if (m->n_prefix_ranges || m->n_source_prefix_ranges || m->n_direct_source_prefix_ranges ||
             m->n_source_ports || m->source_type)
-            return fail(e, "%s.filter_chain_match: only destination_port, server_names, "
+            return xds_cfg_fail(e, "%s.filter_chain_match: only destination_port, server_names, "
                            "transport_protocol and application_protocols are supported",
                         path);
         fc->destination_port = u32v(m->destination_port, 0);
@@ -112,14 +112,14 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
         for (size_t i = 0; i < m->n_server_names; i++) {
             const char *sn = m->server_names[i];
             if (sn[0] == '\0' || (strchr(sn, '*') && !(sn[0] == '*' && sn[1] == '.' && !strchr(sn + 1, '*'))))
-                return fail(e, "%s.filter_chain_match.server_names[%zu]: \"%s\" is not an exact name "
+                return xds_cfg_fail(e, "%s.filter_chain_match.server_names[%zu]: \"%s\" is not an exact name "
                                "or a \"*.suffix\" wildcard",
                             path, i, sn);
         }
         if (m->transport_protocol[0]) {
             if (strcmp(m->transport_protocol, "tls") != 0 &&
                 strcmp(m->transport_protocol, "raw_buffer") != 0)
-                return fail(e, "%s.filter_chain_match.transport_protocol: expected \"tls\" or "
+                return xds_cfg_fail(e, "%s.filter_chain_match.transport_protocol: expected \"tls\" or "
                                "\"raw_buffer\", got \"%s\"",
                             path, m->transport_protocol);
             fc->transport_protocol = xstrdup(m->transport_protocol);
@@ -128,15 +128,15 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
         fc->n_application_protocols = m->n_application_protocols;
     }
     if (pc->n_filters == 0)
-        return fail(e, "%s.filters: %s is required", path, HCM_NAME);
+        return xds_cfg_fail(e, "%s.filters: %s is required", path, HCM_NAME);
     size_t last = pc->n_filters - 1;
     for (size_t i = 0; i < last; i++) {
         const Envoy__Config__Listener__V3__Filter *lf = pc->filters[i];
         if (!is_filter(lf, CONN_LIMIT_NAME, "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"))
-            return fail(e, "%s.filters[%zu].name: only %s may come before %s, got \"%s\"", path, i,
+            return xds_cfg_fail(e, "%s.filters[%zu].name: only %s may come before %s, got \"%s\"", path, i,
                         CONN_LIMIT_NAME, HCM_NAME, lf->name);
         if (fc->conn_limit || i > 0)
-            return fail(e, "%s.filters[%zu]: only one %s per filter chain is supported", path, i,
+            return xds_cfg_fail(e, "%s.filters[%zu]: only one %s per filter chain is supported", path, i,
                         CONN_LIMIT_NAME);
         snprintf(sub, sizeof(sub), "%s.filters[%zu]", path, i);
         if (build_conn_limit(fc, lf, sub, e) < 0)
@@ -145,7 +145,7 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
     const Envoy__Config__Listener__V3__Filter *f = pc->filters[last];
     if (!is_filter(f, HCM_NAME,
                    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"))
-        return fail(e, "%s.filters[%zu].name: the last network filter must be %s, got \"%s\"", path, last,
+        return xds_cfg_fail(e, "%s.filters[%zu].name: the last network filter must be %s, got \"%s\"", path, last,
                     HCM_NAME, f->name);
     snprintf(sub, sizeof(sub), "%s.filters[%zu]", path, last);
     fc->hcm = dp_hcm_cfg_build(f->typed_config, ctx, sub, e);
@@ -161,7 +161,7 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
                          "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer") == 0)
             return 0;
         if (strcmp(ts->name, TLS_SOCKET) != 0 && tc == NULL)
-            return fail(e, "%s.transport_socket.name: only %s and %s are supported, got \"%s\"", path,
+            return xds_cfg_fail(e, "%s.transport_socket.name: only %s and %s are supported, got \"%s\"", path,
                         TLS_SOCKET, RAW_SOCKET, ts->name);
         snprintf(sub, sizeof(sub), "%s.transport_socket.typed_config", path);
         ProtobufCMessage *msg = dp_build_unpack_any(
@@ -180,7 +180,7 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
         fc->tls = dp_tls_server_new((void *)msg, alpn, n_alpn, &ctx->secrets, terr, sizeof(terr));
         protobuf_c_message_free_unpacked(msg, NULL);
         if (fc->tls == NULL)
-            return fail(e, "%s.%s", sub, terr);
+            return xds_cfg_fail(e, "%s.%s", sub, terr);
     }
     return 0;
 }
@@ -213,11 +213,11 @@ void dp_listener_unref(struct dp_listener *l)
 struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listener *pl,
                                       const struct dp_build_ctx *ctx, char *err, size_t errlen)
 {
-    struct berr e = {err, errlen};
+    struct xds_cfgerr e = {err, errlen};
     char path[64];
     struct dp_listener *l = calloc(1, sizeof(*l));
     if (l == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         return NULL;
     }
     l->refs = 1;
@@ -226,7 +226,7 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
     if (dp_build_socket_address(pl->address, "address", &sa, &e) < 0)
         goto bad;
     if (dp_sockaddr_parse(sa->address, sa->port_value, &l->addr, &l->addrlen) < 0) {
-        fail(&e, "address.socket_address.address: \"%s\" is not an IP address", sa->address);
+        xds_cfg_fail(&e, "address.socket_address.address: \"%s\" is not an IP address", sa->address);
         goto bad;
     }
     l->addr_str = dp_build_format_addr(sa->address, sa->port_value);
@@ -250,22 +250,22 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
     }
     l->per_connection_buffer_limit = u32v(pl->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     if (l->per_connection_buffer_limit < 1024) {
-        fail(&e, "per_connection_buffer_limit_bytes: must be at least 1024");
+        xds_cfg_fail(&e, "per_connection_buffer_limit_bytes: must be at least 1024");
         goto bad;
     }
     l->listener_filters_timeout = dur(pl->listener_filters_timeout, 15);
     if (pl->use_original_dst && pl->use_original_dst->value)
         l->use_original_dst = 1;
     if (pl->n_additional_addresses) {
-        fail(&e, "additional_addresses: not supported");
+        xds_cfg_fail(&e, "additional_addresses: not supported");
         goto bad;
     }
     if (pl->transparent && pl->transparent->value) {
-        fail(&e, "transparent: not supported");
+        xds_cfg_fail(&e, "transparent: not supported");
         goto bad;
     }
     if (pl->bind_to_port && !pl->bind_to_port->value) {
-        fail(&e, "bind_to_port: false is not supported");
+        xds_cfg_fail(&e, "bind_to_port: false is not supported");
         goto bad;
     }
     for (size_t i = 0; i < pl->n_listener_filters; i++) {
@@ -276,17 +276,17 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
             l->original_dst = 1; /* SO_ORIGINAL_DST: where an iptables REDIRECT was headed */
             continue;
         }
-        fail(&e, "listener_filters[%zu].name: unsupported listener filter \"%s\"", i, n);
+        xds_cfg_fail(&e, "listener_filters[%zu].name: unsupported listener filter \"%s\"", i, n);
         goto bad;
     }
     if (pl->n_filter_chains == 0 && pl->default_filter_chain == NULL) {
-        fail(&e, "filter_chains: a listener needs at least one filter chain or a default_filter_chain");
+        xds_cfg_fail(&e, "filter_chains: a listener needs at least one filter chain or a default_filter_chain");
         goto bad;
     }
     if (pl->n_filter_chains) {
         l->chains = calloc(pl->n_filter_chains, sizeof(*l->chains));
         if (l->chains == NULL) {
-            fail(&e, "out of memory");
+            xds_cfg_fail(&e, "out of memory");
             goto bad;
         }
     }
@@ -299,7 +299,7 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
         if (fc->n_server_names || fc->transport_protocol || fc->n_application_protocols)
             l->needs_inspection = 1;
         if (fc->n_server_names && fc->tls == NULL) {
-            fail(&e, "%s.filter_chain_match.server_names: matching on SNI needs a TLS transport_socket",
+            xds_cfg_fail(&e, "%s.filter_chain_match.server_names: matching on SNI needs a TLS transport_socket",
                  path);
             goto bad;
         }
@@ -317,7 +317,7 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
             for (size_t k = 0; same && k < fc->n_application_protocols; k++)
                 same = strcmp(o->application_protocols[k], fc->application_protocols[k]) == 0;
             if (same) {
-                fail(&e, "%s.filter_chain_match: the same match as filter_chains[%zu]", path, j);
+                xds_cfg_fail(&e, "%s.filter_chain_match: the same match as filter_chains[%zu]", path, j);
                 goto bad;
             }
         }
@@ -325,7 +325,7 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
     if (pl->default_filter_chain) {
         l->default_chain = calloc(1, sizeof(*l->default_chain));
         if (l->default_chain == NULL) {
-            fail(&e, "out of memory");
+            xds_cfg_fail(&e, "out of memory");
             goto bad;
         }
         if (build_chain(l->default_chain, pl->default_filter_chain, ctx, "default_filter_chain", &e) < 0)

@@ -248,6 +248,8 @@ void xds_client_send(struct xds_client *c, int type, const char *error)
         t->started = xds_now();
     LG_D("xds", "%s request: version \"%s\", nonce \"%s\", %zu name(s)%s", xds_type_short[type],
          req.version_info, req.response_nonce, req.n_resource_names, error ? " (NACK)" : "");
+    if (c->on_request)
+        c->on_request(c->on_request_ud, &req);
     struct xds_ads *a = __atomic_load_n(&c->ads, __ATOMIC_ACQUIRE);
     if (a) /* NULL offline */
         xds_ads_send(a, &req);
