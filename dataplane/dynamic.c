@@ -17,6 +17,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "xds/cfgerr.h"
 #include "xds/client.h"
 #include "xds/deps.h"
 #include "xds/state.h"
@@ -94,8 +95,9 @@ static int secret_expired(const Envoy__Extensions__TransportSockets__Tls__V3__Se
         struct tm tm;
         if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
             strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        snprintf(err, errlen, "tls_certificate.certificate_chain: the certificate expired at %s "
-                              "(start legate with --allow-expired-certificates to accept it)", when);
+        xds_cfg_fail(&(struct xds_cfgerr){err, errlen},
+                     "tls_certificate.certificate_chain: the certificate expired at %s "
+                     "(start legate with --allow-expired-certificates to accept it)", when);
         rc = -1;
     }
     X509_free(x);
@@ -206,7 +208,8 @@ static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, voi
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = d->bs->static_resources;
     for (size_t i = 0; sr && i < sr->n_listeners; i++)
         if (strcmp(sr->listeners[i]->name, pl->name) == 0) {
-            snprintf(err, errlen, "name: a static listener is already called \"%s\"", pl->name);
+            xds_cfg_fail(&(struct xds_cfgerr){err, errlen}, "name: a static listener is already called \"%s\"",
+                         pl->name);
             return B_ERROR;
         }
     struct dp_build_ctx ctx = build_ctx(d);
@@ -220,7 +223,7 @@ static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, voi
      * old version drain only when the listener resource changed. */
     l->hash = r->hash;
     if (d->host.listen_prepare(d->host.ud, l, msg, sizeof(msg)) < 0) {
-        snprintf(err, errlen, "address: %s", msg);
+        xds_cfg_fail(&(struct xds_cfgerr){err, errlen}, "address: %s", msg);
         dp_listener_unref(l);
         return B_ERROR;
     }
@@ -252,7 +255,8 @@ static enum build_result build_cluster(struct dp_dyn *d, struct xds_res *r, void
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = d->bs->static_resources;
     for (size_t i = 0; sr && i < sr->n_clusters; i++)
         if (strcmp(sr->clusters[i]->name, pc->name) == 0) {
-            snprintf(err, errlen, "name: a static cluster is already called \"%s\"", pc->name);
+            xds_cfg_fail(&(struct xds_cfgerr){err, errlen}, "name: a static cluster is already called \"%s\"",
+                         pc->name);
             return B_ERROR;
         }
     struct xds_res *cla = eds ? xds_table_find(d->work[XDS_EDS], eds) : NULL;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "xds/cfgerr.h"
 #include "xds/registry.h"
 
 static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *static_secret(void *ud,
@@ -27,25 +28,20 @@ static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *static_secret
 static int default_upstream_tls(const xds_bootstrap_t *bs, Legate__Config__V1__DefaultUpstreamTls **out,
                                 char *err, size_t errlen)
 {
+    struct xds_cfgerr e = {err, errlen};
     *out = NULL;
     for (size_t i = 0; i < bs->n_bootstrap_extensions; i++) {
         const Envoy__Config__Core__V3__TypedExtensionConfig *x = bs->bootstrap_extensions[i];
         const char *tn = x->typed_config ? xds_type_url_name(x->typed_config->type_url) : "";
-        if (strcmp(tn, legate__config__v1__default_upstream_tls__descriptor.name) != 0) {
-            snprintf(err, errlen, "bootstrap_extensions[%zu]: unsupported extension \"%s\" (%s)", i,
-                     x->name, tn[0] ? tn : "no typed_config");
-            return -1;
-        }
-        if (*out) {
-            snprintf(err, errlen, "bootstrap_extensions[%zu]: a second DefaultUpstreamTls", i);
-            return -1;
-        }
+        if (strcmp(tn, legate__config__v1__default_upstream_tls__descriptor.name) != 0)
+            return xds_cfg_fail(&e, "bootstrap_extensions[%zu]: unsupported extension \"%s\" (%s)", i,
+                                x->name, tn[0] ? tn : "no typed_config");
+        if (*out)
+            return xds_cfg_fail(&e, "bootstrap_extensions[%zu]: a second DefaultUpstreamTls", i);
         *out = legate__config__v1__default_upstream_tls__unpack(NULL, x->typed_config->value.len,
                                                                 x->typed_config->value.data);
-        if (*out == NULL) {
-            snprintf(err, errlen, "bootstrap_extensions[%zu].typed_config: cannot decode", i);
-            return -1;
-        }
+        if (*out == NULL)
+            return xds_cfg_fail(&e, "bootstrap_extensions[%zu].typed_config: cannot decode", i);
     }
     return 0;
 }
@@ -72,6 +68,7 @@ int dp_static_build(const xds_bootstrap_t *bs, struct dp_static_config *sc,
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
     Legate__Config__V1__DefaultUpstreamTls *dut = NULL;
+    struct xds_cfgerr e = {err, errlen};
     char msg[1024];
     memset(sc, 0, sizeof(*sc));
     if (default_upstream_tls(bs, &dut, err, errlen) < 0)
@@ -89,13 +86,13 @@ int dp_static_build(const xds_bootstrap_t *bs, struct dp_static_config *sc,
     sc->listeners = calloc(sr->n_listeners + 1, sizeof(*sc->listeners));
     sc->clusters = calloc(sr->n_clusters + 1, sizeof(*sc->clusters));
     if (sc->listeners == NULL || sc->clusters == NULL) {
-        snprintf(err, errlen, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < sr->n_clusters; i++) {
         struct dp_cluster *c = dp_cluster_build(sr->clusters[i], NULL, &ctx, msg, sizeof(msg));
         if (c == NULL) {
-            snprintf(err, errlen, "static_resources.clusters[%zu].%s", i, msg);
+            xds_cfg_fail(&e, "static_resources.clusters[%zu].%s", i, msg);
             goto out;
         }
         sc->clusters[sc->n_clusters++] = c;
@@ -104,15 +101,14 @@ int dp_static_build(const xds_bootstrap_t *bs, struct dp_static_config *sc,
     for (size_t i = 0; i < sr->n_listeners; i++) {
         struct dp_listener *l = dp_listener_build(sr->listeners[i], &ctx, msg, sizeof(msg));
         if (l == NULL) {
-            snprintf(err, errlen, "static_resources.listeners[%zu].%s", i, msg);
+            xds_cfg_fail(&e, "static_resources.listeners[%zu].%s", i, msg);
             goto out;
         }
         for (size_t j = 0; j < sc->n_listeners; j++) {
             if (sc->listeners[j]->addrlen == l->addrlen &&
                 memcmp(&sc->listeners[j]->addr, &l->addr, l->addrlen) == 0) {
-                snprintf(err, errlen, "static_resources.listeners[%zu].address: %s is already used "
-                                      "by listener \"%s\"",
-                         i, l->addr_str, sc->listeners[j]->name);
+                xds_cfg_fail(&e, "static_resources.listeners[%zu].address: %s is already used by listener \"%s\"",
+                             i, l->addr_str, sc->listeners[j]->name);
                 dp_listener_unref(l);
                 goto out;
             }
