@@ -45,8 +45,6 @@ static int each_endpoint(const Envoy__Config__Endpoint__V3__ClusterLoadAssignmen
     char path[200];
     for (size_t i = 0; i < cla->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = cla->endpoints[i];
-        if (lle->priority != 0)
-            return xds_cfg_fail(e, "%sendpoints[%zu].priority: only priority 0 is supported", prefix, i);
         for (size_t j = 0; j < lle->n_lb_endpoints; j++) {
             const Envoy__Config__Endpoint__V3__LbEndpoint *le = lle->lb_endpoints[j];
             snprintf(path, sizeof(path), "%sendpoints[%zu].lb_endpoints[%zu]", prefix, i, j);
@@ -300,11 +298,6 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
         goto bad;
     }
     c->max_connections = c->max_pending_requests = c->max_requests = DEFAULT_CIRCUIT;
-    if (pc->cluster_discovery_type_case ==
-        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {
-        xds_cfg_fail(&e, "cluster_type: custom cluster types are not supported");
-        goto bad;
-    }
     switch (pc->type) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC:
         c->type = DP_CLUSTER_STATIC;

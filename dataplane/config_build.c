@@ -72,10 +72,7 @@ int dp_build_socket_address(const Envoy__Config__Core__V3__Address *a, const cha
         return xds_cfg_fail(e, "%s.socket_address.port_value: required field is missing", path);
     if (sa->port_value > 65535)
         return xds_cfg_fail(e, "%s.socket_address.port_value: %u is not a port number", path, sa->port_value);
-    if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
-        return xds_cfg_fail(e, "%s.socket_address.protocol: only TCP is supported", path);
-    if (sa->resolver_name[0])
-        return xds_cfg_fail(e, "%s.socket_address.resolver_name: custom resolvers are not supported", path);
+    /* protocol and resolver_name: xds/unsupported.c */
     *out = sa;
     return 0;
 }

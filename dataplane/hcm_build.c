@@ -56,9 +56,6 @@ static int build_http_filters(
                     ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG
                 ? pf->typed_config
                 : NULL;
-        if (pf->config_type_case ==
-            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_CONFIG_DISCOVERY)
-            return xds_cfg_fail(e, "%s.http_filters[%zu].config_discovery: not supported", path, i);
         if (ops == NULL && tc)
             ops = dp_filter_lookup_by_type(xds_type_url_name(tc->type_url));
         if (ops == NULL) {

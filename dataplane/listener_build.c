@@ -256,18 +256,6 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
     l->listener_filters_timeout = dur(pl->listener_filters_timeout, 15);
     if (pl->use_original_dst && pl->use_original_dst->value)
         l->use_original_dst = 1;
-    if (pl->n_additional_addresses) {
-        xds_cfg_fail(&e, "additional_addresses: not supported");
-        goto bad;
-    }
-    if (pl->transparent && pl->transparent->value) {
-        xds_cfg_fail(&e, "transparent: not supported");
-        goto bad;
-    }
-    if (pl->bind_to_port && !pl->bind_to_port->value) {
-        xds_cfg_fail(&e, "bind_to_port: false is not supported");
-        goto bad;
-    }
     for (size_t i = 0; i < pl->n_listener_filters; i++) {
         const char *n = pl->listener_filters[i]->name;
         if (strcmp(n, "envoy.filters.listener.tls_inspector") == 0)
