@@ -46,7 +46,10 @@ struct xds_batch {
 struct xds_response_ops {
     /** Compiles what b brings and installs it (one swap): puts the new set
      *  of b->type in b->nt (taking what it keeps out of b->msgs, which are
-     *  decoded and checked), adds what it rejects to b->errs. */
+     *  decoded and checked), adds what it rejects to b->errs. What it
+     *  leaves in b->msgs is freed with the batch: a message reused from the
+     *  published table (b->reused[i] != 0, state of the world) is lent and
+     *  must be taken into b->nt. */
     void (*apply)(void *ud, struct xds_batch *b);
     /** After apply, before the commit: stats and logs (began: xds_now()
      *  when the response was taken up). */
