@@ -18,6 +18,8 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/common.pb-c.h"
+#include "legate/config/v1/upstream_tls.pb-c.h"
+#include "xds/bootstrap.h"
 
 /* What resources refer to by name. */
 struct dp_build_ctx {
@@ -51,5 +53,25 @@ struct dp_cluster *dp_cluster_with_endpoints(const struct dp_cluster *c, struct 
 
 /** Parses "1.2.3.4" / "::1" with port into a sockaddr. Returns 0 or -1. */
 int dp_sockaddr_parse(const char *ip, unsigned port, struct sockaddr_storage *ss, socklen_t *len);
+
+/* The static resources of a bootstrap, built (static_build.c). */
+struct dp_static_config {
+    struct dp_listener **listeners;
+    size_t n_listeners;
+    struct dp_cluster **clusters; /* sorted by name */
+    size_t n_clusters;
+};
+
+/** Builds bs->static_resources into sc (no socket is opened). *dut_out
+ *  (when not NULL) receives the default upstream TLS extension, which
+ *  dynamic clusters use too (the caller frees it). Returns 0, or -1 with
+ *  "static_resources.clusters[2].field: reason" in err and sc empty. */
+int dp_static_build(const xds_bootstrap_t *bs, struct dp_static_config *sc,
+                    Legate__Config__V1__DefaultUpstreamTls **dut_out, char *err, size_t errlen);
+/** Drops sc's references and empties it. */
+void dp_static_config_free(struct dp_static_config *sc);
+
+/** qsort/bsearch order of struct dp_cluster * by name. */
+int dp_cluster_cmp_name(const void *a, const void *b);
 
 #endif

@@ -17,6 +17,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "xds/cfgerr.h"
 #include "xds/client.h"
 #include "xds/deps.h"
 #include "xds/state.h"
@@ -24,9 +25,8 @@
 #include "xds/ads.h"
 #include "xds/datasource.h"
 #include "xds/json.h"
-#include "xds/unsupported.h"
+#include "xds/response.h"
 #include "xds/log.h"
-#include "xds/registry.h"
 #include "xds/version.h"
 
 /* Stat scopes, Envoy's where Envoy has one per type. */
@@ -95,8 +95,9 @@ static int secret_expired(const Envoy__Extensions__TransportSockets__Tls__V3__Se
         struct tm tm;
         if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
             strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        snprintf(err, errlen, "tls_certificate.certificate_chain: the certificate expired at %s "
-                              "(start legate with --allow-expired-certificates to accept it)", when);
+        xds_cfg_fail(&(struct xds_cfgerr){err, errlen},
+                     "tls_certificate.certificate_chain: the certificate expired at %s "
+                     "(start legate with --allow-expired-certificates to accept it)", when);
         rc = -1;
     }
     X509_free(x);
@@ -207,7 +208,8 @@ static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, voi
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = d->bs->static_resources;
     for (size_t i = 0; sr && i < sr->n_listeners; i++)
         if (strcmp(sr->listeners[i]->name, pl->name) == 0) {
-            snprintf(err, errlen, "name: a static listener is already called \"%s\"", pl->name);
+            xds_cfg_fail(&(struct xds_cfgerr){err, errlen}, "name: a static listener is already called \"%s\"",
+                         pl->name);
             return B_ERROR;
         }
     struct dp_build_ctx ctx = build_ctx(d);
@@ -221,7 +223,7 @@ static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, voi
      * old version drain only when the listener resource changed. */
     l->hash = r->hash;
     if (d->host.listen_prepare(d->host.ud, l, msg, sizeof(msg)) < 0) {
-        snprintf(err, errlen, "address: %s", msg);
+        xds_cfg_fail(&(struct xds_cfgerr){err, errlen}, "address: %s", msg);
         dp_listener_unref(l);
         return B_ERROR;
     }
@@ -253,7 +255,8 @@ static enum build_result build_cluster(struct dp_dyn *d, struct xds_res *r, void
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = d->bs->static_resources;
     for (size_t i = 0; sr && i < sr->n_clusters; i++)
         if (strcmp(sr->clusters[i]->name, pc->name) == 0) {
-            snprintf(err, errlen, "name: a static cluster is already called \"%s\"", pc->name);
+            xds_cfg_fail(&(struct xds_cfgerr){err, errlen}, "name: a static cluster is already called \"%s\"",
+                         pc->name);
             return B_ERROR;
         }
     struct xds_res *cla = eds ? xds_table_find(d->work[XDS_EDS], eds) : NULL;
@@ -388,38 +391,6 @@ static void install(struct dp_dyn *d, struct built *bl, size_t n_bl, struct buil
     pthread_mutex_unlock(&d->lock);
 }
 
-/* ---- subscriptions ----------------------------------------------------------- */
-
-/* Recomputes what RDS, EDS and SDS must subscribe to from the listeners and
- * clusters we have; sends a request for each type whose names changed. */
-/* What RDS, EDS and SDS must subscribe to, from the listeners and clusters
- * being built (d->work); no lock needed (this thread alone changes them). */
-static void wanted(struct dp_dyn *d, struct xds_names want[XDS_T_N])
-{
-    xds_deps_wanted(d->work[XDS_LDS], d->work[XDS_CDS], &want[XDS_RDS], &want[XDS_EDS], &want[XDS_SDS]);
-}
-
-/* Makes want the subscriptions (d->lock held); the types whose names
- * changed (and are not empty) are flagged in resend: their requests go
- * out once the lock is released (send_resubscribed). */
-static void resubscribe(struct dp_dyn *d, struct xds_names want[XDS_T_N], int resend[XDS_T_N])
-{
-    double now = xds_now();
-    for (int type = 0; type < XDS_T_N; type++) {
-        resend[type] = 0;
-        if (type == XDS_LDS || type == XDS_CDS)
-            continue;
-        resend[type] = xds_state_subscribe(&d->c.t[type], &want[type], now) && d->c.t[type].subs.n > 0;
-    }
-}
-
-static void send_resubscribed(struct dp_dyn *d, const int resend[XDS_T_N])
-{
-    for (int type = 0; type < XDS_T_N; type++)
-        if (resend[type])
-            xds_client_send(&d->c, type, NULL);
-}
-
 /* ---- readiness ------------------------------------------------------------------ */
 
 static void update_ready(struct dp_dyn *d)
@@ -545,92 +516,6 @@ static int apply_together(struct dp_dyn *d, int type, struct xds_table *t, const
     return rc;
 }
 
-/* One response being applied. */
-struct batch {
-    int type;
-    const char *version;         /* the response's version_info */
-    size_t n;
-    ProtobufCMessage **msgs;     /* decoded and valid, else NULL; NULL once taken */
-    uint64_t *hashes;            /* of each resource's bytes */
-    size_t *reused;              /* state of the world: the published table's index + 1
-                                    of the message taken over, or 0 */
-    struct xds_names refused;    /* set a field legate does not implement */
-    struct xds_errs errs;
-    /* The new set, built aside until the commit; it shares (borrows) the
-     * messages it keeps with the published table. */
-    struct xds_table nt;
-};
-
-/* Decodes resp's resources into b. A state-of-the-world response (LDS,
- * CDS) sends every resource each time: one sent again byte for byte takes
- * over the decoded message it had (reused[i]) instead of decoding. This
- * thread alone changes the tables: it reads them without the lock. */
-static void decode(struct dp_dyn *d, struct batch *b,
-                   const Envoy__Service__Discovery__V3__DiscoveryResponse *resp)
-{
-    int type = b->type;
-    struct xds_type_state *t = &d->c.t[type];
-    const ProtobufCMessageDescriptor *desc = xds_registry_lookup(xds_type_urls[type]);
-    int sotw = xds_type_wildcard(type);
-    struct strmap seen = {0};
-    struct strmap prev = {0};
-    b->n = resp->n_resources;
-    b->msgs = calloc(b->n + 1, sizeof(*b->msgs));
-    b->hashes = calloc(b->n + 1, sizeof(*b->hashes));
-    b->reused = calloc(b->n + 1, sizeof(*b->reused));
-    if (b->msgs == NULL || b->hashes == NULL || b->reused == NULL)
-        abort();
-    if (sotw)
-        xds_table_by_hash(&t->res, &prev);
-    for (size_t i = 0; i < b->n; i++) {
-        const Google__Protobuf__Any *any = resp->resources[i];
-        if (strcmp(any->type_url, xds_type_urls[type]) != 0) {
-            xds_errs_add(&b->errs, "resources[%zu]: type %s in a response of type %s", i, any->type_url,
-                    xds_type_urls[type]);
-            continue;
-        }
-        b->hashes[i] = xds_any_hash(any);
-        size_t at;
-        if (sotw && xds_by_hash_take(&prev, b->hashes[i], &at)) {
-            b->msgs[i] = t->res.v[at].msg; /* lent until the commit */
-            b->reused[i] = at + 1;
-        } else {
-            b->msgs[i] = protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
-        }
-        if (b->msgs[i] == NULL) {
-            xds_errs_add(&b->errs, "resources[%zu]: not a valid %s", i, xds_type_url_name(xds_type_urls[type]));
-            continue;
-        }
-        const char *name = xds_resource_name(type, b->msgs[i]);
-        if (name[0] == '\0') {
-            xds_errs_add(&b->errs, "resources[%zu]: %s without a name", i, xds_type_names[type]);
-            if (!b->reused[i])
-                protobuf_c_message_free_unpacked(b->msgs[i], NULL);
-            b->msgs[i] = NULL;
-            continue;
-        }
-        if (strmap_get(&seen, name, NULL)) {
-            xds_errs_add(&b->errs, "resources[%zu]: %s \"%s\" appears twice", i, xds_type_names[type], name);
-            if (!b->reused[i])
-                protobuf_c_message_free_unpacked(b->msgs[i], NULL);
-            b->msgs[i] = NULL;
-            continue;
-        }
-        char uerr[600];
-        if (!b->reused[i] && xds_check_unsupported(b->msgs[i], "", uerr, sizeof(uerr)) < 0) {
-            /* refused whole: the last good version of it stays */
-            xds_errs_add(&b->errs, "%s \"%s\": %s", xds_type_names[type], name, uerr);
-            xds_names_add(&b->refused, name);
-            protobuf_c_message_free_unpacked(b->msgs[i], NULL);
-            b->msgs[i] = NULL;
-            continue;
-        }
-        strmap_put(&seen, name, i);
-    }
-    strmap_free(&seen);
-    strmap_free(&prev);
-}
-
 /*
  * State of the world (LDS, CDS): the response is the whole set. It is
  * built aside in b->nt while the published table stays as it was for admin
@@ -638,7 +523,7 @@ static void decode(struct dp_dyn *d, struct batch *b,
  * because the new version was refused or failed) are lent: the published
  * entry gives them up when nt replaces it (commit).
  */
-static void apply_sotw(struct dp_dyn *d, struct batch *b)
+static void apply_sotw(struct dp_dyn *d, struct xds_batch *b)
 {
     int type = b->type;
     struct xds_type_state *t = &d->c.t[type];
@@ -690,7 +575,7 @@ static void apply_sotw(struct dp_dyn *d, struct batch *b)
 
 /* A named type (RDS, EDS, SDS): resources are checked one by one, then
  * put in place together with one rebuild. */
-static void apply_named(struct dp_dyn *d, struct batch *b)
+static void apply_named(struct dp_dyn *d, struct xds_batch *b)
 {
     int type = b->type;
     struct xds_type_state *t = &d->c.t[type];
@@ -756,9 +641,10 @@ static void apply_named(struct dp_dyn *d, struct batch *b)
     d->work[type] = &t->res;
 }
 
-static void report(struct dp_dyn *d, const struct batch *b,
+static void report(void *ud, const struct xds_batch *b,
                    const Envoy__Service__Discovery__V3__DiscoveryResponse *resp, double began)
 {
+    struct dp_dyn *d = ud;
     int type = b->type;
     if (b->errs.n) {
         dp_stat_add(d->st.update_rejected[type], 1);
@@ -783,46 +669,25 @@ static void report(struct dp_dyn *d, const struct batch *b,
     }
 }
 
-/* One short critical section publishes the new set, the nonce, the accepted
- * version, the subscriptions (computed before) and readiness; then the ACK
- * or NACK, and the requests the new references need. */
-static void commit(struct dp_dyn *d, struct batch *b, const char *nonce)
+static void apply(void *ud, struct xds_batch *b)
 {
-    int type = b->type;
-    struct xds_type_state *t = &d->c.t[type];
-    struct xds_names want[XDS_T_N] = {{0}};
-    int resend[XDS_T_N];
-    d->work[type] = &b->nt;
-    wanted(d, want);
-    d->work[type] = &t->res;
-    struct xds_table old;
-    pthread_mutex_lock(&d->lock);
-    xds_table_replace(&t->res, &b->nt, &old);
-    xds_set_str(&t->nonce, nonce);
-    t->got_first = 1;
-    if (b->errs.n == 0)
-        xds_set_str(&t->version, b->version);
-    resubscribe(d, want, resend);
-    update_ready(d);
-    pthread_mutex_unlock(&d->lock);
-    xds_table_free(&old);
-    for (int k = 0; k < XDS_T_N; k++)
-        xds_names_free(&want[k]);
-    xds_client_send(&d->c, type, b->errs.n ? b->errs.buf : NULL);
-    send_resubscribed(d, resend);
+    struct dp_dyn *d = ud;
+    if (xds_type_wildcard(b->type))
+        apply_sotw(d, b);
+    else
+        apply_named(d, b);
 }
 
-static void batch_free(struct batch *b)
+static void published(void *ud)
 {
-    for (size_t i = 0; i < b->n; i++)
-        if (b->msgs[i])
-            protobuf_c_message_free_unpacked(b->msgs[i], NULL);
-    free(b->msgs);
-    free(b->hashes);
-    free(b->reused);
-    xds_names_free(&b->refused);
-    xds_table_free(&b->nt);
+    update_ready(ud);
 }
+
+static const struct xds_response_ops response_ops = {
+    .apply = apply,
+    .applied = report,
+    .published = published,
+};
 
 static void on_response(void *ud, struct xds_ads *a,
                         const Envoy__Service__Discovery__V3__DiscoveryResponse *resp)
@@ -830,22 +695,7 @@ static void on_response(void *ud, struct xds_ads *a,
     struct dp_dyn *d = ud;
     __atomic_store_n(&d->c.ads, a, __ATOMIC_RELEASE);
     dp_stat_set(d->st.connected, 1);
-    int type = xds_type_of(resp->type_url);
-    if (type < 0) {
-        LG_W("xds", "ignoring a response of type %s, which legate does not subscribe to", resp->type_url);
-        return;
-    }
-    double began = xds_now();
-    struct batch b = {.type = type, .version = resp->version_info};
-    decode(d, &b, resp);
-    if (xds_type_wildcard(type))
-        apply_sotw(d, &b);
-    else
-        apply_named(d, &b);
-    /* What is left in b.msgs was not taken: freed with the batch. */
-    report(d, &b, resp, began);
-    commit(d, &b, resp->nonce);
-    batch_free(&b);
+    xds_client_handle_response(&d->c, &d->lock, &response_ops, d, resp);
 }
 
 static void on_stream_up(void *ud, struct xds_ads *a)

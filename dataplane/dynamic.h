@@ -3,14 +3,16 @@
  * SDS over one ADS stream) compiled into listeners and clusters.
  *
  * The xDS client underneath lives in xds/: the stream (ads.c), the protocol
- * (client.c), per-type state (state.c) and references (deps.c).
+ * (client.c), one response from decoding to the ACK or NACK (response.c),
+ * per-type state (state.c) and references (deps.c).
  *
- * Everything here runs on the ADS thread (xds/ads.c): responses are
- * validated resource by resource, the listeners and clusters that depend on
- * what changed are rebuilt, the result is handed to the server (host) which
- * publishes a new snapshot, and only then the response is ACKed -- or NACKed
- * with the previous version and an error_detail naming the resource and the
- * field. References are followed like Envoy does: LDS -> RDS and SDS names,
+ * Everything here runs on the ADS thread (xds/ads.c): the client decodes a
+ * response and checks its resources one by one; here the listeners and
+ * clusters that depend on what changed are rebuilt and the result is handed
+ * to the server (host), which publishes a new snapshot; only then the
+ * client ACKs the response -- or NACKs it with the previous version and an
+ * error_detail naming the resource and the field. References are followed
+ * like Envoy does: LDS -> RDS and SDS names,
  * CDS -> EDS and SDS names; a listener or cluster whose references have not
  * arrived yet is warming and is not installed (its previous version, if
  * any, keeps serving).

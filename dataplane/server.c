@@ -32,47 +32,6 @@
 #include "xds/log.h"
 #include "xds/registry.h"
 
-/* ---- static resources ------------------------------------------------------- */
-
-static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *static_secret(void *ud,
-                                                                              const char *name)
-{
-    const xds_bootstrap_t *bs = ud;
-    if (bs->static_resources == NULL)
-        return NULL;
-    for (size_t i = 0; i < bs->static_resources->n_secrets; i++)
-        if (strcmp(bs->static_resources->secrets[i]->name, name) == 0)
-            return bs->static_resources->secrets[i];
-    return NULL;
-}
-
-/* The legate.config.v1.DefaultUpstreamTls bootstrap extension, if any. */
-static int default_upstream_tls(const xds_bootstrap_t *bs, Legate__Config__V1__DefaultUpstreamTls **out,
-                                char *err, size_t errlen)
-{
-    *out = NULL;
-    for (size_t i = 0; i < bs->n_bootstrap_extensions; i++) {
-        const Envoy__Config__Core__V3__TypedExtensionConfig *x = bs->bootstrap_extensions[i];
-        const char *tn = x->typed_config ? xds_type_url_name(x->typed_config->type_url) : "";
-        if (strcmp(tn, legate__config__v1__default_upstream_tls__descriptor.name) != 0) {
-            snprintf(err, errlen, "bootstrap_extensions[%zu]: unsupported extension \"%s\" (%s)", i,
-                     x->name, tn[0] ? tn : "no typed_config");
-            return -1;
-        }
-        if (*out) {
-            snprintf(err, errlen, "bootstrap_extensions[%zu]: a second DefaultUpstreamTls", i);
-            return -1;
-        }
-        *out = legate__config__v1__default_upstream_tls__unpack(NULL, x->typed_config->value.len,
-                                                                x->typed_config->value.data);
-        if (*out == NULL) {
-            snprintf(err, errlen, "bootstrap_extensions[%zu].typed_config: cannot decode", i);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* Resolves a STRICT_DNS cluster's targets with a blocking getaddrinfo: at
  * startup, or on the DNS refresh thread. */
 static struct dp_endpoint_set *resolve(const struct dp_cluster *c)
@@ -139,107 +98,16 @@ static struct dp_endpoint_set *resolve(const struct dp_cluster *c)
     return s;
 }
 
-struct static_config {
-    struct dp_listener **listeners;
-    size_t n_listeners;
-    struct dp_cluster **clusters;
-    size_t n_clusters;
-};
-
-static void static_config_free(struct static_config *sc)
-{
-    for (size_t i = 0; i < sc->n_listeners; i++)
-        dp_listener_unref(sc->listeners[i]);
-    for (size_t i = 0; i < sc->n_clusters; i++)
-        dp_cluster_unref(sc->clusters[i]);
-    free(sc->listeners);
-    free(sc->clusters);
-    memset(sc, 0, sizeof(*sc));
-}
-
-static int cmp_cluster(const void *a, const void *b)
-{
-    const struct dp_cluster *const *x = a, *const *y = b;
-    return strcmp((*x)->name, (*y)->name);
-}
-
-/* Builds the static resources. *dut_out (when not NULL) receives the
- * default upstream TLS extension, which dynamic clusters use too. */
-static int build_static(const xds_bootstrap_t *bs, struct static_config *sc,
-                        Legate__Config__V1__DefaultUpstreamTls **dut_out, char *err, size_t errlen)
-{
-    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
-    Legate__Config__V1__DefaultUpstreamTls *dut = NULL;
-    char msg[1024];
-    memset(sc, 0, sizeof(*sc));
-    if (default_upstream_tls(bs, &dut, err, errlen) < 0)
-        return -1;
-    struct dp_build_ctx ctx = {
-        .secrets = {.fn = static_secret, .ud = (void *)bs},
-        .default_upstream_tls = dut ? dut->common_tls_context : NULL,
-        .dynamic = bs->dynamic_resources != NULL,
-    };
-    int rc = -1;
-    if (sr == NULL) {
-        rc = 0;
-        goto out;
-    }
-    sc->listeners = calloc(sr->n_listeners + 1, sizeof(*sc->listeners));
-    sc->clusters = calloc(sr->n_clusters + 1, sizeof(*sc->clusters));
-    if (sc->listeners == NULL || sc->clusters == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < sr->n_clusters; i++) {
-        struct dp_cluster *c = dp_cluster_build(sr->clusters[i], NULL, &ctx, msg, sizeof(msg));
-        if (c == NULL) {
-            snprintf(err, errlen, "static_resources.clusters[%zu].%s", i, msg);
-            goto out;
-        }
-        sc->clusters[sc->n_clusters++] = c;
-    }
-    qsort(sc->clusters, sc->n_clusters, sizeof(*sc->clusters), cmp_cluster);
-    for (size_t i = 0; i < sr->n_listeners; i++) {
-        struct dp_listener *l = dp_listener_build(sr->listeners[i], &ctx, msg, sizeof(msg));
-        if (l == NULL) {
-            snprintf(err, errlen, "static_resources.listeners[%zu].%s", i, msg);
-            goto out;
-        }
-        for (size_t j = 0; j < sc->n_listeners; j++) {
-            if (sc->listeners[j]->addrlen == l->addrlen &&
-                memcmp(&sc->listeners[j]->addr, &l->addr, l->addrlen) == 0) {
-                snprintf(err, errlen, "static_resources.listeners[%zu].address: %s is already used "
-                                      "by listener \"%s\"",
-                         i, l->addr_str, sc->listeners[j]->name);
-                dp_listener_unref(l);
-                goto out;
-            }
-        }
-        sc->listeners[sc->n_listeners++] = l;
-    }
-    rc = 0;
-out:
-    if (rc == 0 && dut_out) {
-        *dut_out = dut;
-        dut = NULL;
-    }
-    if (dut)
-        legate__config__v1__default_upstream_tls__free_unpacked(dut, NULL);
-    if (rc < 0)
-        static_config_free(sc);
-    return rc;
-}
-
 int dp_server_check(const xds_bootstrap_t *bs, char *err, size_t errlen)
 {
-    struct static_config sc;
+    struct dp_static_config sc;
     if (dp_tls_init() < 0) {
         snprintf(err, errlen, "cannot initialise TLS");
         return -1;
     }
-    int rc = build_static(bs, &sc, NULL, err, errlen);
+    int rc = dp_static_build(bs, &sc, NULL, err, errlen);
     if (rc == 0)
-        static_config_free(&sc);
+        dp_static_config_free(&sc);
     dp_access_log_shutdown();
     return rc;
     return 0;
@@ -321,8 +189,8 @@ struct server {
      * ADS thread (xDS), read by the admin; never touched by workers, which
      * only see published snapshots. */
     pthread_mutex_t cfg_lock;
-    struct static_config sc;
-    struct static_config dyn;             /* from xDS */
+    struct dp_static_config sc;
+    struct dp_static_config dyn;             /* from xDS */
     struct lset *lsets;                   /* listening sockets by address */
     size_t n_lsets;
     Legate__Config__V1__DefaultUpstreamTls *dut;
@@ -387,7 +255,7 @@ static struct dp_snapshot *make_snapshot(struct server *sv)
         s->clusters[s->n_clusters++] = c;
         dp_cluster_ref(c);
     }
-    qsort(s->clusters, s->n_clusters, sizeof(*s->clusters), cmp_cluster);
+    qsort(s->clusters, s->n_clusters, sizeof(*s->clusters), dp_cluster_cmp_name);
     return s;
 }
 
@@ -614,7 +482,7 @@ static void host_install(void *ud, struct dp_listener *const *ls, size_t nl, str
                          size_t nc)
 {
     struct server *sv = ud;
-    struct static_config nd = {0};
+    struct dp_static_config nd = {0};
     nd.listeners = calloc(nl + 1, sizeof(*nd.listeners));
     nd.clusters = calloc(nc + 1, sizeof(*nd.clusters));
     struct dp_endpoint_set **eps = calloc(nc + 1, sizeof(*eps));
@@ -664,12 +532,12 @@ static void host_install(void *ud, struct dp_listener *const *ls, size_t nl, str
     }
     free(eps);
     pthread_mutex_lock(&sv->cfg_lock);
-    struct static_config old = sv->dyn;
+    struct dp_static_config old = sv->dyn;
     sv->dyn = nd;
     publish(sv);
     lsets_gc(sv);
     pthread_mutex_unlock(&sv->cfg_lock);
-    static_config_free(&old);
+    dp_static_config_free(&old);
     ev_async_send(sv->loop, &sv->expiry_async);
 }
 
@@ -872,7 +740,7 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         return -1;
     }
     pthread_mutex_init(&sv.cfg_lock, NULL);
-    if (build_static(bs, &sv.sc, &sv.dut, err, sizeof(err)) < 0) {
+    if (dp_static_build(bs, &sv.sc, &sv.dut, err, sizeof(err)) < 0) {
         LG_E("server", "%s", err);
         return -1;
     }
@@ -1020,8 +888,8 @@ out:
         free(sv.lsets[i].key);
     }
     free(sv.lsets);
-    static_config_free(&sv.sc);
-    static_config_free(&sv.dyn);
+    dp_static_config_free(&sv.sc);
+    dp_static_config_free(&sv.dyn);
     dp_access_log_shutdown(); /* after the workers flushed theirs */
     if (sv.dut)
         legate__config__v1__default_upstream_tls__free_unpacked(sv.dut, NULL);

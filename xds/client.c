@@ -12,6 +12,7 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
+#include "xds/cfgerr.h"
 #include "xds/datasource.h"
 #include "xds/log.h"
 #include "xds/version.h"
@@ -127,7 +128,7 @@ static char *read_ds(const Envoy__Config__Core__V3__DataSource *ds, const char *
     if (ds == NULL)
         return NULL;
     if (xds_datasource_read(ds, &buf, &len, e, sizeof(e)) < 0) {
-        snprintf(err, errlen, "%s: %s", field, e);
+        xds_cfg_fail(&(struct xds_cfgerr){err, errlen}, "%s: %s", field, e);
         return NULL;
     }
     char *s = realloc(buf, len + 1);
@@ -149,17 +150,18 @@ int xds_client_ads_config(const xds_bootstrap_t *bs, struct xds_ads_config *cfg,
     for (size_t i = 0; i < bs->static_resources->n_clusters; i++)
         if (strcmp(bs->static_resources->clusters[i]->name, cname) == 0)
             c = bs->static_resources->clusters[i];
+    struct xds_cfgerr e = {err, errlen};
     const char *cpath = "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name";
     if (c == NULL || c->load_assignment == NULL || c->load_assignment->n_endpoints == 0 ||
         c->load_assignment->endpoints[0]->n_lb_endpoints == 0) {
-        snprintf(err, errlen, "%s: cluster \"%s\" has no endpoint", cpath, cname);
+        xds_cfg_fail(&e, "%s: cluster \"%s\" has no endpoint", cpath, cname);
         return -1;
     }
     const Envoy__Config__Endpoint__V3__LbEndpoint *lb = c->load_assignment->endpoints[0]->lb_endpoints[0];
     const Envoy__Config__Core__V3__SocketAddress *sa =
         lb->endpoint && lb->endpoint->address ? lb->endpoint->address->socket_address : NULL;
     if (sa == NULL) {
-        snprintf(err, errlen, "%s: cluster \"%s\": its endpoint needs a socket_address", cpath, cname);
+        xds_cfg_fail(&e, "%s: cluster \"%s\": its endpoint needs a socket_address", cpath, cname);
         return -1;
     }
     snprintf(target, tlen, strchr(sa->address, ':') ? "[%s]:%u" : "%s:%u", sa->address, sa->port_value);
@@ -178,7 +180,7 @@ int xds_client_ads_config(const xds_bootstrap_t *bs, struct xds_ads_config *cfg,
             envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__unpack(NULL, any->value.len,
                                                                                        any->value.data);
         if (u == NULL) {
-            snprintf(err, errlen, "cluster \"%s\": transport_socket: not an UpstreamTlsContext", cname);
+            xds_cfg_fail(&e, "cluster \"%s\": transport_socket: not an UpstreamTlsContext", cname);
             return -1;
         }
         const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *ct = u->common_tls_context;
@@ -200,7 +202,7 @@ int xds_client_ads_config(const xds_bootstrap_t *bs, struct xds_ads_config *cfg,
             if (cfg->root_pem == NULL)
                 rc = -1;
         } else if (rc == 0) {
-            snprintf(err, errlen, "cluster \"%s\": TLS to the control plane needs validation_context.trusted_ca",
+            xds_cfg_fail(&e, "cluster \"%s\": TLS to the control plane needs validation_context.trusted_ca",
                      cname);
             rc = -1;
         }
@@ -248,6 +250,8 @@ void xds_client_send(struct xds_client *c, int type, const char *error)
         t->started = xds_now();
     LG_D("xds", "%s request: version \"%s\", nonce \"%s\", %zu name(s)%s", xds_type_short[type],
          req.version_info, req.response_nonce, req.n_resource_names, error ? " (NACK)" : "");
+    if (c->on_request)
+        c->on_request(c->on_request_ud, &req);
     struct xds_ads *a = __atomic_load_n(&c->ads, __ATOMIC_ACQUIRE);
     if (a) /* NULL offline */
         xds_ads_send(a, &req);

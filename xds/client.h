@@ -6,8 +6,8 @@
  * the initial fetch timeouts, and the ADS target and credentials taken from
  * the bootstrap.
  *
- * What the resources turn into (listeners, clusters) is the owner's
- * business (dataplane/dynamic.c). Everything here runs on the ADS thread;
+ * A response is handled by xds/response.c; what the resources turn into
+ * (listeners, clusters) is the owner's business (dataplane/dynamic.c). Everything here runs on the ADS thread;
  * the owner publishes what admin readers may see.
  */
 #ifndef LEGATE_XDS_CLIENT_H
@@ -57,6 +57,10 @@ struct xds_client {
     Envoy__Config__Core__V3__Node node;
     struct xds_type_state t[XDS_T_N];
     double fetch_timeout;        /* initial_fetch_timeout, seconds */
+    /* When set, sees every request xds_client_send builds, offline too
+     * (tests: the ACK or NACK a response led to). */
+    void (*on_request)(void *ud, const Envoy__Service__Discovery__V3__DiscoveryRequest *req);
+    void *on_request_ud;
 };
 
 /* Node (with legate's user agent) and initial fetch timeout from bs. */

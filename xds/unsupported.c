@@ -74,6 +74,16 @@ static const struct rule rules[] = {
     {"envoy.config.core.v3.SubstitutionFormatString", "omit_empty_values", U_SET, 0, NULL},
     {"envoy.config.core.v3.SubstitutionFormatString", "content_type", U_SET, 0, NULL},
     {"envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", "require_sni", U_SET, 0, NULL},
+    /* Once refused where the builders read them (listener, HCM and cluster builders), same texts. */
+    {"envoy.config.listener.v3.Listener", "additional_addresses", U_SET, 0, NULL},
+    {"envoy.config.listener.v3.Listener", "transparent", U_SET, 0, NULL},
+    {"envoy.config.listener.v3.Listener", "bind_to_port", U_FALSE, 0, "false is not supported"},
+    {"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", "config_discovery", U_SET, 0,
+     NULL},
+    {"envoy.config.cluster.v3.Cluster", "cluster_type", U_SET, 0, "custom cluster types are not supported"},
+    {"envoy.config.endpoint.v3.LocalityLbEndpoints", "priority", U_SET, 0, "only priority 0 is supported"},
+    {"envoy.config.core.v3.SocketAddress", "protocol", U_NOT_ALLOW, 0, "only TCP is supported"},
+    {"envoy.config.core.v3.SocketAddress", "resolver_name", U_SET, 0, "custom resolvers are not supported"},
 };
 
 #define N_RULES (sizeof(rules) / sizeof(rules[0]))
