@@ -232,12 +232,6 @@ static void run_data(struct dp_stream *s, enum dp_filter_dir dir, size_t pos, co
         it->mode = (uint8_t)st;
 }
 
-static int has_data_hook(const struct dp_stream *s, enum dp_filter_dir dir, size_t pos)
-{
-    const struct dp_filter_ops *ops = s->cfg->filters[index_of(s, dir, pos)].ops;
-    return (dir == DP_FILTER_REQUEST ? ops->on_request_data : ops->on_response_data) != NULL;
-}
-
 static void run_trailers(struct dp_stream *s, enum dp_filter_dir dir, size_t pos)
 {
     struct dp_filter_iter *it = &s->iter[dir];
@@ -263,12 +257,27 @@ static void run_trailers(struct dp_stream *s, enum dp_filter_dir dir, size_t pos
     if (it->mode) {
         it->trailers_pending = 1;
         it->end_pending = 1;
-        /* A buffering filter waits for the end: the trailers are it. One
-         * with no data hook goes on even when its head waits too (as at the
-         * end of a body without trailers, in run_data): nothing else would
-         * resume it. */
-        if (it->mode == DP_FILTER_STOP_AND_BUFFER && (!it->headers_pending || !has_data_hook(s, dir, it->stop)))
+        if (it->mode != DP_FILTER_STOP_AND_BUFFER)
+            return; /* STOP_ITERATION: everything waits for dp_filter_continue */
+        /* A buffering filter waits for the end of the body: the trailers
+         * are it. As Envoy's decodeTrailers on a StopIterationAndBuffer
+         * filter, its trailers hook says whether it goes on (a filter
+         * without one goes on: nothing else would resume it). */
+        size_t i = index_of(s, dir, it->stop);
+        const struct dp_filter_ops *ops = s->cfg->filters[i].ops;
+        enum dp_filter_status (*hook)(struct dp_stream *, const struct dp_filter_call *) =
+            dir == DP_FILTER_REQUEST ? ops->on_request_trailers : ops->on_response_trailers;
+        enum dp_filter_status st = DP_FILTER_CONTINUE;
+        if (hook) {
+            struct dp_filter_call c = dp_stream_filter_call(s, i);
+            st = hook(s, &c);
+            if (st == DP_FILTER_STOP || aborted(s, dir))
+                return;
+        }
+        if (st == DP_FILTER_CONTINUE)
             resume(s, dir);
+        else
+            it->mode = DP_FILTER_STOP_ITERATION; /* held whole: on at dp_filter_continue */
         return;
     }
     pass_trailers(s, dir);

@@ -509,6 +509,42 @@ static void test_stop_and_buffer_trailers_end_it(void **state)
     fx_free(x);
 }
 
+/* A buffering filter WITH a data hook: the trailers reach its trailer hook
+ * (the end of its body, as Envoy's decodeTrailers on a
+ * StopIterationAndBuffer filter); CONTINUE there lets everything on. Before,
+ * the later filters and the upstream got the body and trailers without the
+ * buffering filter seeing the end. */
+static void test_stop_and_buffer_with_data_hook_sees_trailers(void **state)
+{
+    struct fixture *x = fx_new(1 << 20);
+    x->f[1].script[H_REQ_HEAD][0] = DP_FILTER_STOP_AND_BUFFER;
+    x->f[1].script[H_REQ_DATA][0] = DP_FILTER_STOP_AND_BUFFER;
+    dp_fc_request_headers(&x->s, 0);
+    SEND_REQ(x, "ab", 0);
+    dp_fc_request_trailers(&x->s);
+    assert_string_equal(trace, "qh0 qh1 qd0:ab qd1:ab qt0 qt1 qh2 UP:head qd2:ab UP:ab qt2 UP:trailers");
+    assert_int_equal(x->f[1].calls[H_REQ_TRAILERS], 1); /* not again on the way on */
+    fx_free(x);
+}
+
+/* ... and a trailer hook that pauses holds everything until the filter
+ * continues. */
+static void test_stop_and_buffer_trailers_hook_pauses(void **state)
+{
+    struct fixture *x = fx_new(1 << 20);
+    x->f[1].script[H_REQ_HEAD][0] = DP_FILTER_STOP_AND_BUFFER;
+    x->f[1].script[H_REQ_DATA][0] = DP_FILTER_STOP_AND_BUFFER;
+    x->f[1].script[H_REQ_TRAILERS][0] = DP_FILTER_STOP_ITERATION;
+    dp_fc_request_headers(&x->s, 0);
+    SEND_REQ(x, "ab", 0);
+    dp_fc_request_trailers(&x->s);
+    assert_string_equal(trace, "qh0 qh1 qd0:ab qd1:ab qt0 qt1");
+    trace[0] = '\0';
+    dp_filter_continue(&x->s, DP_FILTER_REQUEST);
+    assert_string_equal(trace, "qh2 UP:head qd2:ab UP:ab qt2 UP:trailers");
+    fx_free(x);
+}
+
 static void test_stop_and_buffer_request_overflow_413(void **state)
 {
     struct fixture *x = fx_new(4);
@@ -636,6 +672,8 @@ int main(void)
         cmocka_unit_test(test_stop_and_buffer_continue_from_data_hook),
         cmocka_unit_test(test_stop_and_buffer_without_data_hook),
         cmocka_unit_test(test_stop_and_buffer_trailers_end_it),
+        cmocka_unit_test(test_stop_and_buffer_with_data_hook_sees_trailers),
+        cmocka_unit_test(test_stop_and_buffer_trailers_hook_pauses),
         cmocka_unit_test(test_stop_and_buffer_request_overflow_413),
         cmocka_unit_test(test_stop_and_buffer_response_overflow_500),
         cmocka_unit_test(test_stop_and_buffer_response_overflow_after_head_resets),
