@@ -315,6 +315,28 @@ long dp_http_normalize_path(const char *in, size_t n, char *out, int normalize, 
     return (long)(o + n - plen);
 }
 
+size_t dp_http_unescape_slashes(char *p, size_t n, int *found)
+{
+    size_t r = 0, w = 0;
+    *found = 0;
+    while (r < n && p[r] != '?' && p[r] != '#') {
+        if (p[r] == '%' && r + 2 < n && p[r + 1] == '2' && (p[r + 2] | 0x20) == 'f') {
+            p[w++] = '/';
+            r += 3;
+            *found = 1;
+        } else if (p[r] == '%' && r + 2 < n && p[r + 1] == '5' && (p[r + 2] | 0x20) == 'c') {
+            p[w++] = '\\';
+            r += 3;
+            *found = 1;
+        } else {
+            p[w++] = p[r++];
+        }
+    }
+    if (w != r)
+        memmove(p + w, p + r, n - r);
+    return w + (n - r);
+}
+
 int dp_http_is_grpc_content_type(struct dp_str v)
 {
     static const char g[] = "application/grpc";

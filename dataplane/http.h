@@ -153,4 +153,12 @@ int dp_http_append_status_line(struct dp_buf *out, int status);
  */
 long dp_http_normalize_path(const char *in, size_t n, char *out, int normalize, int merge);
 
+/**
+ * Envoy's path_with_escaped_slashes_action unescaping, in place on p[0..n):
+ * in the path part (before '?' or '#'), %2F and %2f become '/', %5C and
+ * %5c become '\' (which normalize_path then turns into '/'). Returns the
+ * new length; *found is set to 1 when anything was unescaped, else 0.
+ */
+size_t dp_http_unescape_slashes(char *p, size_t n, int *found);
+
 #endif

@@ -194,6 +194,45 @@ static void normalizes_paths(void **state)
     assert_string_equal(norm("*", 1, 1), "*");
 }
 
+static const char *unesc(const char *in, int *found)
+{
+    static char buf[256];
+    size_t n = strlen(in);
+    memcpy(buf, in, n);
+    n = dp_http_unescape_slashes(buf, n, found);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void unescapes_slashes(void **state)
+{
+    (void)state;
+    int f;
+    assert_string_equal(unesc("/a/..%2fblocked", &f), "/a/../blocked");
+    assert_int_equal(f, 1);
+    assert_string_equal(unesc("/%2Fblocked", &f), "//blocked");
+    assert_int_equal(f, 1);
+    assert_string_equal(unesc("/a%2F%2E%2E%2Fblocked", &f), "/a/%2E%2E/blocked");
+    assert_string_equal(unesc("/a%5cb%5C", &f), "/a\\b\\");
+    assert_int_equal(f, 1);
+    /* only the path: the query keeps its escapes */
+    assert_string_equal(unesc("/a?x=%2F", &f), "/a?x=%2F");
+    assert_int_equal(f, 0);
+    assert_string_equal(unesc("/a%2f?x=%2F#%2f", &f), "/a/?x=%2F#%2f");
+    assert_int_equal(f, 1);
+    /* not an escaped slash, or cut short */
+    assert_string_equal(unesc("/a%2e%3F%2", &f), "/a%2e%3F%2");
+    assert_int_equal(f, 0);
+    /* then normalization sees the slashes: /a/../blocked is /blocked */
+    char p[] = "/public/..%2fsecret";
+    size_t n = dp_http_unescape_slashes(p, strlen(p), &f);
+    char out[64];
+    long m = dp_http_normalize_path(p, n, out, 1, 1);
+    assert_true(m > 0);
+    out[m] = '\0';
+    assert_string_equal(out, "/secret");
+}
+
 static void grpc_helpers(void **state)
 {
     (void)state;
@@ -237,6 +276,7 @@ int main(void)
         cmocka_unit_test(serialises_fields_numbers_and_status_lines),
         cmocka_unit_test(appends_across_blocks),
         cmocka_unit_test(normalizes_paths),
+        cmocka_unit_test(unescapes_slashes),
         cmocka_unit_test(grpc_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
