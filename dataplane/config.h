@@ -161,10 +161,19 @@ enum dp_server_header {
     DP_SERVER_PASS_THROUGH,
 };
 
+/* HttpConnectionManager.path_with_escaped_slashes_action (Envoy's values). */
+enum dp_escaped_slashes {
+    DP_SLASHES_KEEP = 0,           /* IMPLEMENTATION_SPECIFIC_DEFAULT, KEEP_UNCHANGED */
+    DP_SLASHES_REJECT,             /* REJECT_REQUEST: 400 */
+    DP_SLASHES_UNESCAPE_REDIRECT,  /* UNESCAPE_AND_REDIRECT: 307 to the unescaped path */
+    DP_SLASHES_UNESCAPE_FORWARD,   /* UNESCAPE_AND_FORWARD */
+};
+
 struct dp_hcm_cfg {
     char *stat_prefix;
     struct {                        /* http.<stat_prefix>.* */
         dp_stat_t rq_total, rq_xx[5], rq_time;
+        dp_stat_t rq_failed_path_normalization, rq_redirected_with_normalized_path;
     } st;
     struct dp_access_log **access_logs;
     size_t n_access_logs;
@@ -181,6 +190,7 @@ struct dp_hcm_cfg {
     enum dp_server_header server_header;
     char *via;                      /* appended to requests and responses, or NULL */
     int merge_slashes;
+    enum dp_escaped_slashes escaped_slashes; /* path_with_escaped_slashes_action */
     int generate_request_id;
     int preserve_external_request_id;
     int always_set_request_id_in_response;

@@ -124,6 +124,10 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
         h->st.rq_xx[k] = dp_stat_register(DP_STAT_COUNTER, "http", h->stat_prefix, n);
     }
     h->st.rq_time = dp_stat_register(DP_STAT_HISTOGRAM, "http", h->stat_prefix, "downstream_rq_time");
+    h->st.rq_failed_path_normalization =
+        dp_stat_register(DP_STAT_COUNTER, "http", h->stat_prefix, "downstream_rq_failed_path_normalization");
+    h->st.rq_redirected_with_normalized_path =
+        dp_stat_register(DP_STAT_COUNTER, "http", h->stat_prefix, "downstream_rq_redirected_with_normalized_path");
     switch (pm->codec_type) {
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO:
         h->codec = DP_CODEC_AUTO;
@@ -161,6 +165,20 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
     h->skip_xff_append = pm->skip_xff_append;
     h->normalize_path = pm->normalize_path && pm->normalize_path->value;
     h->merge_slashes = pm->merge_slashes;
+    switch (pm->path_with_escaped_slashes_action) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__PATH_WITH_ESCAPED_SLASHES_ACTION__REJECT_REQUEST:
+        h->escaped_slashes = DP_SLASHES_REJECT;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__PATH_WITH_ESCAPED_SLASHES_ACTION__UNESCAPE_AND_REDIRECT:
+        h->escaped_slashes = DP_SLASHES_UNESCAPE_REDIRECT;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__PATH_WITH_ESCAPED_SLASHES_ACTION__UNESCAPE_AND_FORWARD:
+        h->escaped_slashes = DP_SLASHES_UNESCAPE_FORWARD;
+        break;
+    default: /* IMPLEMENTATION_SPECIFIC_DEFAULT is KEEP_UNCHANGED in Envoy (without runtime overrides) */
+        h->escaped_slashes = DP_SLASHES_KEEP;
+        break;
+    }
     switch (pm->server_header_transformation) {
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__SERVER_HEADER_TRANSFORMATION__OVERWRITE:
         h->server_header = DP_SERVER_OVERWRITE;

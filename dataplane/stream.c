@@ -622,22 +622,55 @@ void dp_stream_request_headers(struct dp_stream *s, int end_stream)
         dp_stream_send_local_reply(s, 500, "text/plain", "out of memory\n", 14);
         return;
     }
-    if ((s->cfg->normalize_path || s->cfg->merge_slashes) && s->req.path.n) {
-        /* before routing and filters, and what goes upstream (as in Envoy) */
-        char *p = dp_arena_alloc(&s->arena, s->req.path.n + 1);
+    int redirect = 0;
+    if ((s->cfg->normalize_path || s->cfg->merge_slashes || s->cfg->escaped_slashes) && s->req.path.n) {
+        /* before routing and filters, and what goes upstream (as in Envoy:
+         * escaped slashes first, then normalize_path, then merge_slashes) */
+        char *p = dp_arena_alloc(&s->arena, 2 * (s->req.path.n + 1));
         if (p == NULL) {
             dp_stream_send_local_reply(s, 500, "text/plain", "out of memory\n", 14);
             return;
         }
-        long n = dp_http_normalize_path(s->req.path.p, s->req.path.n, p, s->cfg->normalize_path,
-                                        s->cfg->merge_slashes);
+        char *u = p + s->req.path.n + 1;
+        size_t un = s->req.path.n;
+        memcpy(u, s->req.path.p, un);
+        if (s->cfg->escaped_slashes) {
+            int found;
+            un = dp_http_unescape_slashes(u, un, &found);
+            if (found && s->cfg->escaped_slashes == DP_SLASHES_REJECT) {
+                dp_stat_add(s->cfg->st.rq_failed_path_normalization, 1);
+                dp_stream_set_response_flag(s, "DPE");
+                dp_stream_send_local_reply(s, 400, "text/plain", "escaped slashes in path\n", 24);
+                return;
+            }
+            redirect = found && s->cfg->escaped_slashes == DP_SLASHES_UNESCAPE_REDIRECT;
+        }
+        long n = (long)un;
+        if (s->cfg->normalize_path || s->cfg->merge_slashes)
+            n = dp_http_normalize_path(u, un, p, s->cfg->normalize_path, s->cfg->merge_slashes);
+        else
+            memcpy(p, u, un);
         if (n < 0) {
+            dp_stat_add(s->cfg->st.rq_failed_path_normalization, 1);
             dp_stream_set_response_flag(s, "DPE");
             dp_stream_send_local_reply(s, 400, "text/plain", "invalid path\n", 13);
             return;
         }
         p[n] = '\0';
         s->req.path = (struct dp_str){p, (size_t)n};
+    }
+    if (redirect) {
+        /* UNESCAPE_AND_REDIRECT: the client asks again with plain slashes, so
+         * that it and every hop after it agree on the path (a gRPC client
+         * cannot follow: INTERNAL, as Envoy answers). */
+        dp_stat_add(s->cfg->st.rq_redirected_with_normalized_path, 1);
+        if (s->flags & DP_STREAM_F_GRPC) {
+            dp_stream_send_local_reply(s, 400, "text/plain", "escaped slashes in path\n", 24);
+            return;
+        }
+        dp_headers_add_ref(&s->resp.headers, &s->arena, DP_STR_LIT("location"), s->req.path);
+        dp_stream_send_local_reply(s, 307, NULL, NULL, 0);
+        return;
     }
     LG_T("stream", "C%llu S%llu: %.*s %.*s%.*s", (unsigned long long)h->id,
          (unsigned long long)s->id, (int)s->req.method.n, s->req.method.p,

@@ -32,8 +32,6 @@ struct rule {
  * implemented, refused where they are read, or do not change what a
  * request gets (metadata, stats names, locality, drain type). */
 static const struct rule rules[] = {
-    {HCM, "path_with_escaped_slashes_action", U_NOT_ALLOW, 1,
-     "only KEEP_UNCHANGED is supported (legate forwards escaped slashes as they are)"},
     {HCM, "xff_num_trusted_hops", U_SET, 0, NULL},
     {HCM, "add_user_agent", U_SET, 0, NULL},
     {HCM, "strip_any_host_port", U_SET, 0, NULL},

@@ -5,12 +5,15 @@
 # normalize_path and merge_slashes (the path is made canonical before
 # routing, so /public/../admin cannot dodge a route for /admin, and goes
 # upstream that way; without them legate routes and forwards the path as it
-# came), server_header_transformation and via. HTTP/1.1 and HTTP/2.
+# came), path_with_escaped_slashes_action (REJECT_REQUEST, UNESCAPE_AND_REDIRECT,
+# UNESCAPE_AND_FORWARD: the escaped-slash bypasses of a /admin route),
+# server_header_transformation and via. HTTP/1.1 and HTTP/2.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
 
 P_NORM=$(free_port); P_RAW=$(free_port); P_ABSENT=$(free_port); P_UP=$(free_port)
 P_VIP=$(free_port); P_DUAL=$(free_port); P_V6=$(free_port)
+P_REJ=$(free_port); P_REDIR=$(free_port); P_FWD=$(free_port); P_ADMIN=$(free_port)
 V6=0; grep -q '^0*1 ' /proc/net/if_inet6 2>/dev/null && V6=1
 LEGATE_PORT=$P_NORM
 start_bg up python3 "$SRC/tests/integration/upstream.py" "$P_UP" up
@@ -53,6 +56,7 @@ listener() { # listener NAME PORT EXTRA_HCM_FIELDS [ADDRESS [EXTRA_SOCKET_ADDRES
 YAML
 }
 {
+  echo "admin: { address: { socket_address: { address: 127.0.0.1, port_value: $P_ADMIN } } }"
   echo "static_resources:"
   echo "  listeners:"
   listener norm "$P_NORM" "normalize_path: true
@@ -62,6 +66,14 @@ YAML
           via: legate-edge"
   listener raw "$P_RAW" "access_log: [{ name: envoy.access_loggers.file, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: $WORK/raw.log, log_format: { text_format_source: { inline_string: \"%REQ(:PATH)% %PROTOCOL%\\n\" } } } }]"
   listener absent "$P_ABSENT" "server_header_transformation: APPEND_IF_ABSENT"
+  listener rej "$P_REJ" "normalize_path: true
+          path_with_escaped_slashes_action: REJECT_REQUEST"
+  listener redir "$P_REDIR" "normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT"
+  listener fwd "$P_FWD" "normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD"
   # an address this host does not have: only with freebind
   listener vip "$P_VIP" "" 192.0.2.7 "" "freebind: true"
   if [ $V6 = 1 ]; then
@@ -105,6 +117,36 @@ expect_eq "a broken escape: 400" "invalid path 400" "$(get "$P_NORM" /public/%zz
 expect_eq "without the options: /public/../admin is routed and forwarded as it came" \
   "up GET /public/../admin bytes=0 200" "$(get "$P_RAW" /public/../admin)"
 expect_eq "... //admin too" "up GET //admin bytes=0 200" "$(get "$P_RAW" //admin)"
+
+# --- path_with_escaped_slashes_action --------------------------------------------
+# The probe's bypasses of a /admin route (an upstream that decodes %2F, as
+# nginx does, would serve /admin to them): none may reach the upstream.
+BYPASSES=(/public/..%2fadmin /%2Fadmin /public%2F%2E%2E%2Fadmin '/public/..%5cadmin')
+for path in "${BYPASSES[@]}"; do
+  expect_eq "REJECT_REQUEST: $path is refused" "escaped slashes in path 400" "$(get "$P_REJ" "$path")"
+  expect_eq "UNESCAPE_AND_REDIRECT: $path is sent to the unescaped, normalized path" "307 /admin" \
+    "$(curl -s --path-as-is -o /dev/null -w '%{http_code} %header{location}' "http://127.0.0.1:$P_REDIR$path")"
+  expect_eq "UNESCAPE_AND_FORWARD: $path is routed as /admin" "admin is internal 403" "$(get "$P_FWD" "$path")"
+done
+expect_eq "UNESCAPE_AND_REDIRECT: a client that follows lands on the /admin route" "admin is internal 403" \
+  "$(get "$P_REDIR" /public/..%2fadmin -L)"
+expect_eq "UNESCAPE_AND_REDIRECT over HTTP/2 too" "307 /admin" \
+  "$(curl -s --path-as-is --http2-prior-knowledge -o /dev/null -w '%{http_code} %header{location}' "http://127.0.0.1:$P_REDIR/%2Fadmin")"
+expect_eq "UNESCAPE_AND_REDIRECT: a gRPC call cannot follow: INTERNAL (13), as Envoy" "200 13" \
+  "$(curl -s --path-as-is --http2-prior-knowledge -o /dev/null -H 'content-type: application/grpc' -d '' \
+     -w '%{http_code} %header{grpc-status}' "http://127.0.0.1:$P_REDIR/svc%2FMethod")"
+expect_eq "UNESCAPE_AND_FORWARD: the upstream gets plain slashes" "up GET /public/a/b bytes=0 200" \
+  "$(get "$P_FWD" /public/a%2Fb)"
+expect_eq "every action: a path without escaped slashes goes on as before; the query keeps its escapes" \
+  "up GET /public/x?q=%2F bytes=0 200|up GET /public/x?q=%2F bytes=0 200|up GET /public/x?q=%2F bytes=0 200" \
+  "$(get "$P_REJ" '/public/x?q=%2F')|$(get "$P_REDIR" '/public/x?q=%2F')|$(get "$P_FWD" '/public/x?q=%2F')"
+stats=$(curl -s "http://127.0.0.1:$P_ADMIN/stats")
+expect_eq "counters: http.rej.downstream_rq_failed_path_normalization" \
+  "http.rej.downstream_rq_failed_path_normalization: ${#BYPASSES[@]}" \
+  "$(grep '^http.rej.downstream_rq_failed_path_normalization:' <<<"$stats")"
+expect_eq "counters: http.redir.downstream_rq_redirected_with_normalized_path" \
+  "http.redir.downstream_rq_redirected_with_normalized_path: $(( ${#BYPASSES[@]} + 3 ))" \
+  "$(grep '^http.redir.downstream_rq_redirected_with_normalized_path:' <<<"$stats")"
 
 
 # --- server_header_transformation, via ------------------------------------------

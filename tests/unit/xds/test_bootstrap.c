@@ -173,11 +173,19 @@ static void test_unsupported_fields(void **state)
     assert_int_equal(check_text(HCM_AT "xff_num_trusted_hops: 2}}]}]}]}"), -1);
     assert_string_equal(err, HCM_PATH "xff_num_trusted_hops: not supported");
     assert_int_equal(check_text(HCM_AT "normalize_path: true, merge_slashes: true}}]}]}]}"), 0);
-    /* an enum: the value legate behaves as is accepted */
+    /* every path_with_escaped_slashes_action is honoured now */
     assert_int_equal(check_text(HCM_AT "path_with_escaped_slashes_action: KEEP_UNCHANGED}}]}]}]}"), 0);
-    assert_int_equal(check_text(HCM_AT "path_with_escaped_slashes_action: REJECT_REQUEST}}]}]}]}"), -1);
-    assert_string_equal(err, HCM_PATH "path_with_escaped_slashes_action: only KEEP_UNCHANGED is supported "
-                                      "(legate forwards escaped slashes as they are)");
+    assert_int_equal(check_text(HCM_AT "path_with_escaped_slashes_action: REJECT_REQUEST}}]}]}]}"), 0);
+    assert_int_equal(check_text(HCM_AT "path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT}}]}]}]}"), 0);
+    /* an enum: the value legate behaves as is accepted, another refused */
+#define PROTO_AT(p) "static_resources: {listeners: [{name: l, address: {socket_address: {address: 127.0.0.1, " \
+                   "port_value: 1, protocol: " p "}}, filter_chains: [{filters: [{name: h, typed_config: {\"@type\": " \
+                   "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
+                   "HttpConnectionManager, stat_prefix: s}}]}]}]}"
+    if (check_text(PROTO_AT("TCP")) != 0)
+        fail_msg("protocol: TCP refused: %s", err);
+    assert_int_equal(check_text(PROTO_AT("UDP")), -1);
+    assert_string_equal(err, "static_resources.listeners[0].address.socket_address.protocol: only TCP is supported");
     /* deeper, and inside a repeated field */
     assert_int_equal(check_text(HCM_AT "http2_protocol_options: {max_concurrent_streams: 10, "
                                        "connection_keepalive: {interval: 1s, timeout: 1s}}}}]}]}]}"),
