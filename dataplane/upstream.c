@@ -83,6 +83,10 @@ int dp_upstream_start(struct dp_stream *s, struct dp_cluster_rt *rt)
             dp_ureq_fail(u, 503, "UF", UPSTREAM_RESET_BODY "connection failure");
             return -1;
         }
+        /* Raw bytes whatever the cluster's protocol: the HTTP/1 codec's
+         * tunnel path relays them (an HTTP/2 cluster's codec would start a
+         * session on the TCP connection). */
+        uc->codec = &dp_http1_client_codec;
         uc->raw = 1;
         uc->tunnel = 1;
         uc->cur = u;

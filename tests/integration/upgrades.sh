@@ -26,7 +26,7 @@ fi
 
 P_WSUP=$(free_port); P_TCP=$(free_port)
 P_PLAIN=$(free_port)                          # legate-plain: no upgrade field anywhere
-P_W=$(free_port); P_R=$(free_port); P_D=$(free_port)   # legate-ws
+P_W=$(free_port); P_R=$(free_port); P_D=$(free_port); P_T=$(free_port)   # legate-ws
 start_bg wsup $PY "$PEERS/ws_echo_server.py" "$P_WSUP"
 start_bg tcpecho $PY "$PEERS/ws_tunnel.py" echo-server "$P_TCP"
 wait_port "$P_WSUP"; wait_port "$P_TCP"
@@ -68,6 +68,18 @@ clusters() {
     load_assignment:
       cluster_name: tcp_echo
       endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_TCP } } } }] }]
+  # The same echo server behind a cluster configured for HTTP/2: a CONNECT
+  # that legate terminates is raw TCP whatever the cluster speaks.
+  - name: tcp_echo_h2
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+    load_assignment:
+      cluster_name: tcp_echo_h2
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_TCP } } } }] }]
 YAML
 }
 TO_WS='              - match: { prefix: / }
@@ -102,6 +114,11 @@ ON_ROUTE='              - match: { prefix: /on/ }
                 route: { cluster: tcp_echo, upgrade_configs: [{ upgrade_type: CONNECT, connect_config: {} }] }
               - match: { prefix: /off/ }
                 route: { cluster: ws, upgrade_configs: [{ upgrade_type: websocket, enabled: false }] }
+$TO_WS"
+  # T: CONNECT terminated to the HTTP/2-configured echo cluster.
+  listener tunnel-h2 "$P_T"
+  hcm tunnel-h2 "" "              - match: { connect_matcher: {} }
+                route: { cluster: tcp_echo_h2, upgrade_configs: [{ upgrade_type: CONNECT, connect_config: {} }] }
 $TO_WS"
   # R: no upgrade_configs on the connection manager; one route enables websocket.
   listener route-only "$P_R"
@@ -231,6 +248,12 @@ steps "$out" \
   "echo:h2 CONNECT: bytes go through the tunnel and come back" \
   "echo-64k:h2 CONNECT: 64 KiB go through and come back" \
   "end:h2 CONNECT: END_STREAM from the client, the tunnel's stream ends"
+
+out=$(timeout 30 $PY "$PEERS/ws_tunnel.py" connect "$P_T" "127.0.0.1:$P_TCP" 2>&1)
+steps "$out" \
+  "status:CONNECT terminated to a cluster configured for HTTP/2: 200" \
+  "echo:... raw bytes go through and come back (not an HTTP/2 session)" \
+  "end:... the client ends its side, the tunnel ends"
 
 # --- access log -------------------------------------------------------------------------------------------
 ALOG=$WORK/access.log
