@@ -14,6 +14,7 @@
 #include "dataplane/listener.h"
 #include "xds/datasource.h"
 #include "xds/registry.h"
+#include "xds/cfgerr.h"
 
 #define DEFAULT_ROUTE_TIMEOUT 15.0
 #define MAX_DIRECT_BODY 4096
@@ -40,21 +41,6 @@ char *dp_upgrade_type_dup(const char *type)
     return t;
 }
 
-struct rerr {
-    char *err;
-    size_t errlen;
-};
-
-static int fail(struct rerr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(struct rerr *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->err, e->errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static char *xstrdup(const char *s)
 {
     return strdup(s ? s : "");
@@ -62,15 +48,15 @@ static char *xstrdup(const char *s)
 
 static int build_header_matcher(struct dp_header_matcher *hm,
                                 const Envoy__Config__Route__V3__HeaderMatcher *pm, const char *path,
-                                struct rerr *e)
+                                struct xds_cfgerr *e)
 {
     char sub[256], msg[256];
     if (pm->name[0] == '\0')
-        return fail(e, "%s.name: required field is missing", path);
+        return xds_cfg_fail(e, "%s.name: required field is missing", path);
     size_t n = strlen(pm->name);
     char *name = malloc(n + 1);
     if (name == NULL)
-        return fail(e, "out of memory");
+        return xds_cfg_fail(e, "out of memory");
     for (size_t i = 0; i <= n; i++)
         name[i] = (char)tolower((unsigned char)pm->name[i]);
     hm->missing_as_empty = pm->treat_missing_header_as_empty;
@@ -112,16 +98,16 @@ static int build_header_matcher(struct dp_header_matcher *hm,
         hm->present = 1;
         break;
     default:
-        return fail(e, "%s: this header match specifier is not supported", path);
+        return xds_cfg_fail(e, "%s: this header match specifier is not supported", path);
     }
     if (dp_string_matcher_init(&hm->m, kind, value ? value : "", 0, msg, sizeof(msg)) < 0)
-        return fail(e, "%s: %s", path, msg);
+        return xds_cfg_fail(e, "%s: %s", path, msg);
     return 0;
 }
 
 static int build_mutations(struct dp_header_mutation **out, size_t *n_out,
                            Envoy__Config__Core__V3__HeaderValueOption **opts, size_t n,
-                           const char *path, struct rerr *e)
+                           const char *path, struct xds_cfgerr *e)
 {
     *out = NULL;
     *n_out = 0;
@@ -129,19 +115,19 @@ static int build_mutations(struct dp_header_mutation **out, size_t *n_out,
         return 0;
     struct dp_header_mutation *m = calloc(n, sizeof(*m));
     if (m == NULL)
-        return fail(e, "out of memory");
+        return xds_cfg_fail(e, "out of memory");
     *out = m;
     for (size_t i = 0; i < n; i++) {
         const Envoy__Config__Core__V3__HeaderValueOption *o = opts[i];
         if (o->header == NULL || o->header->key[0] == '\0')
-            return fail(e, "%s[%zu].header.key: required field is missing", path, i);
+            return xds_cfg_fail(e, "%s[%zu].header.key: required field is missing", path, i);
         size_t kl = strlen(o->header->key);
         char *k = malloc(kl + 1);
         char *v = xstrdup(o->header->value);
         if (k == NULL || v == NULL) {
             free(k);
             free(v);
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
         }
         for (size_t j = 0; j <= kl; j++)
             k[j] = (char)tolower((unsigned char)o->header->key[j]);
@@ -154,7 +140,7 @@ static int build_mutations(struct dp_header_mutation **out, size_t *n_out,
             m[i].append = 0;
         else if (o->append_action !=
                  ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD)
-            return fail(e, "%s[%zu].append_action: only APPEND_IF_EXISTS_OR_ADD and "
+            return xds_cfg_fail(e, "%s[%zu].append_action: only APPEND_IF_EXISTS_OR_ADD and "
                            "OVERWRITE_IF_EXISTS_OR_ADD are supported",
                         path, i);
         *n_out = i + 1;
@@ -162,7 +148,7 @@ static int build_mutations(struct dp_header_mutation **out, size_t *n_out,
     return 0;
 }
 
-static int build_removals(char ***out, size_t *n_out, char **names, size_t n, struct rerr *e)
+static int build_removals(char ***out, size_t *n_out, char **names, size_t n, struct xds_cfgerr *e)
 {
     *out = NULL;
     *n_out = 0;
@@ -170,12 +156,12 @@ static int build_removals(char ***out, size_t *n_out, char **names, size_t n, st
         return 0;
     char **r = calloc(n, sizeof(*r));
     if (r == NULL)
-        return fail(e, "out of memory");
+        return xds_cfg_fail(e, "out of memory");
     *out = r;
     for (size_t i = 0; i < n; i++) {
         r[i] = xstrdup(names[i]);
         if (r[i] == NULL)
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
         for (char *p = r[i]; *p; p++)
             *p = (char)tolower((unsigned char)*p);
         *n_out = i + 1;
@@ -193,18 +179,18 @@ static double duration_s(const Google__Protobuf__Duration *d, double dflt)
 static int build_per_filter(void ***out, size_t *n_out,
                             Envoy__Config__Route__V3__VirtualHost__TypedPerFilterConfigEntry **entries,
                             size_t n, const struct dp_http_filter *filters, size_t n_filters,
-                            const char *path, struct rerr *e);
+                            const char *path, struct xds_cfgerr *e);
 
 static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route *pr,
                        const struct dp_http_filter *filters, size_t n_filters, const char *path,
-                       struct rerr *e)
+                       struct xds_cfgerr *e)
 {
     char sub[256];
     r->name = xstrdup(pr->name);
     r->timeout = DEFAULT_ROUTE_TIMEOUT;
     const Envoy__Config__Route__V3__RouteMatch *m = pr->match;
     if (m == NULL)
-        return fail(e, "%s.match: required field is missing", path);
+        return xds_cfg_fail(e, "%s.match: required field is missing", path);
     r->case_insensitive = m->case_sensitive && !m->case_sensitive->value;
     switch (m->path_specifier_case) {
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX:
@@ -221,7 +207,7 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         r->path_kind = DP_MATCH_REGEX;
         if (dp_string_matcher_init(&sm, DP_MATCH_REGEX, m->safe_regex ? m->safe_regex->regex : "",
                                    r->case_insensitive, msg, sizeof(msg)) < 0)
-            return fail(e, "%s.match.safe_regex: %s", path, msg);
+            return xds_cfg_fail(e, "%s.match.safe_regex: %s", path, msg);
         r->path_re = sm.re;
         r->has_path_re = 1;
         break;
@@ -232,18 +218,18 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         r->path = xstrdup("");
         break;
     default:
-        return fail(e, "%s.match: one of prefix, path, safe_regex or connect_matcher is required", path);
+        return xds_cfg_fail(e, "%s.match: one of prefix, path, safe_regex or connect_matcher is required", path);
     }
     if (r->path_kind != DP_MATCH_REGEX && r->path == NULL)
-        return fail(e, "out of memory");
+        return xds_cfg_fail(e, "out of memory");
     r->path_len = r->path ? strlen(r->path) : 0;
     if (m->n_query_parameters)
-        return fail(e, "%s.match.query_parameters: not supported", path);
+        return xds_cfg_fail(e, "%s.match.query_parameters: not supported", path);
     r->grpc = m->grpc != NULL;
     if (m->n_headers) {
         r->headers = calloc(m->n_headers, sizeof(*r->headers));
         if (r->headers == NULL)
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
         for (size_t i = 0; i < m->n_headers; i++) {
             snprintf(sub, sizeof(sub), "%s.match.headers[%zu]", path, i);
             r->n_headers = i + 1;
@@ -257,9 +243,9 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         const Envoy__Config__Route__V3__RouteAction *ra = pr->route;
         r->action = DP_ROUTE_CLUSTER;
         if (ra->cluster_specifier_case != ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER)
-            return fail(e, "%s.route: only \"cluster\" is supported as the cluster specifier", path);
+            return xds_cfg_fail(e, "%s.route: only \"cluster\" is supported as the cluster specifier", path);
         if (ra->cluster[0] == '\0')
-            return fail(e, "%s.route.cluster: required field is missing", path);
+            return xds_cfg_fail(e, "%s.route.cluster: required field is missing", path);
         r->cluster = xstrdup(ra->cluster);
         switch (ra->cluster_not_found_response_code) {
         case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_NOT_FOUND_RESPONSE_CODE__NOT_FOUND:
@@ -285,22 +271,22 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         if (ra->n_upgrade_configs) {
             r->upgrades = calloc(ra->n_upgrade_configs, sizeof(*r->upgrades));
             if (r->upgrades == NULL)
-                return fail(e, "out of memory");
+                return xds_cfg_fail(e, "out of memory");
             for (size_t i = 0; i < ra->n_upgrade_configs; i++) {
                 const Envoy__Config__Route__V3__RouteAction__UpgradeConfig *uc = ra->upgrade_configs[i];
                 struct dp_upgrade_cfg *u = &r->upgrades[i];
                 r->n_upgrades = i + 1;
                 u->type = dp_upgrade_type_dup(uc->upgrade_type);
                 if (u->type == NULL)
-                    return fail(e, "%s.route.upgrade_configs[%zu].upgrade_type: %s", path, i,
+                    return xds_cfg_fail(e, "%s.route.upgrade_configs[%zu].upgrade_type: %s", path, i,
                                 uc->upgrade_type[0] ? "not a token" : "required field is missing");
                 u->enabled = uc->enabled ? uc->enabled->value : 1;
                 if (uc->connect_config) {
                     if (strcmp(u->type, "connect") != 0)
-                        return fail(e, "%s.route.upgrade_configs[%zu].connect_config: only for upgrade_type CONNECT",
+                        return xds_cfg_fail(e, "%s.route.upgrade_configs[%zu].connect_config: only for upgrade_type CONNECT",
                                     path, i);
                     if (uc->connect_config->allow_post)
-                        return fail(e, "%s.route.upgrade_configs[%zu].connect_config.allow_post: not supported",
+                        return xds_cfg_fail(e, "%s.route.upgrade_configs[%zu].connect_config.allow_post: not supported",
                                     path, i);
                     u->terminate_connect = 1;
                 }
@@ -309,29 +295,29 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         if (ra->prefix_rewrite[0])
             r->prefix_rewrite = xstrdup(ra->prefix_rewrite);
         if (ra->regex_rewrite)
-            return fail(e, "%s.route.regex_rewrite: not supported", path);
+            return xds_cfg_fail(e, "%s.route.regex_rewrite: not supported", path);
         if (ra->host_rewrite_specifier_case ==
             ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL)
             r->host_rewrite = xstrdup(ra->host_rewrite_literal);
         else if (ra->host_rewrite_specifier_case !=
                  ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER__NOT_SET)
-            return fail(e, "%s.route: only host_rewrite_literal is supported for host rewriting", path);
+            return xds_cfg_fail(e, "%s.route: only host_rewrite_literal is supported for host rewriting", path);
         break;
     }
     case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_DIRECT_RESPONSE: {
         const Envoy__Config__Route__V3__DirectResponseAction *dr = pr->direct_response;
         r->action = DP_ROUTE_DIRECT_RESPONSE;
         if (dr->status < 200 || dr->status > 599)
-            return fail(e, "%s.direct_response.status: %u is not an HTTP status between 200 and 599",
+            return xds_cfg_fail(e, "%s.direct_response.status: %u is not an HTTP status between 200 and 599",
                         path, dr->status);
         r->direct_status = (int)dr->status;
         if (dr->body) {
             char msg[256];
             if (xds_datasource_read(dr->body, &r->direct_body, &r->direct_body_len, msg,
                                     sizeof(msg)) < 0)
-                return fail(e, "%s.direct_response.body.%s", path, msg);
+                return xds_cfg_fail(e, "%s.direct_response.body.%s", path, msg);
             if (r->direct_body_len > MAX_DIRECT_BODY)
-                return fail(e, "%s.direct_response.body: %zu bytes is more than the %d allowed",
+                return xds_cfg_fail(e, "%s.direct_response.body: %zu bytes is more than the %d allowed",
                             path, r->direct_body_len, MAX_DIRECT_BODY);
         }
         break;
@@ -341,7 +327,7 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         static const int codes[] = {301, 302, 303, 307, 308};
         r->action = DP_ROUTE_REDIRECT;
         if ((unsigned)ra->response_code >= sizeof(codes) / sizeof(codes[0]))
-            return fail(e, "%s.redirect.response_code: unknown value", path);
+            return xds_cfg_fail(e, "%s.redirect.response_code: unknown value", path);
         r->direct_status = codes[ra->response_code];
         if (ra->scheme_rewrite_specifier_case ==
             ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__SCHEME_REWRITE_SPECIFIER_HTTPS_REDIRECT) {
@@ -363,7 +349,7 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         break;
     }
     default:
-        return fail(e, "%s: one of route, redirect or direct_response is required", path);
+        return xds_cfg_fail(e, "%s: one of route, redirect or direct_response is required", path);
     }
 
     snprintf(sub, sizeof(sub), "%s.request_headers_to_add", path);
@@ -389,7 +375,7 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
 static int build_per_filter(void ***out, size_t *n_out,
                             Envoy__Config__Route__V3__VirtualHost__TypedPerFilterConfigEntry **entries,
                             size_t n, const struct dp_http_filter *filters, size_t n_filters,
-                            const char *path, struct rerr *e)
+                            const char *path, struct xds_cfgerr *e)
 {
     if (n == 0)
         return 0;
@@ -397,7 +383,7 @@ static int build_per_filter(void ***out, size_t *n_out,
     if (cfgs == NULL) {
         cfgs = calloc(n_filters ? n_filters : 1, sizeof(void *));
         if (cfgs == NULL)
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
         *out = cfgs;
         *n_out = n_filters;
     }
@@ -409,25 +395,25 @@ static int build_per_filter(void ***out, size_t *n_out,
             if (strcmp(filters[j].name, key) == 0)
                 fi = j;
         if (fi == n_filters)
-            return fail(e, "%s[\"%s\"]: no HTTP filter of that name in the connection manager",
+            return xds_cfg_fail(e, "%s[\"%s\"]: no HTTP filter of that name in the connection manager",
                         path, key);
         if (cfgs[fi] != NULL)
             continue; /* the route's own override wins */
         const struct dp_filter_ops *ops = filters[fi].ops;
         if (ops->route_config_type == NULL || ops->route_config_new == NULL)
-            return fail(e, "%s[\"%s\"]: the filter %s takes no per-route configuration", path, key,
+            return xds_cfg_fail(e, "%s[\"%s\"]: the filter %s takes no per-route configuration", path, key,
                         ops->name);
         if (any == NULL || strcmp(xds_type_url_name(any->type_url), ops->route_config_type->name) != 0)
-            return fail(e, "%s[\"%s\"]: expected a %s", path, key, ops->route_config_type->name);
+            return xds_cfg_fail(e, "%s[\"%s\"]: expected a %s", path, key, ops->route_config_type->name);
         ProtobufCMessage *msg =
             protobuf_c_message_unpack(ops->route_config_type, NULL, any->value.len, any->value.data);
         if (msg == NULL)
-            return fail(e, "%s[\"%s\"]: cannot decode %s", path, key, ops->route_config_type->name);
+            return xds_cfg_fail(e, "%s[\"%s\"]: cannot decode %s", path, key, ops->route_config_type->name);
         char msgerr[256];
         cfgs[fi] = ops->route_config_new(msg, msgerr, sizeof(msgerr));
         protobuf_c_message_free_unpacked(msg, NULL);
         if (cfgs[fi] == NULL)
-            return fail(e, "%s[\"%s\"]: %s", path, key, msgerr);
+            return xds_cfg_fail(e, "%s[\"%s\"]: %s", path, key, msgerr);
     }
     return 0;
 }
@@ -528,11 +514,11 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
                                             const struct dp_http_filter *filters, size_t n_filters,
                                             char *err, size_t errlen)
 {
-    struct rerr e = {err, errlen};
+    struct xds_cfgerr e = {err, errlen};
     char path[256];
     struct table_priv *tp = calloc(1, sizeof(*tp));
     if (tp == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         return NULL;
     }
     struct dp_route_table *t = &tp->t;
@@ -542,7 +528,7 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
     if (rc->n_virtual_hosts) {
         t->vhosts = calloc(rc->n_virtual_hosts, sizeof(*t->vhosts));
         if (t->vhosts == NULL) {
-            fail(&e, "out of memory");
+            xds_cfg_fail(&e, "out of memory");
             goto fail;
         }
     }
@@ -552,12 +538,12 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
         t->n_vhosts = i + 1;
         vh->name = xstrdup(pv->name);
         if (pv->n_domains == 0) {
-            fail(&e, "virtual_hosts[%zu].domains: at least one domain is required", i);
+            xds_cfg_fail(&e, "virtual_hosts[%zu].domains: at least one domain is required", i);
             goto fail;
         }
         vh->domains = calloc(pv->n_domains, sizeof(char *));
         if (vh->domains == NULL) {
-            fail(&e, "out of memory");
+            xds_cfg_fail(&e, "out of memory");
             goto fail;
         }
         for (size_t j = 0; j < pv->n_domains; j++) {
@@ -565,7 +551,7 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
             size_t dl = strlen(d);
             if (dl == 0 || (strchr(d, '*') && !(d[0] == '*' || d[dl - 1] == '*')) ||
                 (dl > 1 && d[0] == '*' && d[dl - 1] == '*')) {
-                fail(&e, "virtual_hosts[%zu].domains[%zu]: \"%s\" is not a valid domain (exact, "
+                xds_cfg_fail(&e, "virtual_hosts[%zu].domains[%zu]: \"%s\" is not a valid domain (exact, "
                          "\"*.suffix\", \"prefix.*\" or \"*\")",
                      i, j, d);
                 goto fail;
@@ -573,7 +559,7 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
             for (size_t k = 0; k < i; k++)
                 for (size_t l = 0; l < t->vhosts[k].n_domains; l++)
                     if (strcasecmp(t->vhosts[k].domains[l], d) == 0) {
-                        fail(&e, "virtual_hosts[%zu].domains[%zu]: \"%s\" is already used by "
+                        xds_cfg_fail(&e, "virtual_hosts[%zu].domains[%zu]: \"%s\" is already used by "
                                  "virtual host \"%s\"",
                              i, j, d, t->vhosts[k].name);
                         goto fail;
@@ -582,7 +568,7 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
             vh->n_domains = j + 1;
         }
         if (pv->require_tls) {
-            fail(&e, "virtual_hosts[%zu].require_tls: not supported", i);
+            xds_cfg_fail(&e, "virtual_hosts[%zu].require_tls: not supported", i);
             goto fail;
         }
         snprintf(path, sizeof(path), "virtual_hosts[%zu].request_headers_to_add", i);
@@ -596,7 +582,7 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
         if (pv->n_routes) {
             vh->routes = calloc(pv->n_routes, sizeof(*vh->routes));
             if (vh->routes == NULL) {
-                fail(&e, "out of memory");
+                xds_cfg_fail(&e, "out of memory");
                 goto fail;
             }
         }

@@ -25,21 +25,7 @@
 #include "dataplane/http.h"
 #include "dataplane/matcher.h"
 #include "xds/datasource.h"
-
-struct terr {
-    char *err;
-    size_t errlen;
-};
-
-static int fail(struct terr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(struct terr *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->err, e->errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+#include "xds/cfgerr.h"
 
 static const char *ossl_reason(void)
 {
@@ -57,11 +43,11 @@ static const char *ossl_reason(void)
 /* ---- reading PEM ------------------------------------------------------------ */
 
 static int read_ds(const Envoy__Config__Core__V3__DataSource *ds, char **out, size_t *len,
-                   const char *path, struct terr *e)
+                   const char *path, struct xds_cfgerr *e)
 {
     char msg[300];
     if (xds_datasource_read(ds, out, len, msg, sizeof(msg)) < 0)
-        return fail(e, "%s.%s", path, msg);
+        return xds_cfg_fail(e, "%s.%s", path, msg);
     return 0;
 }
 
@@ -134,7 +120,7 @@ static int key_password_cb(char *buf, int size, int rwflag, void *u)
 
 /* Loads one TlsCertificate into ctx. names gets the certificate's names. */
 static int load_certificate(SSL_CTX *ctx, const Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate *tc,
-                            const char *path, char ***names, size_t *n_names, struct terr *e)
+                            const char *path, char ***names, size_t *n_names, struct xds_cfgerr *e)
 {
     char *chain = NULL, *key = NULL, *pw = NULL;
     size_t chain_len, key_len, pw_len;
@@ -144,17 +130,17 @@ static int load_certificate(SSL_CTX *ctx, const Envoy__Extensions__TransportSock
     EVP_PKEY *pkey = NULL;
 
     if (tc->pkcs12)
-        return fail(e, "%s.pkcs12: not supported (use certificate_chain and private_key)", path);
+        return xds_cfg_fail(e, "%s.pkcs12: not supported (use certificate_chain and private_key)", path);
     if (tc->private_key_provider)
-        return fail(e, "%s.private_key_provider: not supported", path);
+        return xds_cfg_fail(e, "%s.private_key_provider: not supported", path);
     if (tc->watched_directory)
-        return fail(e, "%s.watched_directory: not supported (rotate through SDS)", path);
+        return xds_cfg_fail(e, "%s.watched_directory: not supported (rotate through SDS)", path);
     if (tc->ocsp_staple)
-        return fail(e, "%s.ocsp_staple: not supported", path);
+        return xds_cfg_fail(e, "%s.ocsp_staple: not supported", path);
     if (tc->certificate_chain == NULL)
-        return fail(e, "%s.certificate_chain: required field is missing", path);
+        return xds_cfg_fail(e, "%s.certificate_chain: required field is missing", path);
     if (tc->private_key == NULL)
-        return fail(e, "%s.private_key: required field is missing", path);
+        return xds_cfg_fail(e, "%s.private_key: required field is missing", path);
     snprintf(sub, sizeof(sub), "%s.certificate_chain", path);
     if (read_ds(tc->certificate_chain, &chain, &chain_len, sub, e) < 0)
         goto out;
@@ -168,7 +154,7 @@ static int load_certificate(SSL_CTX *ctx, const Envoy__Extensions__TransportSock
     }
     certs = pem_certs(chain, chain_len);
     if (certs == NULL) {
-        fail(e, "%s.certificate_chain: no PEM certificate found", path);
+        xds_cfg_fail(e, "%s.certificate_chain: no PEM certificate found", path);
         goto out;
     }
     BIO *kb = BIO_new_mem_buf(key, (int)key_len);
@@ -176,13 +162,13 @@ static int load_certificate(SSL_CTX *ctx, const Envoy__Extensions__TransportSock
     BIO_free(kb);
     if (pkey == NULL) {
         ERR_clear_error();
-        fail(e, "%s.private_key: not a PEM private key%s", path, pw ? " (or a wrong password)" : "");
+        xds_cfg_fail(e, "%s.private_key: not a PEM private key%s", path, pw ? " (or a wrong password)" : "");
         goto out;
     }
     X509 *leaf = sk_X509_value(certs, 0);
     if (X509_check_private_key(leaf, pkey) != 1) {
         ERR_clear_error();
-        fail(e, "%s.private_key: does not match the first certificate of certificate_chain", path);
+        xds_cfg_fail(e, "%s.private_key: does not match the first certificate of certificate_chain", path);
         goto out;
     }
     STACK_OF(X509) *extra = sk_X509_new_null();
@@ -191,7 +177,7 @@ static int load_certificate(SSL_CTX *ctx, const Envoy__Extensions__TransportSock
     /* override=1: several key types (RSA + ECDSA) may share one context. */
     if (SSL_CTX_use_cert_and_key(ctx, leaf, pkey, extra, 1) != 1) {
         sk_X509_free(extra);
-        fail(e, "%s: %s", path, ossl_reason());
+        xds_cfg_fail(e, "%s: %s", path, ossl_reason());
         goto out;
     }
     sk_X509_free(extra);
@@ -217,20 +203,20 @@ out:
 
 static int build_verify(struct verify_cfg *v,
                         const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *vc,
-                        const char *path, struct terr *e)
+                        const char *path, struct xds_cfgerr *e)
 {
     char sub[300];
     char *pem = NULL;
     size_t len;
 
     if (vc->ca_certificate_provider_instance)
-        return fail(e, "%s.ca_certificate_provider_instance: not supported", path);
+        return xds_cfg_fail(e, "%s.ca_certificate_provider_instance: not supported", path);
     if (vc->watched_directory)
-        return fail(e, "%s.watched_directory: not supported (rotate through SDS)", path);
+        return xds_cfg_fail(e, "%s.watched_directory: not supported (rotate through SDS)", path);
     if (vc->require_signed_certificate_timestamp && vc->require_signed_certificate_timestamp->value)
-        return fail(e, "%s.require_signed_certificate_timestamp: not supported", path);
+        return xds_cfg_fail(e, "%s.require_signed_certificate_timestamp: not supported", path);
     if (vc->custom_validator_config)
-        return fail(e, "%s.custom_validator_config: not supported", path);
+        return xds_cfg_fail(e, "%s.custom_validator_config: not supported", path);
     v->allow_expired = vc->allow_expired_certificate;
     switch (vc->trust_chain_verification) {
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__CERTIFICATE_VALIDATION_CONTEXT__TRUST_CHAIN_VERIFICATION__VERIFY_TRUST_CHAIN:
@@ -239,7 +225,7 @@ static int build_verify(struct verify_cfg *v,
         v->accept_untrusted = 1;
         break;
     default:
-        return fail(e, "%s.trust_chain_verification: unknown value", path);
+        return xds_cfg_fail(e, "%s.trust_chain_verification: unknown value", path);
     }
     v->depth = vc->max_verify_depth ? (int)vc->max_verify_depth->value : 100;
 
@@ -251,17 +237,17 @@ static int build_verify(struct verify_cfg *v,
         free(pem);
         pem = NULL;
         if (cas == NULL)
-            return fail(e, "%s.trusted_ca: no PEM certificate found", path);
+            return xds_cfg_fail(e, "%s.trusted_ca: no PEM certificate found", path);
         v->store = X509_STORE_new();
         for (int i = 0; v->store && i < sk_X509_num(cas); i++)
             X509_STORE_add_cert(v->store, sk_X509_value(cas, i));
         sk_X509_pop_free(cas, X509_free);
         if (v->store == NULL)
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
     }
     if (vc->crl) {
         if (v->store == NULL)
-            return fail(e, "%s.crl: needs trusted_ca", path);
+            return xds_cfg_fail(e, "%s.crl: needs trusted_ca", path);
         snprintf(sub, sizeof(sub), "%s.crl", path);
         if (read_ds(vc->crl, &pem, &len, sub, e) < 0)
             return -1;
@@ -280,7 +266,7 @@ static int build_verify(struct verify_cfg *v,
         BIO_free(b);
         free(pem);
         if (n == 0)
-            return fail(e, "%s.crl: no PEM CRL found", path);
+            return xds_cfg_fail(e, "%s.crl: no PEM CRL found", path);
         X509_STORE_set_flags(v->store, X509_V_FLAG_CRL_CHECK |
                                            (vc->only_verify_leaf_cert_crl ? 0 : X509_V_FLAG_CRL_CHECK_ALL));
     }
@@ -288,7 +274,7 @@ static int build_verify(struct verify_cfg *v,
     if (n_sans) {
         v->sans = calloc(n_sans, sizeof(*v->sans));
         if (v->sans == NULL)
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
     }
     for (size_t i = 0; i < vc->n_match_typed_subject_alt_names; i++) {
         const Envoy__Extensions__TransportSockets__Tls__V3__SubjectAltNameMatcher *sm =
@@ -308,7 +294,7 @@ static int build_verify(struct verify_cfg *v,
             m->type = GEN_IPADD;
             break;
         default:
-            return fail(e, "%s.match_typed_subject_alt_names[%zu].san_type: DNS, URI, EMAIL or "
+            return xds_cfg_fail(e, "%s.match_typed_subject_alt_names[%zu].san_type: DNS, URI, EMAIL or "
                            "IP_ADDRESS is required",
                         path, i);
         }
@@ -328,7 +314,7 @@ static int build_verify(struct verify_cfg *v,
     if (vc->n_verify_certificate_spki) {
         v->spki = calloc(vc->n_verify_certificate_spki, 32);
         if (v->spki == NULL)
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
         for (size_t i = 0; i < vc->n_verify_certificate_spki; i++) {
             /* 32 bytes are 44 base64 characters, the last one '='
              * (and the length bounds what EVP_DecodeBlock writes). */
@@ -338,7 +324,7 @@ static int build_verify(struct verify_cfg *v,
                         ? EVP_DecodeBlock(buf, (const unsigned char *)b64, 44)
                         : -1;
             if (n != 33)
-                return fail(e, "%s.verify_certificate_spki[%zu]: expected a base64 SHA-256 hash", path, i);
+                return xds_cfg_fail(e, "%s.verify_certificate_spki[%zu]: expected a base64 SHA-256 hash", path, i);
             memcpy(v->spki[i], buf, 32);
             v->n_spki++;
         }
@@ -346,7 +332,7 @@ static int build_verify(struct verify_cfg *v,
     if (vc->n_verify_certificate_hash) {
         v->hash = calloc(vc->n_verify_certificate_hash, 32);
         if (v->hash == NULL)
-            return fail(e, "out of memory");
+            return xds_cfg_fail(e, "out of memory");
         for (size_t i = 0; i < vc->n_verify_certificate_hash; i++) {
             const char *h = vc->verify_certificate_hash[i];
             size_t k = 0;
@@ -365,14 +351,14 @@ static int build_verify(struct verify_cfg *v,
                 k++;
             }
             if (k != 64)
-                return fail(e, "%s.verify_certificate_hash[%zu]: expected a hex SHA-256 hash", path, i);
+                return xds_cfg_fail(e, "%s.verify_certificate_hash[%zu]: expected a hex SHA-256 hash", path, i);
             v->n_hash++;
         }
     }
     static uint64_t next_id;
     v->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
     if (v->store == NULL && !v->accept_untrusted && v->n_spki == 0 && v->n_hash == 0)
-        return fail(e, "%s.trusted_ca: required unless verify_certificate_spki or verify_certificate_hash pins the "
+        return xds_cfg_fail(e, "%s.trusted_ca: required unless verify_certificate_spki or verify_certificate_hash pins the "
                        "certificate",
                     path);
     return 0;
@@ -397,7 +383,7 @@ static int map_version(int v, int dflt)
 }
 
 static int apply_params(SSL_CTX *ctx, const Envoy__Extensions__TransportSockets__Tls__V3__TlsParameters *p,
-                        int *minv, int *maxv, const char *path, struct terr *e)
+                        int *minv, int *maxv, const char *path, struct xds_cfgerr *e)
 {
     *minv = TLS1_2_VERSION;
     *maxv = TLS1_3_VERSION;
@@ -405,7 +391,7 @@ static int apply_params(SSL_CTX *ctx, const Envoy__Extensions__TransportSockets_
         *minv = map_version(p->tls_minimum_protocol_version, TLS1_2_VERSION);
         *maxv = map_version(p->tls_maximum_protocol_version, TLS1_3_VERSION);
         if (*minv > *maxv)
-            return fail(e, "%s.tls_params: tls_minimum_protocol_version is above tls_maximum_protocol_version",
+            return xds_cfg_fail(e, "%s.tls_params: tls_minimum_protocol_version is above tls_maximum_protocol_version",
                         path);
     }
     SSL_CTX_set_min_proto_version(ctx, *minv);
@@ -433,13 +419,13 @@ static int apply_params(SSL_CTX *ctx, const Envoy__Extensions__TransportSockets_
             SSL_CTX_free(probe);
             if (!ok) {
                 ERR_clear_error();
-                return fail(e, "%s.tls_params.cipher_suites[%zu]: unknown cipher suite \"%s\"", path, i, c);
+                return xds_cfg_fail(e, "%s.tls_params.cipher_suites[%zu]: unknown cipher suite \"%s\"", path, i, c);
             }
         }
         if (tls12[0] && SSL_CTX_set_cipher_list(ctx, tls12) != 1)
-            return fail(e, "%s.tls_params.cipher_suites: %s", path, ossl_reason());
+            return xds_cfg_fail(e, "%s.tls_params.cipher_suites: %s", path, ossl_reason());
         if (tls13[0] && SSL_CTX_set_ciphersuites(ctx, tls13) != 1)
-            return fail(e, "%s.tls_params.cipher_suites: %s", path, ossl_reason());
+            return xds_cfg_fail(e, "%s.tls_params.cipher_suites: %s", path, ossl_reason());
     }
     if (p && p->n_ecdh_curves) {
         char list[512] = "";
@@ -450,7 +436,7 @@ static int apply_params(SSL_CTX *ctx, const Envoy__Extensions__TransportSockets_
         }
         if (SSL_CTX_set1_groups_list(ctx, list) != 1) {
             ERR_clear_error();
-            return fail(e, "%s.tls_params.ecdh_curves: unknown curve in \"%s\"", path, list);
+            return xds_cfg_fail(e, "%s.tls_params.ecdh_curves: unknown curve in \"%s\"", path, list);
         }
     }
     if (p && p->n_signature_algorithms) {
@@ -462,7 +448,7 @@ static int apply_params(SSL_CTX *ctx, const Envoy__Extensions__TransportSockets_
         }
         if (SSL_CTX_set1_sigalgs_list(ctx, list) != 1) {
             ERR_clear_error();
-            return fail(e, "%s.tls_params.signature_algorithms: unknown algorithm in \"%s\"", path, list);
+            return xds_cfg_fail(e, "%s.tls_params.signature_algorithms: unknown algorithm in \"%s\"", path, list);
         }
     }
     return 0;
@@ -489,12 +475,12 @@ static SSL_CTX *new_ctx(int server)
 }
 
 static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *
-lookup_secret(const struct dp_secret_lookup *secrets, const char *name, const char *path, struct terr *e)
+lookup_secret(const struct dp_secret_lookup *secrets, const char *name, const char *path, struct xds_cfgerr *e)
 {
     const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s =
         secrets && secrets->fn ? secrets->fn(secrets->ud, name) : NULL;
     if (s == NULL)
-        fail(e, "%s: secret \"%s\" not found", path, name);
+        xds_cfg_fail(e, "%s: secret \"%s\" not found", path, name);
     return s;
 }
 
@@ -502,16 +488,16 @@ lookup_secret(const struct dp_secret_lookup *secrets, const char *name, const ch
 static size_t collect_certs(const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *c,
                             const struct dp_secret_lookup *secrets,
                             const Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate **out,
-                            char paths[][96], const char *prefix, struct terr *e, int *err)
+                            char paths[][96], const char *prefix, struct xds_cfgerr *e, int *err)
 {
     size_t n = 0;
     *err = 0;
     if (c->tls_certificate_provider_instance) {
-        *err = fail(e, "%scommon_tls_context.tls_certificate_provider_instance: not supported", prefix);
+        *err = xds_cfg_fail(e, "%scommon_tls_context.tls_certificate_provider_instance: not supported", prefix);
         return 0;
     }
     if (c->n_tls_certificates + c->n_tls_certificate_sds_secret_configs > MAX_CERTS) {
-        *err = fail(e, "%scommon_tls_context: at most %d certificates (tls_certificates and "
+        *err = xds_cfg_fail(e, "%scommon_tls_context: at most %d certificates (tls_certificates and "
                        "tls_certificate_sds_secret_configs together), not %zu",
                     prefix, MAX_CERTS, c->n_tls_certificates + c->n_tls_certificate_sds_secret_configs);
         return 0;
@@ -530,7 +516,7 @@ static size_t collect_certs(const Envoy__Extensions__TransportSockets__Tls__V3__
             return 0;
         }
         if (s->type_case != ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE) {
-            *err = fail(e, "%s: secret \"%s\" is not a tls_certificate", p, name);
+            *err = xds_cfg_fail(e, "%s: secret \"%s\" is not a tls_certificate", p, name);
             return 0;
         }
         snprintf(paths[n], 96, "secret \"%s\".tls_certificate", name);
@@ -624,7 +610,7 @@ static int merge_vc(struct vc_merge *m,
 static const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *
 validation_of(const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *c,
               const struct dp_secret_lookup *secrets, char *path, size_t pathlen, const char *prefix,
-              struct terr *e, int *err, struct vc_merge *merge)
+              struct xds_cfgerr *e, int *err, struct vc_merge *merge)
 {
     const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *dflt = NULL;
     const Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig *sds = NULL;
@@ -661,14 +647,14 @@ validation_of(const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsConte
         return NULL;
     }
     if (s->type_case != ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT) {
-        *err = fail(e, "%s: secret \"%s\" is not a validation_context", p, sds->name);
+        *err = xds_cfg_fail(e, "%s: secret \"%s\" is not a validation_context", p, sds->name);
         return NULL;
     }
     snprintf(path, pathlen, "secret \"%s\".validation_context", sds->name);
     if (dflt) {
         if (merge_vc(merge, dflt, s->validation_context) < 0) {
             merge_free(merge);
-            *err = fail(e, "%scommon_tls_context.combined_validation_context: cannot merge", prefix);
+            *err = xds_cfg_fail(e, "%scommon_tls_context.combined_validation_context: cannot merge", prefix);
             return NULL;
         }
         snprintf(path, pathlen, "%scommon_tls_context.combined_validation_context (default + secret \"%s\")",
@@ -717,31 +703,31 @@ struct dp_tls_server *dp_tls_server_new(
     const char *const *alpn, size_t n_alpn, const struct dp_secret_lookup *secrets, char *err,
     size_t errlen)
 {
-    struct terr e = {err, errlen};
+    struct xds_cfgerr e = {err, errlen};
     const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *c = cfg->common_tls_context;
     const Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate *tcs[MAX_CERTS];
     char paths[MAX_CERTS][96];
     int bad;
 
     if (dp_tls_init() < 0) {
-        fail(&e, "TLS is not initialised");
+        xds_cfg_fail(&e, "TLS is not initialised");
         return NULL;
     }
     if (c == NULL) {
-        fail(&e, "common_tls_context: required field is missing");
+        xds_cfg_fail(&e, "common_tls_context: required field is missing");
         return NULL;
     }
     if (cfg->ocsp_staple_policy != 0) {
-        fail(&e, "ocsp_staple_policy: only LENIENT_STAPLING (the default) is supported");
+        xds_cfg_fail(&e, "ocsp_staple_policy: only LENIENT_STAPLING (the default) is supported");
         return NULL;
     }
     if (cfg->session_ticket_keys_sds_secret_config) {
-        fail(&e, "session_ticket_keys_sds_secret_config: not supported");
+        xds_cfg_fail(&e, "session_ticket_keys_sds_secret_config: not supported");
         return NULL;
     }
     struct dp_tls_server *s = calloc(1, sizeof(*s));
     if (s == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         return NULL;
     }
     s->refs = 1;
@@ -749,7 +735,7 @@ struct dp_tls_server *dp_tls_server_new(
     if (bad)
         goto fail;
     if (n == 0) {
-        fail(&e, "common_tls_context.tls_certificates: a server needs a certificate");
+        xds_cfg_fail(&e, "common_tls_context.tls_certificates: a server needs a certificate");
         goto fail;
     }
     char vpath[200];
@@ -764,7 +750,7 @@ struct dp_tls_server *dp_tls_server_new(
         goto fail;
     s->require_client_cert = cfg->require_client_certificate && cfg->require_client_certificate->value;
     if (s->require_client_cert && vc == NULL) {
-        fail(&e, "require_client_certificate: needs a validation context (trusted_ca)");
+        xds_cfg_fail(&e, "require_client_certificate: needs a validation context (trusted_ca)");
         goto fail;
     }
     s->verify_mode = vc ? SSL_VERIFY_PEER : SSL_VERIFY_NONE;
@@ -772,7 +758,7 @@ struct dp_tls_server *dp_tls_server_new(
         s->verify_mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     s->alpn = alpn_wire(c->alpn_protocols, c->n_alpn_protocols, alpn, n_alpn, &s->alpn_len);
     if (s->alpn == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         goto fail;
     }
 
@@ -788,7 +774,7 @@ struct dp_tls_server *dp_tls_server_new(
         if (kl != 80) {
             OPENSSL_cleanse(k, kl);
             free(k);
-            fail(&e, "session_ticket_keys.keys[0]: must be exactly 80 bytes");
+            xds_cfg_fail(&e, "session_ticket_keys.keys[0]: must be exactly 80 bytes");
             goto fail;
         }
         memcpy(tickets, k, 80);
@@ -804,7 +790,7 @@ struct dp_tls_server *dp_tls_server_new(
         size_t n_names = 0;
         SSL_CTX *tmp = new_ctx(1);
         if (tmp == NULL) {
-            fail(&e, "out of memory");
+            xds_cfg_fail(&e, "out of memory");
             goto fail;
         }
         if (load_certificate(tmp, tcs[i], paths[i], &names, &n_names, &e) < 0) {
@@ -884,30 +870,30 @@ struct dp_tls_client *dp_tls_client_new(
     const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *default_cert, int http2,
     const struct dp_secret_lookup *secrets, char *err, size_t errlen)
 {
-    struct terr e = {err, errlen};
+    struct xds_cfgerr e = {err, errlen};
     const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *c = cfg->common_tls_context;
     const Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate *tcs[MAX_CERTS];
     char paths[MAX_CERTS][96];
     int bad;
 
     if (dp_tls_init() < 0) {
-        fail(&e, "TLS is not initialised");
+        xds_cfg_fail(&e, "TLS is not initialised");
         return NULL;
     }
     if (cfg->allow_renegotiation) {
-        fail(&e, "allow_renegotiation: renegotiation is not supported");
+        xds_cfg_fail(&e, "allow_renegotiation: renegotiation is not supported");
         return NULL;
     }
     struct dp_tls_client *cl = calloc(1, sizeof(*cl));
     if (cl == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         return NULL;
     }
     cl->refs = 1;
     pthread_mutex_init(&cl->sess_lock, NULL);
     cl->ctx = new_ctx(0);
     if (cl->ctx == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         goto fail;
     }
     if (cfg->sni[0])
@@ -927,7 +913,7 @@ struct dp_tls_client *dp_tls_client_new(
             goto fail;
     }
     if (n > 1) {
-        fail(&e, "common_tls_context.tls_certificates: a client presents one certificate");
+        xds_cfg_fail(&e, "common_tls_context.tls_certificates: a client presents one certificate");
         goto fail;
     }
     if (n == 1 && load_certificate(cl->ctx, tcs[0], paths[0], NULL, NULL, &e) < 0)
@@ -957,7 +943,7 @@ struct dp_tls_client *dp_tls_client_new(
                             ? alpn_wire(c->alpn_protocols, c->n_alpn_protocols, NULL, 0, &alen)
                             : alpn_wire(NULL, 0, http2 ? h2 : h1, 1, &alen);
     if (aw == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         goto fail;
     }
     SSL_CTX_set_alpn_protos(cl->ctx, aw, (unsigned int)alen);

@@ -7,26 +7,12 @@
 
 #include "filters/mtls/mtls.h"
 #include "legate/filters/http/mtls/v1/mtls.pb-c.h"
+#include "xds/cfgerr.h"
 
 typedef Envoy__Extensions__TransportSockets__Tls__V3__SubjectAltNameMatcher SanMatcherPb;
 typedef Envoy__Type__Matcher__V3__StringMatcher StringMatcherPb;
 typedef Legate__Filters__Http__Mtls__V1__Mtls MtlsPb;
 typedef Legate__Filters__Http__Mtls__V1__Consumer ConsumerPb;
-
-struct cerr {
-    char *err;
-    size_t errlen;
-};
-
-static int fail(struct cerr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(struct cerr *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->err, e->errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* ---- distinguished names -------------------------------------------------------- */
 
@@ -79,17 +65,17 @@ void dp_mtls_dn_free(struct dp_mtls_dn *dn)
 }
 
 static int build_dns(struct dp_mtls_dn **out, size_t *n_out, char **in, size_t n, const char *path,
-                     struct cerr *e)
+                     struct xds_cfgerr *e)
 {
     if (n == 0)
         return 0;
     *out = calloc(n, sizeof(**out));
     if (*out == NULL)
-        return fail(e, "out of memory");
+        return xds_cfg_fail(e, "out of memory");
     for (size_t i = 0; i < n; i++) {
         char msg[256];
         if (dp_mtls_dn_parse(in[i], &(*out)[i], msg, sizeof(msg)) < 0)
-            return fail(e, "%s[%zu]: %s", path, i, msg);
+            return xds_cfg_fail(e, "%s[%zu]: %s", path, i, msg);
         (*n_out)++;
     }
     return 0;
@@ -105,13 +91,13 @@ static void free_dns(struct dp_mtls_dn *v, size_t n)
 /* ---- SAN matchers ------------------------------------------------------------------ */
 
 static int build_sans(struct dp_mtls_san **out, size_t *n_out, SanMatcherPb **in, size_t n,
-                      const char *path, struct cerr *e)
+                      const char *path, struct xds_cfgerr *e)
 {
     if (n == 0)
         return 0;
     *out = calloc(n, sizeof(**out));
     if (*out == NULL)
-        return fail(e, "out of memory");
+        return xds_cfg_fail(e, "out of memory");
     for (size_t i = 0; i < n; i++) {
         struct dp_mtls_san *m = &(*out)[i];
         switch (in[i]->san_type) {
@@ -125,11 +111,11 @@ static int build_sans(struct dp_mtls_san **out, size_t *n_out, SanMatcherPb **in
             m->type = DP_MTLS_SAN_EMAIL;
             break;
         case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__SAN_TYPE_UNSPECIFIED:
-            return fail(e, "%s[%zu].san_type: required (DNS, URI or EMAIL)", path, i);
+            return xds_cfg_fail(e, "%s[%zu].san_type: required (DNS, URI or EMAIL)", path, i);
         default:
             /* The peer identity the data plane hands to filters carries the
              * DNS, URI and email SANs only. */
-            return fail(e, "%s[%zu].san_type: only DNS, URI and EMAIL are supported here", path, i);
+            return xds_cfg_fail(e, "%s[%zu].san_type: only DNS, URI and EMAIL are supported here", path, i);
         }
         char sub[300];
         snprintf(sub, sizeof(sub), "%s[%zu].matcher", path, i);
@@ -170,26 +156,26 @@ static char *opt_strdup(const char *s, int *oom)
 }
 
 static int build_consumer(struct dp_mtls_consumer *c, const ConsumerPb *pc, size_t i,
-                          struct cerr *e)
+                          struct xds_cfgerr *e)
 {
     char path[64];
     snprintf(path, sizeof(path), "consumers[%zu]", i);
     if (pc->username[0] == '\0')
-        return fail(e, "%s.username: required", path);
+        return xds_cfg_fail(e, "%s.username: required", path);
     const char *const fields[] = {"username", "id", "custom_id"};
     const char *const vals[] = {pc->username, pc->id, pc->custom_id};
     for (size_t k = 0; k < 3; k++)
         if (!header_safe(vals[k]))
-            return fail(e, "%s.%s: control characters are not allowed in a header value", path,
+            return xds_cfg_fail(e, "%s.%s: control characters are not allowed in a header value", path,
                         fields[k]);
     if (pc->n_sans == 0 && pc->n_subjects == 0)
-        return fail(e, "%s: sans or subjects is required (what identifies the consumer)", path);
+        return xds_cfg_fail(e, "%s: sans or subjects is required (what identifies the consumer)", path);
     int oom = 0;
     c->username = opt_strdup(pc->username, &oom);
     c->id = opt_strdup(pc->id, &oom);
     c->custom_id = opt_strdup(pc->custom_id, &oom);
     if (oom)
-        return fail(e, "out of memory");
+        return xds_cfg_fail(e, "out of memory");
     char sub[96];
     snprintf(sub, sizeof(sub), "%s.sans", path);
     if (build_sans(&c->sans, &c->n_sans, pc->sans, pc->n_sans, sub, e) < 0)
@@ -211,11 +197,11 @@ static void free_consumer(struct dp_mtls_consumer *c)
 
 void *dp_mtls_config_new(const ProtobufCMessage *msg, char *err, size_t errlen)
 {
-    struct cerr e = {err, errlen};
+    struct xds_cfgerr e = {err, errlen};
     const MtlsPb *pm = (const MtlsPb *)msg;
     struct dp_mtls_cfg *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         return NULL;
     }
     cfg->kind = DP_MTLS_CFG_FILTER;
@@ -232,7 +218,7 @@ void *dp_mtls_config_new(const ProtobufCMessage *msg, char *err, size_t errlen)
     if (pm->n_consumers) {
         cfg->consumers = calloc(pm->n_consumers, sizeof(*cfg->consumers));
         if (cfg->consumers == NULL) {
-            fail(&e, "out of memory");
+            xds_cfg_fail(&e, "out of memory");
             goto fail;
         }
     }
@@ -243,19 +229,19 @@ void *dp_mtls_config_new(const ProtobufCMessage *msg, char *err, size_t errlen)
             goto fail;
         for (size_t j = 0; j < i; j++)
             if (strcmp(cfg->consumers[j].username, cfg->consumers[i].username) == 0) {
-                fail(&e, "consumers[%zu].username: \"%s\" is already consumers[%zu]", i,
+                xds_cfg_fail(&e, "consumers[%zu].username: \"%s\" is already consumers[%zu]", i,
                      cfg->consumers[i].username, j);
                 goto fail;
             }
     }
     if (!header_safe(pm->anonymous)) {
-        fail(&e, "anonymous: control characters are not allowed in a header value");
+        xds_cfg_fail(&e, "anonymous: control characters are not allowed in a header value");
         goto fail;
     }
     int oom = 0;
     cfg->anonymous = opt_strdup(pm->anonymous, &oom);
     if (oom) {
-        fail(&e, "out of memory");
+        xds_cfg_fail(&e, "out of memory");
         goto fail;
     }
     return cfg;

@@ -105,6 +105,30 @@ time.sleep(3600)
   until grep -q ready "$WORK/backlog-$1.log" 2>/dev/null || [ $SECONDS -gt $end ]; do sleep 0.05; done
 }
 
+# static_cluster NAME PORT [h2]: a STATIC cluster to 127.0.0.1:PORT, as one
+# item of a bootstrap's "  clusters:" list; with h2, HTTP/2 to it
+# (HttpProtocolOptions explicit_http_config).
+static_cluster() {
+  cat <<YAML
+  - name: $1
+    type: STATIC
+    connect_timeout: 1s
+YAML
+  if [ "${3:-}" = h2 ]; then
+    cat <<'YAML'
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+YAML
+  fi
+  cat <<YAML
+    load_assignment:
+      cluster_name: $1
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $2 } } } }] }]
+YAML
+}
+
 # start_legate NAME CONFIG [ARGS...]: runs legate and waits for its first
 # listener port (LEGATE_PORT) to accept.
 start_legate() {

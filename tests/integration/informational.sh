@@ -51,22 +51,8 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
   clusters:
-  - name: h1up
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: h1up
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_H1 } } } }] }]
-  - name: h2up
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }
-    load_assignment:
-      cluster_name: h2up
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_H2 } } } }] }]
+$(static_cluster h1up "$P_H1")
+$(static_cluster h2up "$P_H2" h2)
 YAML
 }
 config "$P_BASE" "" > "$WORK/base.yaml"

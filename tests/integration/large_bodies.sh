@@ -81,22 +81,8 @@ $(hcm plain)
       filters:
 $(hcm tls)
   clusters:
-  - name: h1
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: h1
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_H1 } } } }] }]
-  - name: h2
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }
-    load_assignment:
-      cluster_name: h2
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_H2 } } } }] }]
+$(static_cluster h1 "$P_H1")
+$(static_cluster h2 "$P_H2" h2)
 YAML
 
 start_legate legate "$WORK/legate.yaml" || { finish; exit 1; }

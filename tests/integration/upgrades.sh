@@ -56,30 +56,11 @@ listener() { printf '  - name: %s\n    address: { socket_address: { address: 127
 clusters() {
   cat <<YAML
   clusters:
-  - name: ws
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: ws
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_WSUP } } } }] }]
-  - name: tcp_echo
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: tcp_echo
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_TCP } } } }] }]
+$(static_cluster ws "$P_WSUP")
+$(static_cluster tcp_echo "$P_TCP")
   # The same echo server behind a cluster configured for HTTP/2: a CONNECT
   # that legate terminates is raw TCP whatever the cluster speaks.
-  - name: tcp_echo_h2
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }
-    load_assignment:
-      cluster_name: tcp_echo_h2
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_TCP } } } }] }]
+$(static_cluster tcp_echo_h2 "$P_TCP" h2)
 YAML
 }
 TO_WS='              - match: { prefix: / }

@@ -14,20 +14,7 @@ start_bg up-rst "$PY" "$SRC/tests/peers/h2_refuser.py" "$P_RST" rst
 start_bg up-goaway "$PY" "$SRC/tests/peers/h2_refuser.py" "$P_GOAWAY" goaway
 wait_port "$P_RST" && wait_port "$P_GOAWAY" || { not_ok "upstreams started"; finish; exit 1; }
 
-h2c() { # h2c NAME PORT
-  cat <<YAML
-  - name: $1
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }
-    load_assignment:
-      cluster_name: $1
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $2 } } } }] }]
-YAML
-}
+h2c() { static_cluster "$1" "$2" h2; } # h2c NAME PORT
 cat >"$WORK/legate.yaml" <<YAML
 static_resources:
   listeners:
