@@ -174,6 +174,7 @@ struct dp_hcm_cfg {
     struct {                        /* http.<stat_prefix>.* */
         dp_stat_t rq_total, rq_xx[5], rq_time;
         dp_stat_t rq_failed_path_normalization, rq_redirected_with_normalized_path;
+        dp_stat_t cx_protocol_error; /* a malformed request: 400 and close */
     } st;
     struct dp_access_log **access_logs;
     size_t n_access_logs;

@@ -169,7 +169,43 @@ static const http_parser_settings h1_settings = {
 
 /* Fills the request head from what http-parser learnt. Returns 0, or an
  * HTTP status to answer with. */
-static int h1_finish_head(struct dp_hcm *h, struct dp_stream *s)
+/* A Host value (or an absolute-form target's authority): reg-name or IP
+ * literal, and an optional port (RFC 3986 3.2.2-3.2.3), nothing else. */
+static int valid_authority(struct dp_str a)
+{
+    if (a.n == 0)
+        return 0;
+    for (size_t i = 0; i < a.n; i++) {
+        unsigned char c = (unsigned char)a.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (c != 0 && strchr("-._~!$&'()*+,;=%:[]", c))))
+            return 0;
+    }
+    return 1;
+}
+
+static struct dp_str trim_ows(struct dp_str v)
+{
+    while (v.n && (v.p[0] == ' ' || v.p[0] == '\t')) {
+        v.p++;
+        v.n--;
+    }
+    while (v.n && (v.p[v.n - 1] == ' ' || v.p[v.n - 1] == '\t'))
+        v.n--;
+    return v;
+}
+
+static size_t count_headers(const struct dp_headers *hs, struct dp_str name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < hs->n; i++)
+        n += dp_str_eq(hs->v[i].name, name);
+    return n;
+}
+
+/* Returns 0, or the status of a malformed head with a short reason in *why
+ * (NULL: the generic one). */
+static int h1_finish_head(struct dp_hcm *h, struct dp_stream *s, const char **why)
 {
     http_parser *p = &h->parser;
     const char *m = http_method_str((enum http_method)p->method);
@@ -182,6 +218,22 @@ static int h1_finish_head(struct dp_hcm *h, struct dp_stream *s)
         s->req.content_length = (int64_t)p->content_length;
     else
         s->req.content_length = http_body_is_final(p) ? 0 : -1;
+
+    /* The request target: visible ASCII only, and no fragment (RFC 9112
+     * 3.2; nginx and Envoy refuse the rest). http-parser lets TAB, form
+     * feed and bytes from 0x80 through, and a fragment would stop
+     * normalization and reach the upstream. */
+    for (size_t i = 0; i < s->req.path.n; i++) {
+        unsigned char c = (unsigned char)s->req.path.p[i];
+        if (c <= 0x20 || c >= 0x7f) {
+            *why = "invalid character in the request target\n";
+            return 400;
+        }
+        if (c == '#') {
+            *why = "fragment in the request target\n";
+            return 400;
+        }
+    }
 
     /* Smuggling guard: both framings, or several different Content-Length. */
     const struct dp_header *te = dp_headers_get(&s->req.headers, DP_STR_LIT("transfer-encoding"));
@@ -197,10 +249,31 @@ static int h1_finish_head(struct dp_hcm *h, struct dp_stream *s)
     }
     if (te && n_cl)
         return 400;
-    if (te && !(p->flags & F_CHUNKED))
-        return 501; /* a transfer coding other than chunked */
+    if (te && s->req.version == DP_HTTP_10) {
+        /* RFC 9112 6.1: faulty framing, whatever it says */
+        *why = "transfer-encoding in an HTTP/1.0 request\n";
+        return 400;
+    }
+    if (te && (count_headers(&s->req.headers, DP_STR_LIT("transfer-encoding")) > 1 ||
+               !dp_str_ieq_lit(trim_ows(te->value), "chunked"))) {
+        if (!dp_http_list_has_token(te->value, "chunked") &&
+            count_headers(&s->req.headers, DP_STR_LIT("transfer-encoding")) == 1)
+            return 501; /* a transfer coding other than chunked */
+        /* "identity, chunked", "chunked, chunked", two headers: chunked must
+         * be the one coding, once (Envoy and nginx refuse the rest). */
+        *why = "transfer-encoding must be chunked alone\n";
+        return 400;
+    }
 
     const struct dp_header *host = dp_headers_get(&s->req.headers, DP_STR_LIT("host"));
+    if (host && count_headers(&s->req.headers, DP_STR_LIT("host")) > 1) {
+        *why = "more than one Host header\n"; /* RFC 9112 3.2 */
+        return 400;
+    }
+    if (host && !valid_authority(host->value)) {
+        *why = "invalid Host header\n";
+        return 400;
+    }
     if (host) {
         s->req.authority = host->value;
         dp_headers_remove(&s->req.headers, DP_STR_LIT("host"));
@@ -220,9 +293,24 @@ static int h1_finish_head(struct dp_hcm *h, struct dp_stream *s)
         if (http_parser_parse_url(s->req.path.p, s->req.path.n, 0, &u) != 0 ||
             !(u.field_set & (1 << UF_HOST)))
             return 400;
-        if (!host)
-            s->req.authority = (struct dp_str){s->req.path.p + u.field_data[UF_HOST].off,
-                                               u.field_data[UF_HOST].len};
+        if (u.field_set & (1 << UF_USERINFO)) {
+            *why = "userinfo in the request target\n";
+            return 400;
+        }
+        /* The target's authority wins over Host (RFC 9112 3.2.2): from the
+         * host (with its brackets, for an IP literal) to the port's end. */
+        const char *a = memchr(s->req.path.p, '/', s->req.path.n);
+        if (a == NULL || (size_t)(a - s->req.path.p) + 2 > s->req.path.n || a[1] != '/')
+            return 400;
+        a += 2;
+        size_t an = 0, rest = s->req.path.n - (size_t)(a - s->req.path.p);
+        while (an < rest && a[an] != '/' && a[an] != '?')
+            an++;
+        s->req.authority = (struct dp_str){a, an};
+        if (!valid_authority(s->req.authority)) {
+            *why = "invalid authority in the request target\n";
+            return 400;
+        }
         if (u.field_set & (1 << UF_PATH)) {
             size_t off = u.field_data[UF_PATH].off;
             s->req.path = (struct dp_str){s->req.path.p + off, s->req.path.n - off};
@@ -258,6 +346,8 @@ static int h1_finish_head(struct dp_hcm *h, struct dp_stream *s)
 static void h1_protocol_error(struct dp_hcm *h, int status, const char *body)
 {
     struct dp_stream *s = h->h1_cur;
+    if (h->cfg)
+        dp_stat_add(h->cfg->st.cx_protocol_error, 1);
     if (s == NULL) {
         s = h->h1_cur = dp_stream_new(h, 0);
         if (s == NULL) {
@@ -356,11 +446,13 @@ static void h1_process(struct dp_hcm *h)
         switch (h->h1_event) {
         case H1_EV_HEADERS: {
             dp_buf_consume(&c->in, n);
-            int st = h1_finish_head(h, s);
+            const char *why = NULL;
+            int st = h1_finish_head(h, s, &why);
             if (st) {
                 dp_buf_consume(&c->in, dp_buf_size(&c->in));
-                h1_protocol_error(h, st, st == 501 ? "unsupported transfer encoding\n"
-                                                   : "malformed HTTP request\n");
+                h1_protocol_error(h, st, why                 ? why
+                                         : st == 501 ? "unsupported transfer encoding\n"
+                                                     : "malformed HTTP request\n");
                 return;
             }
             dp_conn_set_timeout(c, 0);

@@ -20,6 +20,11 @@ static_resources:
           stat_prefix: plain
           route_config:
             virtual_hosts:
+            - name: good
+              domains: ["good.example"]
+              routes:
+              - match: { prefix: / }
+                direct_response: { status: 203, body: { inline_string: "good\n" } }
             - name: all
               domains: ["*"]
               routes:
@@ -117,6 +122,33 @@ expect_eq "HTTP/1.1: a NUL in a header value: 400" "$B400" \
   "$(raw 'GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n')"
 expect_eq "HTTP/1.1: Transfer-Encoding other than chunked: 501 or 400" "ok" \
   "$(r=$(raw 'POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n'); [[ "$r" == "HTTP/1.1 501 Not Implemented" || "$r" == "$B400" ]] && echo ok || echo "$r")"
+# Strict request targets, framing and Host (RFC 9112; nginx and Envoy refuse these too).
+expect_eq "HTTP/1.1: a TAB in the request target: 400" "$B400" "$(raw 'GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n')"
+expect_eq "HTTP/1.1: a form feed in the request target: 400" "$B400" "$(raw 'GET /a\fb HTTP/1.1\r\nHost: x\r\n\r\n')"
+expect_eq "HTTP/1.1: bytes >= 0x80 in the request target: 400" "$B400" "$(raw 'GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n')"
+expect_eq "HTTP/1.1: a #fragment in the request target: 400" "$B400" "$(raw 'GET /healthz#x HTTP/1.1\r\nHost: x\r\n\r\n')"
+expect_eq "HTTP/1.1: Transfer-Encoding: identity, chunked: 400" "$B400" \
+  "$(raw 'POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n')"
+expect_eq "HTTP/1.1: Transfer-Encoding: chunked, chunked: 400" "$B400" \
+  "$(raw 'POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n')"
+expect_eq "HTTP/1.1: two Transfer-Encoding: chunked headers: 400" "$B400" \
+  "$(raw 'POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n')"
+expect_eq "HTTP/1.0 with Transfer-Encoding: 400" "$B400" \
+  "$(raw 'POST /healthz HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n')"
+expect_eq "HTTP/1.1: two Host headers: 400" "$B400" "$(raw 'GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n')"
+expect_eq "HTTP/1.1: an empty Host: 400" "$B400" "$(raw 'GET /healthz HTTP/1.1\r\nHost: \r\n\r\n')"
+expect_eq "HTTP/1.1: an invalid Host (a/b): 400" "$B400" "$(raw 'GET /healthz HTTP/1.1\r\nHost: a/b\r\n\r\n')"
+expect_eq "HTTP/1.1: userinfo in an absolute-form target: 400" "$B400" \
+  "$(raw 'GET http://u@good.example/ HTTP/1.1\r\nHost: good.example\r\n\r\n')"
+expect_eq "HTTP/1.1: absolute-form: the target's authority wins over Host (routed to good.example: 203)" \
+  "HTTP/1.1 203" "$(raw 'GET http://good.example/healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n' | cut -d' ' -f1-2)"
+expect_eq "... and the other way round (routed to the catch-all)" "HTTP/1.1 200 OK" \
+  "$(raw 'GET http://evil.example:80/healthz HTTP/1.1\r\nHost: good.example\r\n\r\n')"
+expect_eq "HTTP/1.1: a Host with a port and an IPv6 literal are fine" "HTTP/1.1 200 OK|HTTP/1.1 200 OK" \
+  "$(raw 'GET /healthz HTTP/1.1\r\nHost: x.example:8080\r\n\r\n')|$(raw 'GET /healthz HTTP/1.1\r\nHost: [::1]:80\r\n\r\n')"
+n_err=$(curl -s "http://127.0.0.1:$P_ADMIN/stats" | sed -n 's/^http.plain.downstream_cx_protocol_error: //p')
+check "the malformed requests are counted in http.plain.downstream_cx_protocol_error (${n_err:-none} >= 12)" \
+  test "${n_err:-0}" -ge 12
 expect_eq "HTTP/1.1: still serving" "200" "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P/healthz")"
 
 # /clusters shows requests in flight per endpoint.
