@@ -16,6 +16,10 @@
 #define READ_BUDGET (4 * DP_BUF_BLOCK)
 #define DEFAULT_READ_LIMIT (1024 * 1024)
 #define LINGER_SECONDS 2.0
+/* A peer that keeps sending after we closed (a flood after a GOAWAY) gets
+ * this much discarded, then an RST: what it sends after our close cannot
+ * matter to it, and reading gigabytes for it costs a worker. */
+#define LINGER_MAX_BYTES (256 * 1024)
 /* Sealing stops here and sends first, so a congested socket leaves the rest
  * in c->out, where the owner's flow control sees it. */
 #define WIRE_MAX (4 * DP_BUF_BLOCK)
@@ -403,7 +407,7 @@ static int do_read(struct dp_conn *c)
     }
     if (c->flags & DP_CONN_F_LINGER) {
         dp_buf_release(&c->in);
-        if (eof) {
+        if (eof || c->bytes_read - c->linger_from > LINGER_MAX_BYTES) {
             fail_now(c, DP_CONN_CLOSE_LOCAL);
             return -1;
         }
@@ -640,6 +644,7 @@ static void finish_graceful(struct dp_conn *c)
      * response in flight. */
     shutdown(c->fd, SHUT_WR);
     c->flags |= DP_CONN_F_LINGER;
+    c->linger_from = c->bytes_read;
     c->flags &= ~DP_CONN_F_PAUSED;
     ev_timer_stop(c->loop, &c->timer);
     ev_timer_set(&c->timer, LINGER_SECONDS, 0.);

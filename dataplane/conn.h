@@ -88,6 +88,7 @@ struct dp_conn {
     uint64_t bytes_written;
     ev_tstamp deadline; /* dp_conn_set_timeout's, or 0; the timer may fire earlier and re-arm */
     uint64_t queued_seen; /* with h->on_queued: bytes_written + size(out) it has seen */
+    uint64_t linger_from; /* bytes_read when a lingering close began */
 };
 
 #define DP_CONN_F_CONNECTING 0x01 /* TCP connect in progress */

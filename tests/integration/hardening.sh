@@ -94,6 +94,27 @@ check "HTTP/2 SETTINGS with 40 entries: connection error ENHANCE_YOUR_CALM" grep
 out=$(python3 "$H2" "$P" conn-header)
 check "HTTP/2 request with a connection-specific header: stream reset PROTOCOL_ERROR (1)" grep -q "^rst 1 1$" <<<"$out"
 expect_eq "HTTP/2 clients that behave are served meanwhile" "status 200" "$(python3 "$H2" "$P" ok)"
+# After legate's GOAWAY (a broken frame) the client floods: legate discards a
+# little (so the GOAWAY is not lost to an RST), then resets, instead of
+# reading for its whole 2 s linger (3 GB in the probe).
+flood=$(timeout 20 python3 - "$P" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # SETTINGS
+s.sendall(b"\x00\x00\x05\xff\x00\x00\x00\x00\x00" + b"x" * 5)  # a frame of an unknown type on stream 0 is fine...
+s.sendall(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00")  # WINDOW_UPDATE of 0: PROTOCOL_ERROR, GOAWAY
+time.sleep(0.3)
+chunk = b"z" * 65536
+sent, t0 = 0, time.time()
+try:
+    while sent < (512 << 20) and time.time() - t0 < 10:
+        sent += s.send(chunk)
+except OSError:
+    pass
+print(sent >> 20)
+PY
+)
+check "a client flooding after GOAWAY is cut off: ${flood:-?} MiB accepted (< 32)" test "${flood:-999}" -lt 32
 
 raw() { # raw BYTES: the status line of the reply
   printf "$1" | timeout 5 python3 -c '
