@@ -291,6 +291,14 @@ static int parse_enum(struct conv *c, const yaml_node_t *n, const ProtobufCEnumD
         return -1;
     const char *s = scalar(n);
     const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(ed, s);
+    if (v == NULL) { /* Envoy parses enum names in any case ("type: strict_dns") */
+        char up[128];
+        size_t i = 0;
+        for (; s[i] && i < sizeof(up) - 1; i++)
+            up[i] = (char)toupper((unsigned char)s[i]);
+        up[i] = '\0';
+        v = s[i] ? NULL : protobuf_c_enum_descriptor_get_value_by_name(ed, up);
+    }
     if (v == NULL && (isdigit((unsigned char)s[0]) || s[0] == '-')) {
         char *end;
         long num = strtol(s, &end, 10);

@@ -21,6 +21,22 @@ for f in "$SRC"/tests/fixtures/bootstrap-bad/*.yaml; do
   expect_eq "invalid: $(basename "$f") message" "legate: error: $f: $want" "$out"
 done
 
+# Enum names in any case, as Envoy reads them: its examples write
+# "type: strict_dns" and "lb_policy: round_robin".
+cat > "$WORK/lower.yaml" <<'YAML'
+static_resources:
+  clusters:
+  - name: svc
+    type: strict_dns
+    lb_policy: round_robin
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: svc
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: localhost, port_value: 8080 } } } }] }]
+YAML
+out=$("$BIN/legate" --mode validate -c "$WORK/lower.yaml" 2>&1); rc=$?
+expect_eq "enum names in lower case (type: strict_dns) are accepted" "0 configuration '$WORK/lower.yaml' OK" "$rc $out"
+
 # Environment variables in the bootstrap: one ConfigMap for every pod.
 cat > "$WORK/env.yaml" <<'YAML'
 node: { id: "${POD_NAME}.${POD_NAMESPACE:-default}", cluster: "${APP:-web}" }

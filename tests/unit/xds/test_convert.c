@@ -100,6 +100,19 @@ static void test_json_names_and_camel_case(void **state)
     done(m);
 }
 
+/* Enum names in any case, as Envoy reads them (its examples write
+ * "type: strict_dns"). */
+static void test_enum_case_insensitive(void **state)
+{
+    (void)state;
+    Legate__Test__AllKinds *m = conv_ok("color: green\ncolors: [Red, gReEn]\n");
+    assert_int_equal(m->color, LEGATE__TEST__ALL_KINDS__COLOR__GREEN);
+    assert_int_equal(m->n_colors, 2);
+    assert_int_equal(m->colors[0], LEGATE__TEST__ALL_KINDS__COLOR__RED);
+    assert_int_equal(m->colors[1], LEGATE__TEST__ALL_KINDS__COLOR__GREEN);
+    done(m);
+}
+
 static void test_nested_repeated_map(void **state)
 {
     Legate__Test__AllKinds *m = conv_ok("inner: {name: a, n: 1}\n"
@@ -251,6 +264,9 @@ static void test_errors_name_the_path(void **state)
     assert_string_equal(conv_err("u32: -1"), "u32: -1 is out of range for uint32");
     assert_string_equal(conv_err("i32: 2147483648"), "i32: 2147483648 is out of range for int32");
     assert_string_equal(conv_err("flag: yes"), "flag: expected true or false, got \"yes\"");
+    assert_string_equal(conv_err("color: blue"),
+                        "color: unknown value \"blue\" for enum legate.test.AllKinds.Color "
+                        "(expected one of COLOR_UNSPECIFIED, RED, GREEN)");
     assert_string_equal(conv_err("color: BLUE"),
                         "color: unknown value \"BLUE\" for enum legate.test.AllKinds.Color "
                         "(expected one of COLOR_UNSPECIFIED, RED, GREEN)");
@@ -351,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_json_base64),
         cmocka_unit_test(test_scalars_yaml),
         cmocka_unit_test(test_json_names_and_camel_case),
+        cmocka_unit_test(test_enum_case_insensitive),
         cmocka_unit_test(test_nested_repeated_map),
         cmocka_unit_test(test_null_leaves_unset),
         cmocka_unit_test(test_any),
