@@ -112,6 +112,7 @@ struct dp_hcm {
     ev_timer drain_timer;                 /* HTTP/2: notice -> final GOAWAY */
     struct dp_stream *streams;            /* active streams */
     size_t n_streams;
+    size_t resp_held;                     /* HTTP/2: the streams' resp_body bytes together */
     int detect;                           /* plaintext AUTO: sniffing the h2 preface */
     /* HTTP/1 */
     http_parser parser;

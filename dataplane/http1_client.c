@@ -30,6 +30,9 @@ static int h1_send_head(struct dp_uconn *uc, struct dp_upstream_req *u)
     const struct dp_request_head *r = &s->req;
 
     uc->cur = u;
+    /* The first read of a response is one block; later ones as much as the
+     * stream may take then (dp_stream_read_ahead, after each read). */
+    uc->conn.read_limit = DP_BUF_BLOCK;
     u->uc = uc;
     uc->served++;
     http_parser_init(&uc->parser, HTTP_RESPONSE);
@@ -390,6 +393,8 @@ static void uc_read_h1(struct dp_uconn *uc)
                 return;
         }
     }
+    if (!dp_conn_closed(c) && uc->cur && uc->cur->s)
+        c->read_limit = (uint32_t)dp_stream_read_ahead(uc->cur->s);
 }
 
 /* ---- the codec's hooks ---------------------------------------------------------- */
@@ -467,7 +472,8 @@ static void h1_pause(struct dp_uconn *uc, struct dp_upstream_req *u)
 
 static void h1_resume(struct dp_uconn *uc, struct dp_upstream_req *u)
 {
-    (void)u;
+    if (u->s)
+        uc->conn.read_limit = (uint32_t)dp_stream_read_ahead(u->s);
     dp_conn_resume_read(&uc->conn);
 }
 

@@ -276,10 +276,16 @@ static int h2c_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t st
     dp_stream_upstream_data(u->s, data, len, 0);
     /* u may be gone if the stream was reset meanwhile */
     u = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (u && (u->flags & UREQ_F_PAUSED))
+    if (u && (u->flags & UREQ_F_PAUSED)) {
+        /* Only the stream's window stays closed: the connection's is
+         * shared with every other stream on it, and a client that stops
+         * reading one response must not stall the others' (an upstream
+         * connection whose window paused streams held answered nobody). */
+        nghttp2_session_consume_connection(session, len);
         u->unconsumed += len;
-    else
+    } else {
         nghttp2_session_consume(session, stream_id, len);
+    }
     return 0;
 }
 
@@ -437,7 +443,7 @@ static void h2c_cancel(struct dp_uconn *uc, struct dp_upstream_req *u)
 static void h2c_resume(struct dp_uconn *uc, struct dp_upstream_req *u)
 {
     if (u->unconsumed) {
-        nghttp2_session_consume(uc->ngh2, u->h2_id, u->unconsumed);
+        nghttp2_session_consume_stream(uc->ngh2, u->h2_id, u->unconsumed);
         u->unconsumed = 0;
         h2c_flush(uc);
     }

@@ -15,6 +15,7 @@
 #include "xds/log.h"
 
 static void h2_flush(struct dp_hcm *h);
+static void h2_resume_paused(struct dp_hcm *h);
 static void h2_arm_idle(struct dp_hcm *h);
 
 /* Header fields as nghttp2 name/value pairs in the stream's arena, without
@@ -55,6 +56,7 @@ static ssize_t h2_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *
     if (n) {
         memcpy(buf, dp_buf_head(&s->resp_body), n);
         dp_buf_consume(&s->resp_body, n);
+        s->hcm->resp_held -= n;
         if (s->flags & DP_STREAM_F_UPSTREAM_PAUSED)
             dp_stream_downstream_drained(s);
     }
@@ -277,7 +279,10 @@ static int h2_on_stream_close(nghttp2_session *session, int32_t stream_id, uint3
              s->flags, dp_buf_size(&s->req_body), dp_buf_size(&s->resp_body), s->up ? "attached" : "none");
         dp_stream_downstream_reset(s);
     }
+    size_t held = dp_buf_size(&s->resp_body);
     dp_stream_free(s);
+    if (held)
+        h2_resume_paused(h);
     if (h->n_streams == 0) {
         if (h->goaway_final)
             dp_hcm_close_graceful(h);
@@ -483,23 +488,32 @@ static void h2_on_read(struct dp_hcm *h)
     }
 }
 
-static void h2_on_drained(struct dp_hcm *h)
+/* Resumes the streams whose upstream was paused and that may take more
+ * now (dp_stream_may_resume): after a drain of the connection, and after a
+ * stream went away with the bytes it held (a client that reset its stalled
+ * streams frees the connection's budget for the others, with no write to
+ * wake anyone). */
+static void h2_resume_paused(struct dp_hcm *h)
 {
     struct dp_conn *c = &h->conn;
-    h2_flush(h);
-    /* A stream whose upstream was paused is resumed when its buffer
-     * drains, which the flush above may have done; a stream that no
-     * read callback reaches any more must not stay parked. */
-    size_t half = h->listener->per_connection_buffer_limit / 2;
     while (!dp_conn_closed(c)) {
         /* Resuming one may end (and free) others: look again each time. */
         struct dp_stream *s = h->streams;
-        while (s && !((s->flags & DP_STREAM_F_UPSTREAM_PAUSED) && dp_buf_size(&s->resp_body) < half))
+        while (s && !((s->flags & DP_STREAM_F_UPSTREAM_PAUSED) && dp_stream_may_resume(s)))
             s = s->next;
         if (s == NULL)
             break;
         dp_stream_downstream_drained(s);
     }
+}
+
+static void h2_on_drained(struct dp_hcm *h)
+{
+    h2_flush(h);
+    /* A stream whose upstream was paused is resumed when its buffer
+     * drains, which the flush above may have done; a stream that no
+     * read callback reaches any more must not stay parked. */
+    h2_resume_paused(h);
 }
 
 static void h2_idle_close(struct dp_hcm *h)
@@ -560,8 +574,8 @@ static void h2_resume_data(struct dp_stream *s)
 
 static void h2_send_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream)
 {
-    if (n && !(s->flags & DP_STREAM_F_HEAD))
-        dp_buf_append(&s->resp_body, p, n);
+    if (n && !(s->flags & DP_STREAM_F_HEAD) && dp_buf_append(&s->resp_body, p, n) == 0)
+        s->hcm->resp_held += n;
     h2_resume_data(s);
 }
 

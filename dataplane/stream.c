@@ -206,6 +206,7 @@ void dp_stream_free(struct dp_stream *s)
         s->next->prev = s->prev;
     h->n_streams--;
     dp_buf_release(&s->req_body);
+    h->resp_held -= dp_buf_size(&s->resp_body);
     dp_buf_release(&s->resp_body);
     dp_fc_free(s);
     dp_arena_reset(&s->arena);
@@ -801,12 +802,38 @@ void dp_stream_upstream_drained(struct dp_stream *s)
         dp_hcm_resume_request(s);
 }
 
-void dp_stream_downstream_drained(struct dp_stream *s)
+/* The response bytes legate holds for a client are bounded per connection,
+ * not only per stream: per_connection_buffer_limit for the stream, and once
+ * the connection's streams hold that much together (HTTP/2), one chunk
+ * each. A stream whose client reads keeps moving (its chunk drains, it
+ * resumes and takes the next); a client that opens many streams and reads
+ * none (a zero window) costs the limit plus a chunk per stream, not the
+ * limit per stream. */
+static int resp_over(struct dp_stream *s)
+{
+    size_t limit = s->hcm->listener->per_connection_buffer_limit;
+    size_t mine = dp_hcm_pending_out(s);
+    return mine >= limit || (mine > 0 && s->hcm->resp_held >= limit);
+}
+
+size_t dp_stream_read_ahead(const struct dp_stream *s)
+{
+    size_t limit = s->hcm->listener->per_connection_buffer_limit;
+    return s->hcm->resp_held >= limit / 2 ? DP_BUF_BLOCK : limit;
+}
+
+int dp_stream_may_resume(struct dp_stream *s)
 {
     if (s->iter[DP_FILTER_RESPONSE].paused) /* a filter holds the response: it resumes */
-        return;
-    if ((s->flags & DP_STREAM_F_UPSTREAM_PAUSED) &&
-        dp_hcm_pending_out(s) < s->hcm->listener->per_connection_buffer_limit / 2) {
+        return 0;
+    size_t half = s->hcm->listener->per_connection_buffer_limit / 2;
+    size_t mine = dp_hcm_pending_out(s);
+    return mine < half && (mine == 0 || s->hcm->resp_held < half);
+}
+
+void dp_stream_downstream_drained(struct dp_stream *s)
+{
+    if ((s->flags & DP_STREAM_F_UPSTREAM_PAUSED) && dp_stream_may_resume(s)) {
         s->flags &= ~DP_STREAM_F_UPSTREAM_PAUSED;
         if (s->up)
             dp_upstream_resume(s->up);
@@ -904,8 +931,7 @@ void dp_stream_upstream_data(struct dp_stream *s, const uint8_t *p, size_t n, in
 void dp_stream_forward_response_data(struct dp_stream *s, const uint8_t *p, size_t n, int end_stream)
 {
     dp_hcm_send_data(s, p, n, end_stream);
-    if (!end_stream && !(s->flags & DP_STREAM_F_DONE) && s->up &&
-        dp_hcm_pending_out(s) >= s->hcm->listener->per_connection_buffer_limit) {
+    if (!end_stream && !(s->flags & DP_STREAM_F_DONE) && s->up && resp_over(s)) {
         s->flags |= DP_STREAM_F_UPSTREAM_PAUSED;
         dp_upstream_pause(s->up);
     }

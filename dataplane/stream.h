@@ -165,6 +165,17 @@ void dp_stream_upstream_failed(struct dp_stream *s, int status, const char *flag
 /** The upstream took request bytes from s->req_body; if the downstream was
  *  paused and there is room again, it is resumed. */
 void dp_stream_upstream_drained(struct dp_stream *s);
+/** How much of s's response an upstream reader may read in one go: the
+ *  buffer limit, or one buffer block while s's client connection holds
+ *  over half its budget (a client that reads none of many streams then
+ *  costs a block per stream, not a read's worth). */
+size_t dp_stream_read_ahead(const struct dp_stream *s);
+/** Whether a stream whose upstream is paused may take more response now:
+ *  it holds under half the buffer limit, and nothing at all while the
+ *  connection's streams together hold over half of it; no filter holds
+ *  the response. The codec's resume scans use this, as
+ *  dp_stream_downstream_drained does. */
+int dp_stream_may_resume(struct dp_stream *s);
 /** The downstream took response bytes; resume the upstream if paused. */
 void dp_stream_downstream_drained(struct dp_stream *s);
 
