@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,8 +354,19 @@ void dp_worker_defer(struct dp_worker *w, struct dp_defer *d, void (*fn)(struct 
 
 static void trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    (void)loop, (void)t, (void)revents;
+    (void)loop, (void)revents;
+    struct dp_worker *w = t->data;
     dp_buf_trim(TRIM_KEEP);
+    /* malloc's free memory (bodies over a block, nghttp2's and OpenSSL's
+     * buffers) stays in its heaps until trimmed: once after a burst, when
+     * this worker's last client connection is gone. Not while busy: the
+     * trim walks every arena. */
+    if (w->n_conns > 0) {
+        w->trim_pending = 1;
+    } else if (w->trim_pending) {
+        w->trim_pending = 0;
+        malloc_trim(0);
+    }
 }
 
 int dp_worker_init(struct dp_worker *w, int index)
@@ -375,6 +387,7 @@ int dp_worker_init(struct dp_worker *w, int index)
     ev_init(&w->accept_pause, accept_pause_cb);
     w->accept_pause.data = w;
     ev_timer_init(&w->trim_timer, trim_cb, TRIM_SECONDS, TRIM_SECONDS);
+    w->trim_timer.data = w;
     ev_timer_start(w->loop, &w->trim_timer);
     pthread_mutex_lock(&spare_lock);
     spare_refill();

@@ -116,6 +116,7 @@ struct dp_worker {
     size_t n_clusters;
     struct dp_hcm *conns;               /* downstream connections */
     size_t n_conns;
+    int trim_pending;                   /* connections came and went since malloc_trim */
     uint64_t next_stream_id;
     unsigned int rand_state;
     ev_timer drain_timer;
