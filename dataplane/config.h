@@ -175,6 +175,7 @@ struct dp_hcm_cfg {
         dp_stat_t rq_total, rq_xx[5], rq_time;
         dp_stat_t rq_failed_path_normalization, rq_redirected_with_normalized_path;
         dp_stat_t cx_protocol_error; /* a malformed request: 400 and close */
+        dp_stat_t rq_overload_close; /* 503: the overload manager stops requests */
     } st;
     struct dp_access_log **access_logs;
     size_t n_access_logs;
@@ -256,6 +257,7 @@ struct dp_listener {
     struct {                    /* listener.<address>.* */
         dp_stat_t cx_total, cx_active, ssl_handshake, ssl_session_reused, ssl_no_cert, ssl_verify_error,
             ssl_verify_san, ssl_connection_error;
+        dp_stat_t cx_global_overflow; /* closed at accept: the overload manager's connection limit */
     } st;
 };
 

@@ -16,6 +16,7 @@
 
 #include "dataplane/hcm.h"
 #include "dataplane/listener.h"
+#include "dataplane/overload.h"
 #include "dataplane/stream.h"
 #include "dataplane/tls.h"
 #include "dataplane/worker.h"
@@ -219,6 +220,7 @@ void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, 
         w->conns->prev_in_worker = h;
     w->conns = h;
     w->n_conns++;
+    dp_overload_conn_add(1);
     dp_stat_add(l->st.cx_total, 1);
     dp_stat_add(l->st.cx_active, 1);
     if (net_start(h, fc) < 0) {

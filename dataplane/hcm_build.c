@@ -125,6 +125,7 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
     }
     h->st.rq_time = dp_stat_register(DP_STAT_HISTOGRAM, "http", h->stat_prefix, "downstream_rq_time");
     h->st.cx_protocol_error = dp_stat_register(DP_STAT_COUNTER, "http", h->stat_prefix, "downstream_cx_protocol_error");
+    h->st.rq_overload_close = dp_stat_register(DP_STAT_COUNTER, "http", h->stat_prefix, "downstream_rq_overload_close");
     h->st.rq_failed_path_normalization =
         dp_stat_register(DP_STAT_COUNTER, "http", h->stat_prefix, "downstream_rq_failed_path_normalization");
     h->st.rq_redirected_with_normalized_path =

@@ -251,6 +251,7 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
                 *q = '_';
         l->st.cx_total = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "downstream_cx_total");
         l->st.cx_active = dp_stat_register(DP_STAT_GAUGE, "listener", tag, "downstream_cx_active");
+        l->st.cx_global_overflow = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "downstream_global_cx_overflow");
         l->st.ssl_handshake = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.handshake");
         l->st.ssl_session_reused = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.session_reused");
         l->st.ssl_no_cert = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.fail_verify_no_cert");

@@ -24,6 +24,7 @@
 #include "dataplane/accesslog.h"
 #include "dataplane/admin.h"
 #include "dataplane/dynamic.h"
+#include "dataplane/overload.h"
 #include "dataplane/stats.h"
 #include "dataplane/tls.h"
 #include "dataplane/worker.h"
@@ -105,12 +106,16 @@ int dp_server_check(const xds_bootstrap_t *bs, char *err, size_t errlen)
         snprintf(err, errlen, "cannot initialise TLS");
         return -1;
     }
-    int rc = dp_static_build(bs, &sc, NULL, err, errlen);
+    struct dp_overload *ol = NULL;
+    int rc = dp_overload_build(bs->overload_manager, &ol, err, errlen);
+    dp_overload_free(ol);
+    if (rc < 0)
+        return -1;
+    rc = dp_static_build(bs, &sc, NULL, err, errlen);
     if (rc == 0)
         dp_static_config_free(&sc);
     dp_access_log_shutdown();
     return rc;
-    return 0;
 }
 
 /* ---- listening sockets ------------------------------------------------------ */
@@ -197,6 +202,7 @@ struct server {
     struct dp_dyn *xds;
     struct dp_admin *admin;
     struct dp_admin_source admin_src;
+    struct dp_overload *overload;         /* bootstrap overload_manager (NULL: none) */
     int health_failed;                    /* atomic: POST /healthcheck/fail */
     dp_stat_t st_days_to_expiry;
     ev_timer expiry_timer;                /* certificate expiry warnings */
@@ -740,6 +746,10 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         return -1;
     }
     pthread_mutex_init(&sv.cfg_lock, NULL);
+    if (dp_overload_build(bs->overload_manager, &sv.overload, err, sizeof(err)) < 0) {
+        LG_E("server", "%s", err);
+        return -1;
+    }
     if (dp_static_build(bs, &sv.sc, &sv.dut, err, sizeof(err)) < 0) {
         LG_E("server", "%s", err);
         return -1;
@@ -830,6 +840,7 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
             goto out;
         }
     }
+    dp_overload_start(sv.overload, sv.loop, sv.workers, sv.n_workers);
     for (size_t i = 0; i < sv.sc.n_listeners; i++)
         LG_I("server", "listener %s on %s", sv.sc.listeners[i]->name, sv.sc.listeners[i]->addr_str);
     LG_I("server", "legate started: %d worker(s), %zu listener(s), %zu cluster(s)", sv.n_workers,
@@ -872,6 +883,8 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
     sv.xds = NULL;
     stop_now(&sv);
     pthread_join(joiner, NULL);
+    dp_overload_free(sv.overload); /* the workers are gone */
+    sv.overload = NULL;
     if (sv.dns_job) {
         pthread_join(sv.dns_job->thread, NULL);
         dns_job_free(sv.dns_job);
@@ -880,6 +893,7 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
     rc = 0;
     LG_I("server", "legate stopped");
 out:
+    dp_overload_free(sv.overload);
     for (int i = 0; i < sv.n_workers; i++)
         dp_worker_destroy(&sv.workers[i]);
     free(sv.workers);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dataplane/accesslog.h"
+#include "dataplane/overload.h"
 #include "dataplane/route.h"
 #include "dataplane/router.h"
 #include "dataplane/stream.h"
@@ -612,6 +613,13 @@ void dp_stream_request_headers(struct dp_stream *s, int end_stream)
         s->flags |= DP_STREAM_F_REQ_COMPLETE;
     if (s->cfg == NULL) {
         dp_stream_send_local_reply(s, 500, "text/plain", "no connection manager\n", 22);
+        return;
+    }
+    if (dp_overload_active(DP_OL_STOP_REQUESTS)) {
+        /* Envoy's answer, flag and counter for stop_accepting_requests */
+        dp_stream_set_response_flag(s, "OM");
+        dp_stat_add(s->cfg->st.rq_overload_close, 1);
+        dp_stream_send_local_reply(s, 503, "text/plain", "envoy overloaded", 16);
         return;
     }
     if (s->req.authority.n == 0 && s->req.version == DP_HTTP_2) {

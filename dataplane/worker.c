@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "dataplane/accesslog.h"
+#include "dataplane/overload.h"
 #include "dataplane/arena.h"
 #include "dataplane/buf.h"
 #include "dataplane/listener.h"
@@ -117,11 +118,29 @@ static int out_of_fds(struct dp_worker *w, struct dp_worker_listener *wl, int er
     return 0;
 }
 
+/* stop_accepting_connections: the listeners rest (the kernel's backlog
+ * holds new connections) and look again after OVERLOAD_PAUSE. */
+#define OVERLOAD_PAUSE 0.25
+static void overload_pause_accept(struct dp_worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++)
+        ev_io_stop(w->loop, &w->listeners[i].io);
+    if (!ev_is_active(&w->accept_pause)) {
+        ev_timer_set(&w->accept_pause, OVERLOAD_PAUSE, 0.);
+        ev_timer_start(w->loop, &w->accept_pause);
+    }
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct dp_worker_listener *wl = io->data;
     struct dp_worker *w = wl->w;
     int locked = 0;
+
+    if (dp_overload_active(DP_OL_STOP_CONNECTIONS)) {
+        overload_pause_accept(w);
+        return;
+    }
 
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         if (!locked && __atomic_load_n(&nofd, __ATOMIC_ACQUIRE)) {
@@ -152,6 +171,12 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
                 __atomic_store_n(&nofd, 0, __ATOMIC_RELEASE);
             pthread_mutex_unlock(&spare_lock);
             locked = 0;
+        }
+        if (!dp_overload_conn_allowed()) {
+            /* reject_incoming_connections, or the global connection limit */
+            dp_stat_add(wl->l->st.cx_global_overflow, 1);
+            close(fd);
+            continue;
         }
         dp_listener_accept(w, w->cur, wl->l, fd);
     }
@@ -310,6 +335,8 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
             dp_hcm_drain(h);
         }
     }
+    if (__atomic_load_n(&dp_overload.reset_min_bytes, __ATOMIC_RELAXED))
+        dp_overload_reset_streams(w);
     int stop = __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE);
     if (stop == 2) {
         ev_break(loop, EVBREAK_ALL);
@@ -518,6 +545,12 @@ void dp_worker_conn_closed(struct dp_worker *w, struct dp_hcm *h)
         h->next_in_worker->prev_in_worker = h->prev_in_worker;
     h->next_in_worker = h->prev_in_worker = NULL;
     w->n_conns--;
+    dp_overload_conn_add(-1);
+}
+
+void dp_worker_wake(struct dp_worker *w)
+{
+    ev_async_send(w->loop, &w->wake);
 }
 
 uint32_t dp_worker_rand(struct dp_worker *w)

@@ -145,6 +145,8 @@ void dp_worker_request_stop(struct dp_worker *w, int graceful);
 /** Stops accepting on every listener and drains the connections, but keeps
  *  the worker running (POST /drain_listeners). Any thread. */
 void dp_worker_request_drain_listeners(struct dp_worker *w);
+/** Wakes w to look at the overload state (streams to reset). Any thread. */
+void dp_worker_wake(struct dp_worker *w);
 void dp_worker_join(struct dp_worker *w);
 void dp_worker_destroy(struct dp_worker *w);
 

@@ -137,6 +137,14 @@ start_legate() {
   wait_port "$LEGATE_PORT" 10 || { not_ok "legate started"; cat "$WORK/$name.log"; return 1; }
 }
 
+# asan_build: true when $BIN/legate is built with AddressSanitizer (whose
+# allocator quarantines freed memory: RSS is not legate's there).
+# grep without -q reads to the end: with pipefail, a grep -q that stops
+# early can SIGPIPE ldd or nm and make a match look like none.
+asan_build() {
+  ldd "$BIN/legate" 2>/dev/null | grep asan >/dev/null || nm "$BIN/legate" 2>/dev/null | grep __asan_init >/dev/null
+}
+
 # curl_mtls ARGS...: curl with the test client certificate and CA.
 curl_mtls() {
   curl -s --cacert "$WORK/certs/ca.pem" --cert "$WORK/certs/client.pem" --key "$WORK/certs/client.key" "$@"

@@ -18,11 +18,7 @@ F=$SRC/tests/integration/faults.py
 C=$WORK/certs
 "$SRC/scripts/gen-certs.sh" "$C"
 ASAN=0
-# grep without -q reads to the end: with pipefail, a grep -q that stops
-# early can SIGPIPE ldd or nm and make a match look like none.
-if ldd "$BIN/legate" 2>/dev/null | grep asan >/dev/null || nm "$BIN/legate" 2>/dev/null | grep __asan_init >/dev/null; then
-  ASAN=1
-fi
+asan_build && ASAN=1
 
 P_UP=$(free_port)
 start_bg up python3 "$F" upstream "$P_UP"
