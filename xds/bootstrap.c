@@ -244,6 +244,32 @@ static char *expand_env(const char *in, size_t len, size_t *outlen, char *err, s
     return out;
 }
 
+/* A static listener without a name gets one, as Envoy gives it (a UUID
+ * there): here its address, "0.0.0.0_8080", which is unique among
+ * listeners and reads well in stats and logs (Envoy's front-proxy example
+ * names none). A listener whose address is not a socket address keeps no
+ * name, and check_static says which field is wrong. */
+static int name_listeners(xds_bootstrap_t *bs)
+{
+    Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
+    for (size_t i = 0; sr && i < sr->n_listeners; i++) {
+        Envoy__Config__Listener__V3__Listener *l = sr->listeners[i];
+        if (l->name[0] != '\0' || l->address == NULL ||
+            l->address->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+            continue;
+        const Envoy__Config__Core__V3__SocketAddress *sa = l->address->socket_address;
+        char name[300];
+        snprintf(name, sizeof(name), "%s_%u", sa->address, sa->port_value);
+        char *n = strdup(name);
+        if (n == NULL)
+            return -1;
+        if (l->name != protobuf_c_empty_string)
+            free(l->name);
+        l->name = n;
+    }
+    return 0;
+}
+
 int xds_bootstrap_load(const char *path, xds_bootstrap_t **out, char *err, size_t errlen)
 {
     ProtobufCMessage *msg = NULL;
@@ -277,6 +303,10 @@ int xds_bootstrap_load(const char *path, xds_bootstrap_t **out, char *err, size_
             return verr(err, errlen, "%s: %s", path, msgbuf);
     }
     xds_bootstrap_t *bs = (xds_bootstrap_t *)msg;
+    if (name_listeners(bs) < 0) {
+        xds_bootstrap_free(bs);
+        return verr(err, errlen, "%s: out of memory", path);
+    }
     if (xds_bootstrap_check(bs, msgbuf, sizeof(msgbuf)) < 0) {
         xds_bootstrap_free(bs);
         return verr(err, errlen, "%s: %s", path, msgbuf);

@@ -813,6 +813,13 @@ static int set_field(struct conv *c, ProtobufCMessage *msg, const ProtobufCField
         return fail(c, "internal: missing field descriptor");
     if (f->label == PROTOBUF_C_LABEL_REPEATED)
         return set_repeated(c, msg, f, n);
+    /* "typed_config: {}": no type and no value. Envoy then finds the
+     * extension by the enclosing config's name and uses its defaults; so
+     * do the builders when typed_config is absent, which is what this
+     * leaves (double-proxy's "envoy.filters.listener.tls_inspector"). */
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE && wkt_of(f->descriptor) == WKT_ANY &&
+        n->type == YAML_MAPPING_NODE && n->data.mapping.pairs.start == n->data.mapping.pairs.top)
+        return 0;
 
     if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
         uint32_t *qc = (uint32_t *)((char *)msg + f->quantifier_offset);

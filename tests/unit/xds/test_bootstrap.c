@@ -7,7 +7,9 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
@@ -155,6 +157,32 @@ static void test_check_rules(void **state)
     assert_int_equal(check_text("node: {id: a}"), 0);
 }
 
+/* A listener without a name is named after its address, as Envoy names
+ * one (Envoy's front-proxy example has two such). */
+static void test_unnamed_listener(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/legate-test-bootstrap-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *yaml = "static_resources:\n  listeners:\n"
+                       "  - address: {socket_address: {address: 0.0.0.0, port_value: 8080}}\n"
+                       "    filter_chains: [{filters: []}]\n"
+                       "  - name: named\n"
+                       "    address: {socket_address: {address: 0.0.0.0, port_value: 8443}}\n"
+                       "    filter_chains: [{filters: []}]\n";
+    assert_int_equal(write(fd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
+    close(fd);
+    xds_bootstrap_t *bs = NULL;
+    int rc = xds_bootstrap_load(path, &bs, err, sizeof(err));
+    unlink(path);
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_string_equal(bs->static_resources->listeners[0]->name, "0.0.0.0_8080");
+    assert_string_equal(bs->static_resources->listeners[1]->name, "named");
+    xds_bootstrap_free(bs);
+}
+
 static void test_unsupported_fields(void **state)
 {
     (void)state;
@@ -235,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_json_example_camel_case),
         cmocka_unit_test(test_check_rules),
         cmocka_unit_test(test_unsupported_fields),
+        cmocka_unit_test(test_unnamed_listener),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

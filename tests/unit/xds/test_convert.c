@@ -183,6 +183,19 @@ static void test_any(void **state)
     done(m);
 }
 
+/* "typed_config: {}" (Envoy: the extension named beside it, with its
+ * defaults) leaves the Any unset; {address: x} without a type still fails. */
+static void test_empty_any_is_absent(void **state)
+{
+    Legate__Test__AllKinds *m = conv_ok("any: {}\ni32: 3\n");
+    assert_null(m->any);
+    assert_int_equal(m->i32, 3);
+    done(m);
+    m = conv_ok("{\"any\": {}}");
+    assert_null(m->any);
+    done(m);
+}
+
 static void test_duration_forms(void **state)
 {
     static const struct {
@@ -371,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_nested_repeated_map),
         cmocka_unit_test(test_null_leaves_unset),
         cmocka_unit_test(test_any),
+        cmocka_unit_test(test_empty_any_is_absent),
         cmocka_unit_test(test_duration_forms),
         cmocka_unit_test(test_timestamp_wrappers_struct),
         cmocka_unit_test(test_errors_name_the_path),
