@@ -305,6 +305,13 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS:
         c->type = DP_CLUSTER_STRICT_DNS;
         break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS:
+        /* STRICT_DNS's resolution, keeping the first address only: new
+         * connections go to what the name resolves to first now (a name
+         * behind a load balancer or a CDN), as Envoy's LOGICAL_DNS does. */
+        c->type = DP_CLUSTER_STRICT_DNS;
+        c->logical_dns = 1;
+        break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS:
         c->type = DP_CLUSTER_EDS;
         break;
@@ -320,7 +327,7 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
         }
         break;
     default:
-        xds_cfg_fail(&e, "type: only STATIC, STRICT_DNS, EDS and ORIGINAL_DST are supported");
+        xds_cfg_fail(&e, "type: only STATIC, STRICT_DNS, LOGICAL_DNS, EDS and ORIGINAL_DST are supported");
         goto bad;
     }
     switch (pc->lb_policy) {
@@ -401,12 +408,16 @@ struct dp_cluster *dp_cluster_build(const Envoy__Config__Cluster__V3__Cluster *p
         /* no endpoints: each request goes where its connection was headed */
     } else {
         if (pc->load_assignment == NULL) {
-            xds_cfg_fail(&e, "load_assignment: required for a STRICT_DNS cluster");
+            xds_cfg_fail(&e, "load_assignment: required for a %s cluster", c->logical_dns ? "LOGICAL_DNS" : "STRICT_DNS");
             goto bad;
         }
         struct ep_acc acc = {.dns = c};
         if (each_endpoint(pc->load_assignment, add_dns_target, &acc, "load_assignment.", &e) < 0)
             goto bad;
+        if (c->logical_dns && c->n_dns != 1) {
+            xds_cfg_fail(&e, "load_assignment: a LOGICAL_DNS cluster takes exactly one endpoint, got %zu", c->n_dns);
+            goto bad;
+        }
         /* Endpoints arrive with the first resolution (server.c). */
     }
 

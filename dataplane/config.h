@@ -327,6 +327,7 @@ struct dp_cluster {
     struct dp_tls_client *tls;      /* NULL: plaintext */
     char *eds_service_name;         /* EDS: name to subscribe to */
     struct dp_dns_target *dns;      /* STRICT_DNS: what to resolve */
+    int logical_dns;                /* LOGICAL_DNS: one name, its first address */
     size_t n_dns;
     double dns_refresh_rate;        /* default 5 s */
     enum dp_dns_family dns_family;  /* dns_lookup_family */

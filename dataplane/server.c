@@ -96,6 +96,13 @@ static struct dp_endpoint_set *resolve(const struct dp_cluster *c)
         }
         freeaddrinfo(res);
     }
+    /* LOGICAL_DNS: the first address (getaddrinfo's order, RFC 6724). */
+    if (c->logical_dns)
+        while (s->n > 1) {
+            s->n--;
+            free(s->v[s->n].addr_str);
+            free(s->v[s->n].hostname);
+        }
     return s;
 }
 
@@ -661,7 +668,7 @@ static void cluster_json(struct xds_sb *b, const struct dp_cluster *c, int dynam
     xds_sb_add(b, "{\"name\":", 8);
     xds_sb_str(b, c->name);
     xds_sb_addf(b, ",\"added_via_api\":%s,\"type\":\"%s\",\"lb_policy\":\"%s\",\"tls\":%s,\"http2\":%s",
-                dynamic ? "true" : "false", types[c->type], lbs[c->lb], c->tls ? "true" : "false",
+                dynamic ? "true" : "false", c->logical_dns ? "LOGICAL_DNS" : types[c->type], lbs[c->lb], c->tls ? "true" : "false",
                 c->http2 ? "true" : "false");
     xds_sb_addf(b, ",\"upstream_cx_active\":%lld,\"upstream_rq_total\":%lld,\"endpoints\":[",
                 (long long)dp_stat_value(c->st.cx_active), (long long)dp_stat_value(c->st.rq_total));

@@ -119,6 +119,8 @@ $(hcm plain '              - match: { prefix: /rr/ }
                 route: { cluster: dns6 }
               - match: { prefix: /dns4pref/ }
                 route: { cluster: dns4pref }
+              - match: { prefix: /logical/ }
+                route: { cluster: logical }
               - match: { prefix: / }
                 route: { cluster: a }')
   clusters:
@@ -129,6 +131,7 @@ $(cluster dns STRICT_DNS ROUND_ROBIN localhost:$P_B)
 $(DNSFAM=V4_ONLY cluster dns4 STRICT_DNS ROUND_ROBIN localhost:$P_B)
 $(DNSFAM=V6_ONLY cluster dns6 STRICT_DNS ROUND_ROBIN 127.0.0.1:$P_B)
 $(DNSFAM=V4_PREFERRED cluster dns4pref STRICT_DNS ROUND_ROBIN localhost:$P_B)
+$(DNSFAM=V4_ONLY cluster logical LOGICAL_DNS ROUND_ROBIN localhost:$P_B)
 YAML
 
 start_legate legate "$WORK/legate.yaml" || { finish; exit 1; }
@@ -239,6 +242,9 @@ done
 expect_eq "dns_lookup_family V6_ONLY: an IPv4 address gives no endpoint (503)" "503" \
   "$(curl -s -o /dev/null -w '%{http_code}' "$PL/dns6/x")"
 check "... and legate says why" grep -q "cluster dns6: cannot resolve 127.0.0.1" "$WORK/legate.log"
+for i in 1 2; do
+  expect_eq "LOGICAL_DNS: localhost's first address ($i)" "b GET /logical/$i bytes=0" "$(curl -s "$PL/logical/$i")"
+done
 
 kill -TERM "$PID_legate"; wait "$PID_legate"; rc=$?
 expect_eq "SIGTERM: exit code 0" "0" "$rc"
