@@ -22,6 +22,7 @@ void dp_hcm_cfg_free(struct dp_hcm_cfg *h)
     free(h->rds_name);
     free(h->server_name);
     free(h->via);
+    free(h->scheme_overwrite);
     for (size_t i = 0; i < h->n_upgrades; i++)
         free(h->upgrades[i].type);
     free(h->upgrades);
@@ -195,6 +196,19 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
         xds_cfg_fail(e, "%s.server_header_transformation: unknown value", sub);
         goto bad;
     }
+    if (pm->scheme_header_transformation &&
+        pm->scheme_header_transformation->transformation_case ==
+            ENVOY__CONFIG__CORE__V3__SCHEME_HEADER_TRANSFORMATION__TRANSFORMATION_SCHEME_TO_OVERWRITE) {
+        const char *sch = pm->scheme_header_transformation->scheme_to_overwrite;
+        if (strcmp(sch, "http") != 0 && strcmp(sch, "https") != 0) {
+            xds_cfg_fail(e, "%s.scheme_header_transformation.scheme_to_overwrite: must be \"http\" or \"https\", got "
+                         "\"%s\"", sub, sch);
+            goto bad;
+        }
+        h->scheme_overwrite = xstrdup(sch);
+    }
+    /* match_upstream: an HTTP/2 upstream's :scheme follows its transport
+     * already (legate's only behaviour without scheme_to_overwrite). */
     if (pm->via[0]) {
         for (const char *c = pm->via; *c; c++)
             if ((unsigned char)*c < 0x20 || *c == 0x7f) {

@@ -117,7 +117,11 @@ static int h2c_submit(struct dp_uconn *uc, struct dp_upstream_req *u)
     if (nva == NULL)
         return -1;
     size_t k = 0;
-    struct dp_str scheme = uc->conn.ssl ? DP_STR_LIT("https") : DP_STR_LIT("http");
+    /* The upstream's transport (Envoy's match_upstream), unless the HCM
+     * overwrites the scheme (scheme_header_transformation). */
+    struct dp_str scheme = s->cfg && s->cfg->scheme_overwrite ? r->scheme
+                           : uc->conn.ssl                   ? DP_STR_LIT("https")
+                                                            : DP_STR_LIT("http");
 #define NV(n, nl, v, vl) \
     nva[k++] = (nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NO_COPY_NAME}
     NV(":method", 7, r->method.p, r->method.n);

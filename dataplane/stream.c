@@ -513,6 +513,11 @@ static int sanitize_request(struct dp_stream *s)
         s->flags |= DP_STREAM_F_GRPC;
     strip_hop_by_hop(req, cfg, a);
 
+    /* scheme_header_transformation: the request's :scheme, as filters and
+     * an HTTP/2 upstream see it (x-forwarded-proto stays the connection's) */
+    if (cfg->scheme_overwrite)
+        req->scheme = (struct dp_str){cfg->scheme_overwrite, strlen(cfg->scheme_overwrite)};
+
     /* x-forwarded-proto */
     struct dp_str scheme = s->hcm->conn.ssl ? DP_STR_LIT("https") : DP_STR_LIT("http");
     if (cfg->use_remote_address || !dp_headers_get(&req->headers, DP_STR_LIT("x-forwarded-proto")))

@@ -13,7 +13,7 @@ source "$(dirname "$0")/env.sh"
 
 P_NORM=$(free_port); P_RAW=$(free_port); P_ABSENT=$(free_port); P_UP=$(free_port)
 P_VIP=$(free_port); P_DUAL=$(free_port); P_V6=$(free_port)
-P_REJ=$(free_port); P_REDIR=$(free_port); P_FWD=$(free_port); P_ADMIN=$(free_port)
+P_REJ=$(free_port); P_REDIR=$(free_port); P_FWD=$(free_port); P_ADMIN=$(free_port); P_SCHEME=$(free_port)
 V6=0; grep -q '^0*1 ' /proc/net/if_inet6 2>/dev/null && V6=1
 LEGATE_PORT=$P_NORM
 start_bg up python3 "$SRC/tests/integration/upstream.py" "$P_UP" up
@@ -64,8 +64,9 @@ YAML
           http2_protocol_options: { hpack_table_size: 0 }
           server_header_transformation: PASS_THROUGH
           via: legate-edge"
-  listener raw "$P_RAW" "access_log: [{ name: envoy.access_loggers.file, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: $WORK/raw.log, log_format: { text_format_source: { inline_string: \"%REQ(:PATH)% %PROTOCOL%\\n\" } } } }]"
+  listener raw "$P_RAW" "access_log: [{ name: envoy.access_loggers.file, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: $WORK/raw.log, log_format: { text_format_source: { inline_string: \"%REQ(:PATH)% %PROTOCOL% %REQ(:SCHEME)%\\n\" } } } }]"
   listener absent "$P_ABSENT" "server_header_transformation: APPEND_IF_ABSENT"
+  listener scheme "$P_SCHEME" "scheme_header_transformation: { scheme_to_overwrite: https }"
   listener rej "$P_REJ" "normalize_path: true
           path_with_escaped_slashes_action: REJECT_REQUEST"
   listener redir "$P_REDIR" "normalize_path: true
@@ -188,8 +189,12 @@ for i in 1 2 3; do # the same headers again: a dynamic table would index them
   expect_eq "a cluster with hpack_table_size: 0 speaks HTTP/2 to its upstream ($i)" \
     "up GET /h2seen/$i bytes=0 200" "$(get "$P_ABSENT" /viah2/$i)"
 done
-for _ in $(seq 1 30); do [ "$(grep -c '^/h2seen/[123] HTTP/2$' "$WORK/raw.log" 2>/dev/null)" = 3 ] && break; sleep 0.1; done
-expect_eq "... over HTTP/2 (legate's own listener logged it)" "3" "$(grep -c '^/h2seen/[123] HTTP/2$' "$WORK/raw.log")"
+for _ in $(seq 1 30); do [ "$(grep -c '^/h2seen/[123] HTTP/2 http$' "$WORK/raw.log" 2>/dev/null)" = 3 ] && break; sleep 0.1; done
+expect_eq "... over HTTP/2 (legate's own listener logged it), :scheme http as the upstream is plaintext" "3" \
+  "$(grep -c '^/h2seen/[123] HTTP/2 http$' "$WORK/raw.log")"
+expect_eq "scheme_header_transformation.scheme_to_overwrite: https" "up GET /h2seen/s bytes=0 200" "$(get "$P_SCHEME" /viah2/s)"
+for _ in $(seq 1 30); do grep -q '^/h2seen/s HTTP/2 https$' "$WORK/raw.log" && break; sleep 0.1; done
+check "... the HTTP/2 upstream saw :scheme https" grep -q '^/h2seen/s HTTP/2 https$' "$WORK/raw.log"
 
 # --- route options ------------------------------------------------------------------
 expect_eq "match.grpc: a gRPC content-type matches" "grpc 200" \
