@@ -492,9 +492,10 @@ static void h1_process(struct dp_hcm *h)
             if ((h->parser.flags & F_CHUNKED) && h->parser.method != HTTP_CONNECT) {
                 dp_h1_chunk_start(&h->h1_chunk);
                 /* Paused in on_headers_complete, http-parser has not yet
-                 * consumed the head's last byte (its LF): c->in starts
-                 * with it. */
-                h->h1_chunk_ahead = 1;
+                 * consumed the head's last byte, its LF: c->in starts with
+                 * it. (Its lenient build takes any byte after the CR there:
+                 * the guard then sees that byte as the body's first.) */
+                h->h1_chunk_ahead = dp_buf_size(&c->in) && *dp_buf_head(&c->in) == '\n';
                 if (h1_chunk_check(h))
                     return;
             }

@@ -231,6 +231,20 @@ expect_eq "chunked: a bare LF ending a chunk-size line: 400, closed" \
   "$B400|chunk line not ended by CRLF|closed" "$(chunked /up/d '3\nabc\r\n0\r\n\r\n')"
 expect_eq "chunked: a CR not followed by LF ending a chunk-size line: 400, closed" \
   "$B400|chunk line not ended by CRLF|closed" "$(chunked /up/d '3\rabc\r\n0\r\n\r\n')"
+expect_eq "chunked: a head ended by CR and a junk byte, not CRLF (http-parser takes any): 400, closed" \
+  "$B400|invalid chunk size|closed" \
+  "$(printf 'POST /up/h HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\rX3\r\nabc\r\n0\r\n\r\n' | timeout 5 python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(sys.stdin.buffer.read())
+d = b""
+while True:
+    c = s.recv(65536)
+    if not c: break
+    d += c
+h, _, b = d.partition(b"\r\n\r\n")
+print("%s|%s|closed" % (h.split(b"\r\n")[0].decode(), b.split(b"\n")[0].decode()))
+' "$P")"
 expect_eq "chunked: a chunk extension name that is not a token: 400, closed" \
   "$B400|invalid chunk extension|closed" "$(chunked /up/e '3;a@b\r\nabc\r\n0\r\n\r\n')"
 expect_eq "chunked: a line break inside a quoted extension value: 400, closed" \
@@ -240,7 +254,7 @@ expect_eq "chunked: a bad chunk line in a later read, after a good chunk: 400, c
   "$B400|whitespace at the end of a chunk line|closed" "$(chunked /up/f '5\r\nhello\r\n' '3 \r\nabc\r\n0\r\n\r\n')"
 n_err=$(admin_stat http.plain.downstream_cx_protocol_error)
 check "... each counted in http.plain.downstream_cx_protocol_error (${n_err0:-?} -> ${n_err:-?})" \
-  test "$((${n_err:-0} - ${n_err0:-0}))" -eq 9
+  test "$((${n_err:-0} - ${n_err0:-0}))" -eq 10
 expect_eq "chunked: extensions with BWS, tokens and quoted strings (a ';', an escaped quote) pass" \
   "HTTP/1.1 200 OK|up POST /up/ext bytes=7|-" \
   "$(chunked /up/ext '3;name=\"a b;c\\\"d\"\r\nabc\r\n4 ; x = y\t;z\r\ndefg\r\n0;end=1\r\n\r\n')"
