@@ -33,9 +33,9 @@ static int qpair(unsigned c)
     return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
-/* A size line's CR or a byte that ends an extension element (a name, a
- * value): the next state, or BAD. */
-static enum dp_h1_chunk_state after_element(unsigned c)
+/* The byte after a size or an extension element (a name, a value): the
+ * next state, or BAD with *why (a bare LF's, else `other`). */
+static enum dp_h1_chunk_state after_element(unsigned c, const char *other, const char **why)
 {
     switch (c) {
     case '\r':
@@ -46,6 +46,7 @@ static enum dp_h1_chunk_state after_element(unsigned c)
     case '\t':
         return DP_H1_CHUNK_BWS;
     default:
+        *why = c == '\n' ? "chunk line not ended by CRLF\n" : other;
         return DP_H1_CHUNK_BAD;
     }
 }
@@ -88,15 +89,16 @@ int dp_h1_chunk_feed(struct dp_h1_chunk *g, const uint8_t *p, size_t n, const ch
                 *why = "invalid chunk size\n";
                 goto bad;
             }
-            st = after_element(c);
-            if (st == DP_H1_CHUNK_BAD) {
-                *why = c == '\n' ? "chunk line not ended by CRLF\n" : "invalid chunk size\n";
+            st = after_element(c, "invalid chunk size\n", why);
+            if (st == DP_H1_CHUNK_BAD)
                 goto bad;
-            }
             break;
         case DP_H1_CHUNK_BWS: /* only ';' or more whitespace: "3 \r\n" is not a chunk line */
+        case DP_H1_CHUNK_NAME_BWS: /* ... or '=' after a name */
             if (c == ';') {
                 st = DP_H1_CHUNK_NAME0;
+            } else if (c == '=' && st == DP_H1_CHUNK_NAME_BWS) {
+                st = DP_H1_CHUNK_VAL0;
             } else if (c != ' ' && c != '\t') {
                 *why = c == '\r' || c == '\n' ? "whitespace at the end of a chunk line\n" : bad_ext;
                 goto bad;
@@ -117,23 +119,11 @@ int dp_h1_chunk_feed(struct dp_h1_chunk *g, const uint8_t *p, size_t n, const ch
                 st = DP_H1_CHUNK_VAL0;
                 break;
             }
-            st = after_element(c);
+            st = after_element(c, bad_ext, why);
             if (st == DP_H1_CHUNK_BWS)
                 st = DP_H1_CHUNK_NAME_BWS; /* '=' may still come */
-            if (st == DP_H1_CHUNK_BAD) {
-                *why = c == '\n' ? "chunk line not ended by CRLF\n" : bad_ext;
+            if (st == DP_H1_CHUNK_BAD)
                 goto bad;
-            }
-            break;
-        case DP_H1_CHUNK_NAME_BWS:
-            if (c == '=') {
-                st = DP_H1_CHUNK_VAL0;
-            } else if (c == ';') {
-                st = DP_H1_CHUNK_NAME0;
-            } else if (c != ' ' && c != '\t') {
-                *why = c == '\r' || c == '\n' ? "whitespace at the end of a chunk line\n" : bad_ext;
-                goto bad;
-            }
             break;
         case DP_H1_CHUNK_VAL0:
             if (dp_http_tchar[c]) {
@@ -149,11 +139,9 @@ int dp_h1_chunk_feed(struct dp_h1_chunk *g, const uint8_t *p, size_t n, const ch
         case DP_H1_CHUNK_QEND:
             if (st == DP_H1_CHUNK_TOKEN && dp_http_tchar[c])
                 break;
-            st = after_element(c);
-            if (st == DP_H1_CHUNK_BAD) {
-                *why = c == '\n' ? "chunk line not ended by CRLF\n" : bad_ext;
+            st = after_element(c, bad_ext, why);
+            if (st == DP_H1_CHUNK_BAD)
                 goto bad;
-            }
             break;
         case DP_H1_CHUNK_QUOTED:
             if (c == '"') {
