@@ -28,6 +28,7 @@
 #include "dataplane/config.h"
 #include "dataplane/conn.h"
 #include "dataplane/filter.h"
+#include "dataplane/h1_chunk.h"
 #include "dataplane/http.h"
 #include "dataplane/net_chain.h"
 #include "dataplane/worker.h"
@@ -126,6 +127,8 @@ struct dp_hcm {
     int h1_last_was_value;
     size_t h1_header_bytes;
     enum { H1_FOLD_IN = 0, H1_FOLD_LF, H1_FOLD_LF_CR, H1_FOLD_DONE } h1_fold; /* head scan */
+    struct dp_h1_chunk h1_chunk;          /* a chunked request body's framing (h1_chunk.h) */
+    size_t h1_chunk_ahead;                /* bytes at c->in's head it has seen, http-parser not */
     /* HTTP/2 */
     nghttp2_session *ngh2;
     int ngh2_busy;                        /* inside nghttp2_session_mem_recv/mem_send */

@@ -396,6 +396,26 @@ static int h1_obs_fold(struct dp_hcm *h, const char *p, size_t n)
     return 0;
 }
 
+/* A chunked request body's framing is checked (h1_chunk.c) before
+ * http-parser reads it, as far as it has arrived, and not in step with it:
+ * a body that is all in c->in is refused before its head goes upstream.
+ * (http-parser's chunk callbacks could tell where chunks start, but not
+ * what its lenient build skipped over on the way.) Returns 1 after the
+ * 400. */
+static int h1_chunk_check(struct dp_hcm *h)
+{
+    struct dp_conn *c = &h->conn;
+    size_t len = dp_buf_size(&c->in);
+    const char *why;
+    if (dp_h1_chunk_feed(&h->h1_chunk, dp_buf_head(&c->in) + h->h1_chunk_ahead, len - h->h1_chunk_ahead, &why) == 0) {
+        h->h1_chunk_ahead = len;
+        return 0;
+    }
+    dp_buf_consume(&c->in, len);
+    h1_protocol_error(h, 400, why);
+    return 1;
+}
+
 static void h1_process(struct dp_hcm *h)
 {
     struct dp_conn *c = &h->conn;
@@ -426,8 +446,12 @@ static void h1_process(struct dp_hcm *h)
             h1_protocol_error(h, 400, "malformed HTTP request\n");
             return;
         }
+        if (h->h1_chunk.state != DP_H1_CHUNK_OFF && h1_chunk_check(h))
+            return;
         size_t n = http_parser_execute(&h->parser, &h1_settings, data, len);
         enum http_errno err = HTTP_PARSER_ERRNO(&h->parser);
+        if (h->h1_chunk.state != DP_H1_CHUNK_OFF)
+            h->h1_chunk_ahead -= n; /* <= what the check saw */
         if (err == HPE_PAUSED) {
             http_parser_pause(&h->parser, 0);
         } else if (err != HPE_OK) {
@@ -464,6 +488,17 @@ static void h1_process(struct dp_hcm *h)
             if (!(h->parser.flags & F_CHUNKED) && !h->parser.upgrade &&
                 (h->parser.content_length == 0 || h->parser.content_length == ULLONG_MAX))
                 s->flags |= DP_STREAM_F_REQ_NO_BODY;
+            /* A chunked body follows (after CONNECT, tunnel bytes do). */
+            if ((h->parser.flags & F_CHUNKED) && h->parser.method != HTTP_CONNECT) {
+                dp_h1_chunk_start(&h->h1_chunk);
+                /* Paused in on_headers_complete, http-parser has not yet
+                 * consumed the head's last byte, its LF: c->in starts with
+                 * it. (Its lenient build takes any byte after the CR there:
+                 * the guard then sees that byte as the body's first.) */
+                h->h1_chunk_ahead = dp_buf_size(&c->in) && *dp_buf_head(&c->in) == '\n';
+                if (h1_chunk_check(h))
+                    return;
+            }
             dp_stream_request_headers(s, 0);
             break;
         }
@@ -475,6 +510,7 @@ static void h1_process(struct dp_hcm *h)
             break;
         case H1_EV_COMPLETE:
             dp_buf_consume(&c->in, n);
+            h->h1_chunk.state = DP_H1_CHUNK_OFF;
             if (s->flags & DP_STREAM_F_UPGRADE) {
                 h->h1_tunnel = 1; /* the head is done; the rest is the tunnel's */
                 break;

@@ -71,6 +71,20 @@ h1 = {
     "identity-append": (0x44, H("GET /d HTTP/1.1\nHost: a\nx-forwarded-client-cert: By=\"a,b\";Hash=1\n\n")),
     "preface-h2": (0x00, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")),
 }
+# Chunk framing (issue 24, item 5): what a lenient http-parser accepts and
+# legate refuses, valid extensions, and a bad chunk line in a later read.
+CH = H("POST /x HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n")
+h1.update({
+    "strict-chunk-data-crlf": (0x00, CH + b"3\r\nabcXX0\r\n\r\n" + H("GET / HTTP/1.1\nHost: a\n\n")),
+    "strict-chunk-size-ws": (0x00, CH + b"3 \r\nabc\r\n0\r\n\r\n"),
+    "strict-chunk-ext-lf": (0x00, CH + b"3;a\nb\r\nabc\r\n0\r\n\r\n"),
+    "strict-chunk-line-lf": (0x00, CH + b"3\nabc\r\n0\n\r\n"),
+    "strict-chunk-ext-junk": (0x00, CH + b"3;a@b=\"x\ry\"\r\nabc\r\n0\r\n\r\n"),
+    "chunk-ext-valid": (0x00, CH + b"3 ; a = b ;c=\"q \\\" s\xc3\xa9\"\r\nabc\r\n0;z\r\nx-t: 1\r\n\r\n"
+                        + H("GET / HTTP/1.1\nHost: a\n\n")),
+    "strict-chunk-split": (0x03, bytes([60, 128, 128]) + CH
+                           + b"5;e=1\r\nhello\r\n3\r\nabc\r\n4\t\r\ndefg\r\n0\r\n\r\n"),
+})
 for name, (ctl, data) in h1.items():
     w("http1", name, bytes([ctl]) + data)
 
