@@ -85,6 +85,16 @@ h1.update({
     "strict-chunk-split": (0x03, bytes([60, 128, 128]) + CH
                            + b"5;e=1\r\nhello\r\n3\r\nabc\r\n4\t\r\ndefg\r\n0\r\n\r\n"),
 })
+# Strict request heads (issue 24, items 4-6) and escaped-slash paths (item 2).
+h1.update({
+    "strict-chunked": (0x00, H("POST / HTTP/1.1\nHost: x\nTransfer-Encoding: identity, chunked\n\n3\nabcXX0\n\n"
+                               "POST / HTTP/1.0\nTransfer-Encoding: chunked\n\n3 \nabc\n0\n\n")),
+    "strict-host": (0x00, H("GET / HTTP/1.1\nHost: a\nHost: b\n\nGET http://u@good.example/ HTTP/1.1\nHost: evil\n\n"
+                            "GET http://[::1]:80/x HTTP/1.1\nHost: \n\n")),
+    "strict-target": (0x00, b"GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\nGET /caf\xc3\xa9#frag HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "escaped-slashes": (0x00, H("GET /a/..%2fadmin HTTP/1.1\nHost: x\n\nGET /%2Fadmin?q=%2F HTTP/1.1\nHost: x\n\n"
+                                "GET /a%5c..%5Cb HTTP/1.1\nHost: x\n\n")),
+})
 for name, (ctl, data) in h1.items():
     w("http1", name, bytes([ctl]) + data)
 
@@ -152,6 +162,12 @@ h2 = {
                      + frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 70000))),
     "identity": (0x40, settings + frame(HEADERS, END_STREAM | END_HEADERS, 1, req(b"/private", b"other",
                                           extra=lit(b"x-forwarded-client-cert", b"By=x;URI=y")))),
+    # A zero window on many streams (issue 24, item 1): nothing can be sent;
+    # then windows open for some, and one is reset.
+    "zero-window": (0x04, frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 0))
+                    + b"".join(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, req(b"/big")) for i in range(12))
+                    + frame(WINDOW, 0, 3, struct.pack(">I", 5000)) + frame(WINDOW, 0, 0, struct.pack(">I", 5000))
+                    + frame(RST, 0, 5, struct.pack(">I", 8)) + frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 1024))),
     "settings-ack-ping-ack": (0x08, settings + frame(SETTINGS, ACK, 0) + frame(PING, ACK, 0, b"abcdefgh")
                               + frame(WINDOW, 0, 1, struct.pack(">I", 1)) + frame(HEADERS, END_STREAM | END_HEADERS, 1, req())),
 }
