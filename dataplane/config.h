@@ -259,7 +259,10 @@ struct dp_listener {
         dp_stat_t cx_total, cx_active, ssl_handshake, ssl_session_reused, ssl_no_cert, ssl_verify_error,
             ssl_verify_san, ssl_connection_error;
         dp_stat_t cx_global_overflow; /* closed at accept: the overload manager's connection limit */
+        dp_stat_t cx_overflow;        /* closed at accept: connection_limit (runtime) */
     } st;
+    uint64_t connection_limit;  /* runtime envoy.resource_limits.listener.<name>.connection_limit (0: none) */
+    int64_t cx_open;            /* atomic: its connections now, every worker (written through a cast) */
 };
 
 /* ---- clusters --------------------------------------------------------- */

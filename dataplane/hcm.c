@@ -221,6 +221,7 @@ void dp_hcm_accept_redirected(struct dp_worker *w, struct dp_worker_snap *snap, 
     w->conns = h;
     w->n_conns++;
     dp_overload_conn_add(1);
+    __atomic_add_fetch(&((struct dp_listener *)l)->cx_open, 1, __ATOMIC_RELAXED);
     dp_stat_add(l->st.cx_total, 1);
     dp_stat_add(l->st.cx_active, 1);
     if (net_start(h, fc) < 0) {

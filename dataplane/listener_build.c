@@ -6,6 +6,7 @@
 #include "config_build_priv.h"
 
 #include "dataplane/net_chain.h"
+#include "dataplane/runtime.h"
 #include "filters/registry.h"
 #include "xds/registry.h"
 
@@ -252,6 +253,7 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
         l->st.cx_total = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "downstream_cx_total");
         l->st.cx_active = dp_stat_register(DP_STAT_GAUGE, "listener", tag, "downstream_cx_active");
         l->st.cx_global_overflow = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "downstream_global_cx_overflow");
+        l->st.cx_overflow = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "downstream_cx_overflow");
         l->st.ssl_handshake = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.handshake");
         l->st.ssl_session_reused = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.session_reused");
         l->st.ssl_no_cert = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.fail_verify_no_cert");
@@ -260,6 +262,7 @@ struct dp_listener *dp_listener_build(const Envoy__Config__Listener__V3__Listene
         l->st.ssl_connection_error = dp_stat_register(DP_STAT_COUNTER, "listener", tag, "ssl.connection_error");
     }
     l->per_connection_buffer_limit = u32v(pl->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
+    l->connection_limit = dp_runtime_listener_limit(l->name);
     if (l->per_connection_buffer_limit < 1024) {
         xds_cfg_fail(&e, "per_connection_buffer_limit_bytes: must be at least 1024");
         goto bad;

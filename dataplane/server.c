@@ -25,6 +25,7 @@
 #include "dataplane/admin.h"
 #include "dataplane/dynamic.h"
 #include "dataplane/overload.h"
+#include "dataplane/runtime.h"
 #include "dataplane/stats.h"
 #include "dataplane/tls.h"
 #include "dataplane/worker.h"
@@ -118,6 +119,10 @@ int dp_server_check(const xds_bootstrap_t *bs, char *err, size_t errlen)
     dp_overload_free(ol);
     if (rc < 0)
         return -1;
+    struct dp_runtime rt;
+    if (dp_runtime_build(bs->layered_runtime, &rt, err, errlen) < 0)
+        return -1;
+    dp_runtime_free(&rt);
     rc = dp_static_build(bs, &sc, NULL, err, errlen);
     if (rc == 0)
         dp_static_config_free(&sc);
@@ -210,6 +215,7 @@ struct server {
     struct dp_admin *admin;
     struct dp_admin_source admin_src;
     struct dp_overload *overload;         /* bootstrap overload_manager (NULL: none) */
+    struct dp_runtime runtime;            /* bootstrap layered_runtime */
     int health_failed;                    /* atomic: POST /healthcheck/fail */
     dp_stat_t st_days_to_expiry;
     ev_timer expiry_timer;                /* certificate expiry warnings */
@@ -757,9 +763,15 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         LG_E("server", "%s", err);
         return -1;
     }
+    if (dp_runtime_build(bs->layered_runtime, &sv.runtime, err, sizeof(err)) < 0) {
+        LG_E("server", "%s", err);
+        dp_overload_free(sv.overload);
+        return -1;
+    }
+    dp_runtime_install(&sv.runtime); /* before any listener is built */
     if (dp_static_build(bs, &sv.sc, &sv.dut, err, sizeof(err)) < 0) {
         LG_E("server", "%s", err);
-        return -1;
+        goto out;
     }
     resolve_all_now(&sv);
     sv.n_workers = opt->concurrency;
@@ -848,6 +860,8 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         }
     }
     dp_overload_start(sv.overload, sv.loop, sv.workers, sv.n_workers);
+    if (sv.runtime.global_max_connections && __atomic_load_n(&dp_overload.max_connections, __ATOMIC_RELAXED) == 0)
+        __atomic_store_n(&dp_overload.max_connections, sv.runtime.global_max_connections, __ATOMIC_RELAXED);
     for (size_t i = 0; i < sv.sc.n_listeners; i++)
         LG_I("server", "listener %s on %s", sv.sc.listeners[i]->name, sv.sc.listeners[i]->addr_str);
     LG_I("server", "legate started: %d worker(s), %zu listener(s), %zu cluster(s)", sv.n_workers,
@@ -901,6 +915,8 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
     LG_I("server", "legate stopped");
 out:
     dp_overload_free(sv.overload);
+    dp_runtime_install(NULL);
+    dp_runtime_free(&sv.runtime);
     for (int i = 0; i < sv.n_workers; i++)
         dp_worker_destroy(&sv.workers[i]);
     free(sv.workers);

@@ -178,6 +178,12 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             close(fd);
             continue;
         }
+        if (wl->l->connection_limit &&
+            (uint64_t)__atomic_load_n(&wl->l->cx_open, __ATOMIC_RELAXED) >= wl->l->connection_limit) {
+            dp_stat_add(wl->l->st.cx_overflow, 1); /* runtime connection_limit */
+            close(fd);
+            continue;
+        }
         dp_listener_accept(w, w->cur, wl->l, fd);
     }
     if (locked)
@@ -546,6 +552,7 @@ void dp_worker_conn_closed(struct dp_worker *w, struct dp_hcm *h)
     h->next_in_worker = h->prev_in_worker = NULL;
     w->n_conns--;
     dp_overload_conn_add(-1);
+    __atomic_sub_fetch(&((struct dp_listener *)h->listener)->cx_open, 1, __ATOMIC_RELAXED);
 }
 
 void dp_worker_wake(struct dp_worker *w)

@@ -9,7 +9,9 @@
 #     (each stalled stream can hold that much: 300 MiB unbounded); small
 #     requests are served meanwhile and downloads work after;
 #  4. stop_accepting_connections: no connection is served while active;
-#  5. config errors name the field.
+#  5. config errors name the field;
+#  6. layered_runtime: a listener's connection_limit, the global limit in its
+#     runtime form, feature flags accepted, other keys and disk layers refused.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
 [ -x /usr/bin/python3 ] && python3() { /usr/bin/python3 "$@"; }
@@ -194,6 +196,66 @@ check "reset_high_memory_stream without buffer_factory_config: refused ($out)" \
 out=$("$BIN/legate" -c "$WORK/bad.yaml" --mode validate 2>&1)
 check "an unknown resource monitor: refused naming it ($out)" \
   grep -qF 'overload_manager.resource_monitors[2]: unsupported resource monitor "envoy.resource_monitors.cpu_utilization"' <<<"$out"
+
+# ---- 6: layered_runtime: a listener's connection_limit, the global limit
+# in its deprecated runtime form, Envoy feature flags accepted (Istio's
+# bootstraps carry some), anything else refused
+P6=$(free_port); A6=$(free_port); P6B=$(free_port)
+{ listener_yaml "$P6" "$A6" | sed '/^  clusters:/,$d'
+  cat <<YAML
+  - name: other
+    address: { socket_address: { address: 127.0.0.1, port_value: $P6B } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: other
+          route_config: { virtual_hosts: [{ name: all, domains: ["*"], routes: [{ match: { prefix: / }, direct_response: { status: 200 } }] }] }
+          http_filters: [{ name: envoy.filters.http.router }]
+layered_runtime:
+  layers:
+  - name: static
+    static_layer:
+      overload.global_downstream_max_connections: 3
+      envoy.reloadable_features.http_reject_path_with_fragment: false
+      re2.max_program_size.error_level: 32768
+      envoy:
+        resource_limits:
+          listener:
+            edge:
+              connection_limit: 1
+  - name: admin
+    admin_layer: {}
+YAML
+} >"$WORK/runtime.yaml"
+LEGATE_PORT=$P6
+start_legate runtime "$WORK/runtime.yaml" --concurrency 1 || { finish; exit 1; }
+wait_port "$P6B"
+exec 5<>"/dev/tcp/127.0.0.1/$P6"
+sleep 0.2
+code=$(curl -s -o /dev/null -m 3 -w '%{http_code}' "http://127.0.0.1:$P6/")
+expect_eq "runtime connection_limit 1 on listener edge: a second connection is closed" 000 "$code"
+expect_eq "... counted in downstream_cx_overflow" 1 \
+  "$(curl -s "http://127.0.0.1:$A6/stats" | awk -F': ' '/_'"$P6"'.downstream_cx_overflow/ {print $2}')"
+expect_eq "... another listener is not limited by it" 200 "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P6B/")"
+exec 6<>"/dev/tcp/127.0.0.1/$P6B" 7<>"/dev/tcp/127.0.0.1/$P6B"
+sleep 0.2
+code=$(curl -s -o /dev/null -m 3 -w '%{http_code}' "http://127.0.0.1:$P6B/")
+expect_eq "overload.global_downstream_max_connections 3: a fourth connection is closed" 000 "$code"
+exec 5>&- 6>&- 7>&-
+sleep 0.3
+expect_eq "... and once they closed, edge answers again" 200 "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P6/")"
+check "the feature flags were logged as having no effect" grep -q 'envoy.reloadable_features.http_reject_path_with_fragment.*no effect' "$WORK/runtime.log"
+for bad in 'upstream.use_http2: false' ; do
+  { listener_yaml 1 2; printf 'layered_runtime:\n  layers:\n  - name: s\n    static_layer: { %s }\n' "$bad"; } >"$WORK/bad.yaml"
+  out=$("$BIN/legate" -c "$WORK/bad.yaml" --mode validate 2>&1)
+  check "a runtime key legate does not use is refused naming it ($out)" \
+    grep -qF 'layered_runtime.layers[0].static_layer["upstream.use_http2"]: runtime key not used by legate' <<<"$out"
+done
+{ listener_yaml 1 2; printf 'layered_runtime:\n  layers:\n  - name: d\n    disk_layer: { symlink_root: /srv/runtime }\n'; } >"$WORK/bad.yaml"
+out=$("$BIN/legate" -c "$WORK/bad.yaml" --mode validate 2>&1)
+check "disk_layer is refused ($out)" grep -qF 'layered_runtime.layers[0].disk_layer: not supported by legate' <<<"$out"
 
 check "no sanitizer report" bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error\|LeakSanitizer' $WORK/*.log"
 finish
