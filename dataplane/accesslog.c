@@ -53,6 +53,7 @@ enum op {
     OP_DOWNSTREAM_PEER_FINGERPRINT_256,
     OP_DOWNSTREAM_TLS_VERSION,
     OP_REQUEST_ID,
+    OP_LOCAL_REPLY_BODY,
 };
 
 static const struct {
@@ -83,6 +84,7 @@ static const struct {
     {"DOWNSTREAM_PEER_FINGERPRINT_256", OP_DOWNSTREAM_PEER_FINGERPRINT_256, 0, 0},
     {"DOWNSTREAM_TLS_VERSION", OP_DOWNSTREAM_TLS_VERSION, 0, 0},
     {"STREAM_ID", OP_REQUEST_ID, 0, 0},
+    {"LOCAL_REPLY_BODY", OP_LOCAL_REPLY_BODY, 0, 0},
 };
 
 struct token {
@@ -107,12 +109,18 @@ struct alog_file {
     struct dp_buf pending; /* under writer.lock */
 };
 
-struct dp_access_log {
-    struct alog_file *file;
+struct dp_subst {
     struct format text;     /* used when n_json == 0 */
     char **json_keys;
     struct format *json_vals;
     size_t n_json;
+    char *content_type;     /* SubstitutionFormatString.content_type, or NULL */
+    int raw;                /* a body, not a log line: no control-character cleaning */
+};
+
+struct dp_access_log {
+    struct alog_file *file;
+    struct dp_subst *fmt;
 };
 
 static struct {
@@ -406,6 +414,12 @@ static int value(const struct token *t, struct dp_stream *s, char *tmp, size_t t
     case OP_LITERAL:
         v = t->text;
         break;
+    case OP_LOCAL_REPLY_BODY:
+        if (s->local_body.p == NULL)
+            return 0;
+        *p = s->local_body.p;
+        *n = s->local_body.n;
+        return 1;
     case OP_START_TIME: {
         double st = s->start;
         time_t sec = (time_t)st;
@@ -516,7 +530,9 @@ static void append_clean(struct dp_buf *b, const char *p, size_t n)
     }
 }
 
-static void render_text(const struct format *f, struct dp_stream *s, struct dp_buf *b)
+/* raw: values as they are (a local reply's body); else control characters
+ * become '?', so that a header cannot forge a log line. */
+static void render_text(const struct format *f, struct dp_stream *s, struct dp_buf *b, int raw)
 {
     char tmp[512];
     for (size_t i = 0; i < f->n; i++) {
@@ -525,13 +541,13 @@ static void render_text(const struct format *f, struct dp_stream *s, struct dp_b
         if (f->t[i].op == OP_LITERAL)
             dp_buf_append(b, f->t[i].text, strlen(f->t[i].text));
         else if (value(&f->t[i], s, tmp, sizeof(tmp), &p, &n))
-            append_clean(b, p, n);
+            raw ? (void)dp_buf_append(b, p, n) : append_clean(b, p, n);
         else
             dp_buf_append(b, "-", 1);
     }
 }
 
-static void render_json(const struct dp_access_log *l, struct dp_stream *s, struct dp_buf *b)
+static void render_json(const struct dp_subst *l, struct dp_stream *s, struct dp_buf *b)
 {
     struct xds_sb sb = {0};
     char tmp[512];
@@ -559,7 +575,7 @@ static void render_json(const struct dp_access_log *l, struct dp_stream *s, stru
             continue;
         }
         struct dp_buf tb = {0};
-        render_text(f, s, &tb);
+        render_text(f, s, &tb, 1); /* JSON escapes it */
         dp_buf_append(&tb, "", 1);
         xds_sb_str(&sb, (const char *)dp_buf_head(&tb));
         dp_buf_release(&tb);
@@ -576,10 +592,7 @@ void dp_access_log_write(const struct dp_access_log *l, struct dp_stream *s)
     struct dp_buf direct = {0};
     if (b == NULL)
         b = &direct; /* more files than slots: hand over at once */
-    if (l->n_json)
-        render_json(l, s, b);
-    else
-        render_text(&l->text, s, b);
+    dp_subst_render(l->fmt, s, b);
     if (b == &direct) {
         pthread_mutex_lock(&writer.lock);
         dp_buf_append(&l->file->pending, dp_buf_head(b), dp_buf_size(b));
@@ -600,17 +613,101 @@ void dp_access_log_write(const struct dp_access_log *l, struct dp_stream *s)
 
 /* ---- config ------------------------------------------------------------------------ */
 
+void dp_subst_render(const struct dp_subst *f, struct dp_stream *s, struct dp_buf *b)
+{
+    if (f->n_json)
+        render_json(f, s, b);
+    else
+        render_text(&f->text, s, b, f->raw);
+}
+
+const char *dp_subst_content_type(const struct dp_subst *f)
+{
+    if (f->content_type)
+        return f->content_type;
+    return f->n_json ? "application/json" : "text/plain";
+}
+
+void dp_subst_free(struct dp_subst *f)
+{
+    if (f == NULL)
+        return;
+    format_free(&f->text);
+    for (size_t i = 0; i < f->n_json; i++) {
+        free(f->json_keys[i]);
+        format_free(&f->json_vals[i]);
+    }
+    free(f->json_keys);
+    free(f->json_vals);
+    free(f->content_type);
+    free(f);
+}
+
+struct dp_subst *dp_subst_new(const Envoy__Config__Core__V3__SubstitutionFormatString *sf, const char *dflt,
+                              int raw, const char *path, char *err, size_t errlen)
+{
+    struct dp_subst *l = calloc(1, sizeof(*l));
+    char e[300];
+    if (l == NULL)
+        abort();
+    l->raw = raw;
+    if (sf && sf->content_type[0])
+        l->content_type = dupn(sf->content_type, strlen(sf->content_type));
+    if (sf && sf->format_case == ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT) {
+        const Google__Protobuf__Struct *js = sf->json_format;
+        l->json_keys = calloc(js->n_fields + 1, sizeof(*l->json_keys));
+        l->json_vals = calloc(js->n_fields + 1, sizeof(*l->json_vals));
+        if (l->json_keys == NULL || l->json_vals == NULL)
+            abort();
+        for (size_t i = 0; i < js->n_fields; i++) {
+            const Google__Protobuf__Value *v = js->fields[i]->value;
+            if (v == NULL || v->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE) {
+                snprintf(err, errlen, "%s.json_format.%s: only string values (format strings) are supported", path,
+                         js->fields[i]->key);
+                goto bad;
+            }
+            l->json_keys[i] = dupn(js->fields[i]->key, strlen(js->fields[i]->key));
+            l->n_json = i + 1;
+            if (compile(&l->json_vals[i], v->string_value, e, sizeof(e)) < 0) {
+                snprintf(err, errlen, "%s.json_format.%s: %s", path, js->fields[i]->key, e);
+                goto bad;
+            }
+        }
+        return l;
+    }
+    const char *fmt = dflt;
+    char *owned = NULL;
+    if (sf && sf->format_case == ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT) {
+        fmt = sf->text_format;
+    } else if (sf && sf->format_case == ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT_SOURCE) {
+        size_t len;
+        if (xds_datasource_read(sf->text_format_source, &owned, &len, e, sizeof(e)) < 0) {
+            snprintf(err, errlen, "%s.text_format_source: %s", path, e);
+            goto bad;
+        }
+        char *z = realloc(owned, len + 1);
+        if (z == NULL)
+            abort();
+        z[len] = '\0';
+        fmt = owned = z;
+    }
+    int rc = compile(&l->text, fmt, e, sizeof(e));
+    free(owned);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: %s", path, e);
+        goto bad;
+    }
+    return l;
+bad:
+    dp_subst_free(l);
+    return NULL;
+}
+
 void dp_access_log_free(struct dp_access_log *l)
 {
     if (l == NULL)
         return;
-    format_free(&l->text);
-    for (size_t i = 0; i < l->n_json; i++) {
-        free(l->json_keys[i]);
-        format_free(&l->json_vals[i]);
-    }
-    free(l->json_keys);
-    free(l->json_vals);
+    dp_subst_free(l->fmt);
     free(l);
 }
 
@@ -647,52 +744,9 @@ struct dp_access_log *dp_access_log_new(const Envoy__Config__Accesslog__V3__Acce
                 ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT
             ? fa->log_format
             : NULL;
-    if (sf && sf->format_case == ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT) {
-        const Google__Protobuf__Struct *js = sf->json_format;
-        l->json_keys = calloc(js->n_fields + 1, sizeof(*l->json_keys));
-        l->json_vals = calloc(js->n_fields + 1, sizeof(*l->json_vals));
-        if (l->json_keys == NULL || l->json_vals == NULL)
-            abort();
-        for (size_t i = 0; i < js->n_fields; i++) {
-            const Google__Protobuf__Value *v = js->fields[i]->value;
-            if (v == NULL || v->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE) {
-                snprintf(err, errlen, "typed_config.log_format.json_format.%s: only string values (format strings) "
-                                      "are supported",
-                         js->fields[i]->key);
-                goto bad;
-            }
-            l->json_keys[i] = dupn(js->fields[i]->key, strlen(js->fields[i]->key));
-            l->n_json = i + 1;
-            if (compile(&l->json_vals[i], v->string_value, e, sizeof(e)) < 0) {
-                snprintf(err, errlen, "typed_config.log_format.json_format.%s: %s", js->fields[i]->key, e);
-                goto bad;
-            }
-        }
-    } else {
-        const char *fmt = default_format;
-        char *owned = NULL;
-        if (sf && sf->format_case == ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT) {
-            fmt = sf->text_format;
-        } else if (sf && sf->format_case ==
-                             ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT_SOURCE) {
-            size_t len;
-            if (xds_datasource_read(sf->text_format_source, &owned, &len, e, sizeof(e)) < 0) {
-                snprintf(err, errlen, "typed_config.log_format.text_format_source: %s", e);
-                goto bad;
-            }
-            char *z = realloc(owned, len + 1);
-            if (z == NULL)
-                abort();
-            z[len] = '\0';
-            fmt = owned = z;
-        }
-        int rc = compile(&l->text, fmt, e, sizeof(e));
-        free(owned);
-        if (rc < 0) {
-            snprintf(err, errlen, "typed_config.log_format: %s", e);
-            goto bad;
-        }
-    }
+    l->fmt = dp_subst_new(sf, default_format, 0, "typed_config.log_format", err, errlen);
+    if (l->fmt == NULL)
+        goto bad;
     l->file = file_open(fa->path, e, sizeof(e));
     if (l->file == NULL) {
         snprintf(err, errlen, "typed_config.%s", e);

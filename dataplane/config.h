@@ -192,6 +192,7 @@ struct dp_hcm_cfg {
     enum dp_server_header server_header;
     char *via;                      /* appended to requests and responses, or NULL */
     char *scheme_overwrite;         /* scheme_header_transformation.scheme_to_overwrite, or NULL */
+    struct dp_local_reply *local_reply; /* local_reply_config, or NULL */
     int merge_slashes;
     enum dp_escaped_slashes escaped_slashes; /* path_with_escaped_slashes_action */
     int generate_request_id;

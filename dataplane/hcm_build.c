@@ -6,6 +6,7 @@
 #include "config_build_priv.h"
 
 #include "dataplane/accesslog.h"
+#include "dataplane/local_reply.h"
 #include "dataplane/route.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "filters/registry.h"
@@ -23,6 +24,7 @@ void dp_hcm_cfg_free(struct dp_hcm_cfg *h)
     free(h->server_name);
     free(h->via);
     free(h->scheme_overwrite);
+    dp_local_reply_free(h->local_reply);
     for (size_t i = 0; i < h->n_upgrades; i++)
         free(h->upgrades[i].type);
     free(h->upgrades);
@@ -206,6 +208,13 @@ struct dp_hcm_cfg *dp_hcm_cfg_build(const Google__Protobuf__Any *tc, const struc
             goto bad;
         }
         h->scheme_overwrite = xstrdup(sch);
+    }
+    if (pm->local_reply_config) {
+        char lp[300];
+        snprintf(lp, sizeof(lp), "%s.local_reply_config", sub);
+        h->local_reply = dp_local_reply_build(pm->local_reply_config, lp, e);
+        if (h->local_reply == NULL)
+            goto bad;
     }
     /* match_upstream: an HTTP/2 upstream's :scheme follows its transport
      * already (legate's only behaviour without scheme_to_overwrite). */

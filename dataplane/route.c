@@ -68,6 +68,22 @@ static struct dp_str pseudo_or_header(const struct dp_request_head *req, struct 
     return (struct dp_str){NULL, 0};
 }
 
+int dp_header_matcher_match(const struct dp_header_matcher *hm, const struct dp_request_head *req)
+{
+    int found;
+    struct dp_str v = pseudo_or_header(req, hm->name, &found);
+    if (!found && hm->missing_as_empty) {
+        found = 1;
+        v = (struct dp_str){"", 0};
+    }
+    int ok;
+    if (hm->m.kind == DP_MATCH_PRESENT)
+        ok = found == hm->present;
+    else
+        ok = found && dp_string_match(&hm->m, v.p, v.n);
+    return hm->invert ? !ok : ok;
+}
+
 static int headers_match(const struct dp_route *r, const struct dp_request_head *req)
 {
     if (r->grpc) { /* as Envoy: a content-type that starts with application/grpc */
@@ -75,24 +91,9 @@ static int headers_match(const struct dp_route *r, const struct dp_request_head 
         if (ct == NULL || ct->value.n < 16 || strncasecmp(ct->value.p, "application/grpc", 16) != 0)
             return 0;
     }
-    for (size_t i = 0; i < r->n_headers; i++) {
-        const struct dp_header_matcher *hm = &r->headers[i];
-        int found;
-        struct dp_str v = pseudo_or_header(req, hm->name, &found);
-        if (!found && hm->missing_as_empty) {
-            found = 1;
-            v = (struct dp_str){"", 0};
-        }
-        int ok;
-        if (hm->m.kind == DP_MATCH_PRESENT)
-            ok = found == hm->present;
-        else
-            ok = found && dp_string_match(&hm->m, v.p, v.n);
-        if (hm->invert)
-            ok = !ok;
-        if (!ok)
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (!dp_header_matcher_match(&r->headers[i], req))
             return 0;
-    }
     return 1;
 }
 

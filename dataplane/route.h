@@ -38,6 +38,22 @@ const struct dp_upgrade_cfg *dp_upgrade_find(const struct dp_route *r, const str
 
 /** Finds the route for a request. *vh_out gets the virtual host (or NULL
  *  when no virtual host matches the authority). Returns NULL for no route. */
+struct xds_cfgerr;
+/** A HeaderMatcher compiled into hm (routes, access-log and local-reply
+ *  filters). 0, or -1 with "path...: reason" in e. */
+int dp_header_matcher_build(struct dp_header_matcher *hm, const Envoy__Config__Route__V3__HeaderMatcher *pm,
+                            const char *path, struct xds_cfgerr *e);
+void dp_header_matcher_free(struct dp_header_matcher *hm);
+/** headers_to_add (HeaderValueOption list) compiled; 0, or -1 with
+ *  "path[i]...: reason" in e (*out may hold a part: free it). */
+int dp_header_mutations_build(struct dp_header_mutation **out, size_t *n_out,
+                              Envoy__Config__Core__V3__HeaderValueOption **opts, size_t n, const char *path,
+                              struct xds_cfgerr *e);
+void dp_header_mutations_free(struct dp_header_mutation *m, size_t n);
+/** Whether the request matches hm (pseudo-headers by their names; invert
+ *  and treat_missing_header_as_empty applied). */
+int dp_header_matcher_match(const struct dp_header_matcher *hm, const struct dp_request_head *req);
+
 const struct dp_route *dp_route_find(const struct dp_route_table *t,
                                      const struct dp_request_head *req,
                                      const struct dp_virtual_host **vh_out);

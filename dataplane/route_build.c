@@ -46,9 +46,14 @@ static char *xstrdup(const char *s)
     return strdup(s ? s : "");
 }
 
-static int build_header_matcher(struct dp_header_matcher *hm,
-                                const Envoy__Config__Route__V3__HeaderMatcher *pm, const char *path,
-                                struct xds_cfgerr *e)
+void dp_header_matcher_free(struct dp_header_matcher *hm)
+{
+    free((char *)hm->name.p);
+    dp_string_matcher_free(&hm->m);
+}
+
+int dp_header_matcher_build(struct dp_header_matcher *hm, const Envoy__Config__Route__V3__HeaderMatcher *pm,
+                            const char *path, struct xds_cfgerr *e)
 {
     char sub[256], msg[256];
     if (pm->name[0] == '\0')
@@ -105,9 +110,9 @@ static int build_header_matcher(struct dp_header_matcher *hm,
     return 0;
 }
 
-static int build_mutations(struct dp_header_mutation **out, size_t *n_out,
-                           Envoy__Config__Core__V3__HeaderValueOption **opts, size_t n,
-                           const char *path, struct xds_cfgerr *e)
+int dp_header_mutations_build(struct dp_header_mutation **out, size_t *n_out,
+                              Envoy__Config__Core__V3__HeaderValueOption **opts, size_t n, const char *path,
+                              struct xds_cfgerr *e)
 {
     *out = NULL;
     *n_out = 0;
@@ -233,7 +238,7 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
         for (size_t i = 0; i < m->n_headers; i++) {
             snprintf(sub, sizeof(sub), "%s.match.headers[%zu]", path, i);
             r->n_headers = i + 1;
-            if (build_header_matcher(&r->headers[i], m->headers[i], sub, e) < 0)
+            if (dp_header_matcher_build(&r->headers[i], m->headers[i], sub, e) < 0)
                 return -1;
         }
     }
@@ -353,11 +358,11 @@ static int build_route(struct dp_route *r, const Envoy__Config__Route__V3__Route
     }
 
     snprintf(sub, sizeof(sub), "%s.request_headers_to_add", path);
-    if (build_mutations(&r->req_add, &r->n_req_add, pr->request_headers_to_add,
+    if (dp_header_mutations_build(&r->req_add, &r->n_req_add, pr->request_headers_to_add,
                         pr->n_request_headers_to_add, sub, e) < 0)
         return -1;
     snprintf(sub, sizeof(sub), "%s.response_headers_to_add", path);
-    if (build_mutations(&r->resp_add, &r->n_resp_add, pr->response_headers_to_add,
+    if (dp_header_mutations_build(&r->resp_add, &r->n_resp_add, pr->response_headers_to_add,
                         pr->n_response_headers_to_add, sub, e) < 0)
         return -1;
     if (build_removals(&r->req_remove, &r->n_req_remove, pr->request_headers_to_remove,
@@ -418,7 +423,7 @@ static int build_per_filter(void ***out, size_t *n_out,
     return 0;
 }
 
-static void free_mutations(struct dp_header_mutation *m, size_t n)
+void dp_header_mutations_free(struct dp_header_mutation *m, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free((char *)m[i].name.p);
@@ -441,8 +446,7 @@ static void free_route(struct dp_route *r, const struct dp_http_filter *filters)
     if (r->has_path_re)
         regfree(&r->path_re);
     for (size_t i = 0; i < r->n_headers; i++) {
-        free((char *)r->headers[i].name.p);
-        dp_string_matcher_free(&r->headers[i].m);
+        dp_header_matcher_free(&r->headers[i]);
     }
     free(r->headers);
     for (size_t i = 0; i < r->n_upgrades; i++)
@@ -455,8 +459,8 @@ static void free_route(struct dp_route *r, const struct dp_http_filter *filters)
     free(r->redirect_scheme);
     free(r->redirect_host);
     free(r->redirect_path);
-    free_mutations(r->req_add, r->n_req_add);
-    free_mutations(r->resp_add, r->n_resp_add);
+    dp_header_mutations_free(r->req_add, r->n_req_add);
+    dp_header_mutations_free(r->resp_add, r->n_resp_add);
     free_removals(r->req_remove, r->n_req_remove);
     free_removals(r->resp_remove, r->n_resp_remove);
     for (size_t i = 0; i < r->n_filter_cfg; i++) {
@@ -489,12 +493,12 @@ static void table_free(struct dp_route_table *t)
         for (size_t j = 0; j < vh->n_routes; j++)
             free_route(&vh->routes[j], tp->filters);
         free(vh->routes);
-        free_mutations(vh->req_add, vh->n_req_add);
-        free_mutations(vh->resp_add, vh->n_resp_add);
+        dp_header_mutations_free(vh->req_add, vh->n_req_add);
+        dp_header_mutations_free(vh->resp_add, vh->n_resp_add);
     }
     free(t->vhosts);
     free(t->name);
-    free_mutations(t->resp_add, t->n_resp_add);
+    dp_header_mutations_free(t->resp_add, t->n_resp_add);
     free_removals(t->resp_remove, t->n_resp_remove);
     free(tp);
 }
@@ -572,11 +576,11 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
             goto fail;
         }
         snprintf(path, sizeof(path), "virtual_hosts[%zu].request_headers_to_add", i);
-        if (build_mutations(&vh->req_add, &vh->n_req_add, pv->request_headers_to_add,
+        if (dp_header_mutations_build(&vh->req_add, &vh->n_req_add, pv->request_headers_to_add,
                             pv->n_request_headers_to_add, path, &e) < 0)
             goto fail;
         snprintf(path, sizeof(path), "virtual_hosts[%zu].response_headers_to_add", i);
-        if (build_mutations(&vh->resp_add, &vh->n_resp_add, pv->response_headers_to_add,
+        if (dp_header_mutations_build(&vh->resp_add, &vh->n_resp_add, pv->response_headers_to_add,
                             pv->n_response_headers_to_add, path, &e) < 0)
             goto fail;
         if (pv->n_routes) {
@@ -602,7 +606,7 @@ struct dp_route_table *dp_route_table_build(const Envoy__Config__Route__V3__Rout
                 goto fail;
         }
     }
-    if (build_mutations(&t->resp_add, &t->n_resp_add, rc->response_headers_to_add,
+    if (dp_header_mutations_build(&t->resp_add, &t->n_resp_add, rc->response_headers_to_add,
                         rc->n_response_headers_to_add, "response_headers_to_add", &e) < 0 ||
         build_removals(&t->resp_remove, &t->n_resp_remove, rc->response_headers_to_remove,
                        rc->n_response_headers_to_remove, &e) < 0)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dataplane/accesslog.h"
+#include "dataplane/local_reply.h"
 #include "dataplane/overload.h"
 #include "dataplane/route.h"
 #include "dataplane/router.h"
@@ -363,6 +364,12 @@ void dp_stream_send_local_reply(struct dp_stream *s, int status, const char *con
     ev_timer_stop(s->hcm->w->loop, &s->timer);
     s->flags |= DP_STREAM_F_LOCAL_REPLY;
     s->flags &= ~DP_STREAM_F_TUNNEL;
+    if (s->cfg && s->cfg->local_reply) {
+        const struct dp_header_mutation *add;
+        size_t n_add;
+        dp_local_reply_apply(s->cfg->local_reply, s, &status, &content_type, &body, &body_len, &add, &n_add);
+        apply_mutations(&s->resp.headers, &s->arena, add, n_add);
+    }
     if ((s->flags & DP_STREAM_F_GRPC) && status >= 300) {
         s->resp.status = status; /* for the access log until prepare_response */
         grpc_local_reply(s, status, body ? body : "", body ? body_len : 0);

@@ -100,6 +100,7 @@ struct dp_stream {
     uint64_t bytes_received;
     uint64_t bytes_sent;
     char response_flags[32];
+    struct dp_str local_body;    /* a local reply's body, for %LOCAL_REPLY_BODY% */
     const char *upstream_host;
     char request_id[40];
     struct dp_cluster_stats up_st;  /* the cluster's stats, once routed (handles only) */

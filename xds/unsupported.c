@@ -70,7 +70,6 @@ static const struct rule rules[] = {
     {"envoy.config.listener.v3.FilterChain", "transport_socket_connect_timeout", U_SET, 0, NULL},
     {"envoy.config.core.v3.GrpcService", "initial_metadata", U_SET, 0, NULL},
     {"envoy.config.core.v3.SubstitutionFormatString", "omit_empty_values", U_SET, 0, NULL},
-    {"envoy.config.core.v3.SubstitutionFormatString", "content_type", U_SET, 0, NULL},
     {"envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", "require_sni", U_SET, 0, NULL},
     /* Once refused where the builders read them (listener, HCM and cluster builders), same texts. */
     {"envoy.config.listener.v3.Listener", "additional_addresses", U_SET, 0, NULL},

@@ -39,10 +39,8 @@ refused "$EX/double-proxy-envoy-frontend.yaml" \
   'static_resources.listeners[0].filter_chains[0].filters[0].typed_config: unknown type URL "type.googleapis.com/envoy.extensions.filters.network.postgres_proxy.v3alpha.PostgresProxy"'
 refused "$EX/double-proxy-envoy-backend.yaml" \
   'static_resources.listeners[0].filter_chains[0].filters[0].typed_config: unknown type URL "type.googleapis.com/envoy.extensions.filters.network.postgres_proxy.v3alpha.PostgresProxy"'
-# Gaps tracked by issue 21: the HCM's local_reply_config, and the admin's
-# deprecated access_log_path.
-refused "$EX/envoy-demo.yaml" \
-  'static_resources.listeners[1].filter_chains[0].filters[0].typed_config: unknown field "local_reply_config"'
+validates "$EX/envoy-demo.yaml"
+# A gap tracked by issue 21: the admin's deprecated access_log_path.
 refused "$EX/envoyproxy_io_proxy.yaml" 'admin: unknown field "access_log_path"'
 
 # The unnamed front-proxy listeners are named after their addresses, and the
@@ -58,4 +56,19 @@ expect_eq "front-proxy: a route to a cluster without endpoints answers 503" 503 
   "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P/service/1")"
 expect_eq "... and an unmatched path 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P/nope")"
 check "the unnamed listener is named after its address" grep -q "listener 127.0.0.1_$P on 127.0.0.1:$P" "$WORK/front.log"
+
+# envoy-demo: listener_0 proxies to listener_1 (its loopback cluster),
+# whose route_config has no virtual host: a 404 that its local_reply_config
+# turns into Envoy's welcome page for a GET.
+P0=$(free_port); P1=$(free_port)
+sed -e "s/port_value: 10000/port_value: $P0/" -e "s/port_value: 10001/port_value: $P1/" \
+    -e 's/address: 0.0.0.0/address: 127.0.0.1/' "$EX/envoy-demo.yaml" >"$WORK/demo.yaml"
+LEGATE_PORT=$P0
+start_legate demo "$WORK/demo.yaml" || { finish; exit 1; }
+out=$(curl -s -i "http://127.0.0.1:$P0/")
+check "envoy-demo: a GET gets the welcome page from the local reply mapper" grep -q "<h1>Welcome to Envoy</h1>" <<<"$out"
+check "... as text/html" grep -qi "^content-type: text/html; charset=UTF-8" <<<"$out"
+check "... with the 404 it maps (no status_code override)" grep -q "^HTTP/1.1 404" <<<"$out"
+out=$(curl -s -X POST -i "http://127.0.0.1:$P0/")
+check "... a POST does not match the mapper's :method filter" bash -c '! grep -q "Welcome to Envoy" <<<"$1"' _ "$out"
 finish

@@ -14,6 +14,7 @@ source "$(dirname "$0")/env.sh"
 P_NORM=$(free_port); P_RAW=$(free_port); P_ABSENT=$(free_port); P_UP=$(free_port)
 P_VIP=$(free_port); P_DUAL=$(free_port); P_V6=$(free_port)
 P_REJ=$(free_port); P_REDIR=$(free_port); P_FWD=$(free_port); P_ADMIN=$(free_port); P_SCHEME=$(free_port)
+P_LR=$(free_port)
 V6=0; grep -q '^0*1 ' /proc/net/if_inet6 2>/dev/null && V6=1
 LEGATE_PORT=$P_NORM
 start_bg up python3 "$SRC/tests/integration/upstream.py" "$P_UP" up
@@ -67,6 +68,22 @@ YAML
   listener raw "$P_RAW" "access_log: [{ name: envoy.access_loggers.file, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: $WORK/raw.log, log_format: { text_format_source: { inline_string: \"%REQ(:PATH)% %PROTOCOL% %REQ(:SCHEME)%\\n\" } } } }]"
   listener absent "$P_ABSENT" "server_header_transformation: APPEND_IF_ABSENT"
   listener scheme "$P_SCHEME" "scheme_header_transformation: { scheme_to_overwrite: https }"
+  listener lr "$P_LR" "local_reply_config:
+            mappers:
+            - filter:
+                and_filter:
+                  filters:
+                  - status_code_filter: { comparison: { op: EQ, value: { default_value: 404, runtime_key: lr.a } } }
+                  - header_filter: { header: { name: x-mode, string_match: { exact: teapot } } }
+              status_code: 418
+              body: { inline_string: \"short and stout\\n\" }
+              headers_to_add: [{ header: { key: x-mapped, value: teapot } }]
+            - filter: { response_flag_filter: { flags: [NC] } }
+              body_format_override:
+                json_format: { code: \"%RESPONSE_CODE%\", msg: \"%LOCAL_REPLY_BODY%\", path: \"%REQ(:PATH)%\" }
+            body_format:
+              text_format: \"[%RESPONSE_CODE%] %LOCAL_REPLY_BODY%\"
+              content_type: text/x-legate"
   listener rej "$P_REJ" "normalize_path: true
           path_with_escaped_slashes_action: REJECT_REQUEST"
   listener redir "$P_REDIR" "normalize_path: true
@@ -195,6 +212,42 @@ expect_eq "... over HTTP/2 (legate's own listener logged it), :scheme http as th
 expect_eq "scheme_header_transformation.scheme_to_overwrite: https" "up GET /h2seen/s bytes=0 200" "$(get "$P_SCHEME" /viah2/s)"
 for _ in $(seq 1 30); do grep -q '^/h2seen/s HTTP/2 https$' "$WORK/raw.log" && break; sleep 0.1; done
 check "... the HTTP/2 upstream saw :scheme https" grep -q '^/h2seen/s HTTP/2 https$' "$WORK/raw.log"
+
+# --- local_reply_config ------------------------------------------------------------------
+lr() { curl -s -D "$WORK/lr.h" -o "$WORK/lr.b" "$@"; tr -d '\r' <"$WORK/lr.h" >"$WORK/lr.hh"; }
+lr -H 'x-mode: teapot' "http://127.0.0.1:$P_LR/gone404"
+check "local_reply_config: status and header filters (and_filter) map a 404 to 418" grep -q '^HTTP/1.1 418' "$WORK/lr.hh"
+expect_eq "... with the mapper's body, through body_format" "[418] short and stout" "$(cat "$WORK/lr.b")"
+check "... the body_format's content_type" grep -qi '^content-type: text/x-legate$' "$WORK/lr.hh"
+check "... and the mapper's headers_to_add" grep -qi '^x-mapped: teapot$' "$WORK/lr.hh"
+lr "http://127.0.0.1:$P_LR/gone404"
+check "without the header the 404 stays" grep -q '^HTTP/1.1 404' "$WORK/lr.hh"
+expect_eq "... and the next mapper takes it (flag NC): its JSON body_format_override" \
+  '{"code":404,"msg":"cluster not found\n","path":"/gone404"}' "$(cat "$WORK/lr.b")"
+lr "http://127.0.0.1:$P_LR/gone"
+check "response_flag_filter NC: a JSON body_format_override" grep -qi '^content-type: application/json$' "$WORK/lr.hh"
+expect_eq "... rendered with the reply's code (a number), body and the request" '{"code":503,"msg":"cluster not found\n","path":"/gone"}' \
+  "$(cat "$WORK/lr.b")"
+lr "http://127.0.0.1:$P_LR/admin"
+expect_eq "a direct_response is a local reply too: body_format, the body as it is (newline kept)" \
+  "[403] admin is internal|" "$(tr '\n' '|' <"$WORK/lr.b")"
+lr "http://127.0.0.1:$P_LR/proxied"
+expect_eq "an upstream's response is not mapped" "up GET /proxied bytes=0" "$(cat "$WORK/lr.b")"
+out=$(curl -s --http2-prior-knowledge -H 'x-mode: teapot' -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_LR/gone404")
+expect_eq "... the same over HTTP/2" 418 "$out"
+bad_lr() { # bad_lr NAME EXPECTED MAPPER_YAML
+  { echo "static_resources:"; echo "  listeners:"; listener bad 1 "local_reply_config: { mappers: [ $3 ] }"; } >"$WORK/bad.yaml"
+  local out
+  out=$("$BIN/legate" -c "$WORK/bad.yaml" --mode validate 2>&1)
+  check "$1 ($out)" grep -qF -- "$2" <<<"$out"
+}
+bad_lr "an unknown response flag is refused by path" \
+  'local_reply_config.mappers[0].filter.response_flag_filter.flags[0]: unknown response flag "XX"' \
+  '{ filter: { response_flag_filter: { flags: [XX] } } }'
+bad_lr "a status_code out of range is refused" 'local_reply_config.mappers[0].status_code: must be in [200, 600), got 700' \
+  '{ filter: { not_health_check_filter: {} }, status_code: 700 }'
+bad_lr "a filter legate lacks is refused by name" 'unknown field "grpc_status_filter"' \
+  '{ filter: { grpc_status_filter: {} } }'
 
 # --- route options ------------------------------------------------------------------
 expect_eq "match.grpc: a gRPC content-type matches" "grpc 200" \
