@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dataplane/config_build.h"
+#include "dataplane/config_dump.h"
 #include "dataplane/dynamic.h"
 #include "dataplane/stats.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
@@ -320,6 +321,22 @@ static char *xstrdup_body(const char *s)
     return d;
 }
 
+/* /config_dump in Envoy's shape, made while dp_dyn_dump_view holds the
+ * dynamic state still. */
+struct envoy_dump {
+    struct dp_admin *a;
+    const char *query;
+    int status;
+    const char *ctype;
+    char *body;
+};
+
+static void envoy_dump_cb(void *arg, const struct dp_dump_view *v)
+{
+    struct envoy_dump *ed = arg;
+    ed->status = dp_config_dump_envoy(ed->a->src.bs, ed->a->started, v, ed->query, &ed->body, &ed->ctype);
+}
+
 static void handle(struct aconn *c, const char *method, const char *path)
 {
     struct dp_admin *a = c->a;
@@ -415,6 +432,14 @@ static void handle(struct aconn *c, const char *method, const char *path)
         xds_sb_add(&b, "}\n", 2);
         respond(c, 200, "application/json", b.p);
     } else if (strcmp(p, "/config_dump") == 0) {
+        struct envoy_dump ed = {a, q ? q + 1 : NULL, 500, NULL, NULL};
+        struct dp_dyn *d = a->src.dyn(a->src.ud);
+        if (d)
+            dp_dyn_dump_view(d, envoy_dump_cb, &ed);
+        else
+            envoy_dump_cb(&ed, NULL);
+        respond(c, ed.status, ed.ctype, ed.body);
+    } else if (strcmp(p, "/legate/config_dump") == 0) {
         struct xds_sb b = {0};
         xds_sb_add(&b, "{\"bootstrap\":", 13);
         xds_json_write(&b, &a->src.bs->base, XDS_JSON_REDACT); /* the bootstrap may hold keys inline */
@@ -433,7 +458,8 @@ static void handle(struct aconn *c, const char *method, const char *path)
         respond(c, 200, "application/json", certs_json(a));
     } else {
         respond(c, 404, "text/plain",
-                xstrdup_body("not found; GET /ready /server_info /config_dump /certs /stats /stats/prometheus "
+                xstrdup_body("not found; GET /ready /server_info /config_dump /legate/config_dump /certs /stats "
+                             "/stats/prometheus "
                              "/clusters /listeners; POST /logging?level= /healthcheck/fail /healthcheck/ok "
                              "/drain_listeners /quitquitquit\n"));
     }
