@@ -16,8 +16,8 @@
 # Envoy files set as an option: it is added to a copy; options do not change
 # what a message reads.
 #
-# Needs npm and protoc (Debian: nodejs npm protobuf-compiler). Exits 77 (a
-# skip for ctest) when they are missing or the registry cannot be reached.
+# Needs npm and protoc (Debian: nodejs npm protobuf-compiler, both in
+# scripts/install-deps.sh); fails without them: the proof is not optional.
 set -euo pipefail
 out=$1
 pkg=@grpc/grpc-js-xds@1.14.1
@@ -26,7 +26,7 @@ sha512=F2mVXwEeMWw1znPUrp+8ykjsIOVnf7Rv+EyIvXOfz73w5tNolCnzokpLkE/d2Ehx30PJmZXqC
 cache=${LEGATE_PROTO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/legate-test-protos}
 
 for t in npm protoc; do
-  command -v "$t" >/dev/null 2>&1 || { echo "envoy-protos.sh: $t is needed (Debian: nodejs npm protobuf-compiler)" >&2; exit 77; }
+  command -v "$t" >/dev/null 2>&1 || { echo "envoy-protos.sh: $t is needed (Debian: nodejs npm protobuf-compiler)" >&2; exit 1; }
 done
 mkdir -p "$cache"
 # One fetch at a time (ctest runs tests in parallel).
@@ -36,7 +36,7 @@ if [ ! -d "$cache/package/deps/envoy-api" ]; then
   if ! (cd "$cache" && npm pack --silent "$pkg" >/dev/null 2>"$cache/npm.log"); then
     cat "$cache/npm.log" >&2
     echo "envoy-protos.sh: npm pack $pkg failed" >&2
-    exit 77
+    exit 1
   fi
   got=$(openssl dgst -sha512 -binary "$cache/$tgz" | base64 -w0)
   if [ "$got" != "$sha512" ]; then
