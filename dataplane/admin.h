@@ -6,8 +6,10 @@
  *   GET /ready         200 "LIVE" once the initial configuration is applied,
  *                      503 "PRE_INITIALIZING" before, 503 "DRAINING" after SIGTERM
  *   GET /server_info   version, state, uptime, command line (JSON)
- *   GET /config_dump   the bootstrap and the applied xDS resources with their
- *                      versions (JSON), private keys redacted
+ *   GET /config_dump   Envoy's envoy.admin.v3.ConfigDump (JSON) with ?resource=,
+ *                      ?mask=, ?name_regex=, ?include_eds (dataplane/config_dump.h)
+ *   GET /legate/config_dump  legate's own: the bootstrap and per xDS type the
+ *                      resources with versions, state, subscriptions, NACKs
  *   GET /certs         every certificate configured or received: subject,
  *                      SANs, serial, validity, days until expiry (JSON)
  *   GET /stats, /stats/prometheus, /clusters, /listeners
