@@ -16,6 +16,8 @@
 #include "dataplane/config_build.h"
 #include "dataplane/config_dump.h"
 #include "dataplane/dynamic.h"
+#include "dataplane/server.h"
+#include "envoy/admin/v3/server_info.pb-c.h"
 #include "dataplane/stats.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "xds/datasource.h"
@@ -321,6 +323,44 @@ static char *xstrdup_body(const char *s)
     return d;
 }
 
+/* Envoy's ServerInfo (api/envoy/admin/v3/server_info.proto), every
+ * primitive field written as Envoy's admin does. */
+static char *server_info(struct dp_admin *a)
+{
+    const char *st = a->src.state(a->src.ud);
+    Envoy__Admin__V3__ServerInfo si = ENVOY__ADMIN__V3__SERVER_INFO__INIT;
+    Envoy__Admin__V3__CommandLineOptions cl = ENVOY__ADMIN__V3__COMMAND_LINE_OPTIONS__INIT;
+    Google__Protobuf__Duration up = GOOGLE__PROTOBUF__DURATION__INIT, drain = GOOGLE__PROTOBUF__DURATION__INIT;
+    /* Envoy's version is "<commit>/<version>/<Clean|Modified>/<RELEASE|DEBUG>/<TLS library>". */
+    char version[128];
+    snprintf(version, sizeof(version), "legate/%s/Clean/RELEASE/OpenSSL", LEGATE_VERSION);
+    si.version = version;
+    /* Envoy reports a failed health check as DRAINING too. */
+    si.state = strcmp(st, "LIVE") == 0               ? ENVOY__ADMIN__V3__SERVER_INFO__STATE__LIVE
+               : strcmp(st, "PRE_INITIALIZING") == 0 ? ENVOY__ADMIN__V3__SERVER_INFO__STATE__PRE_INITIALIZING
+                                                     : ENVOY__ADMIN__V3__SERVER_INFO__STATE__DRAINING;
+    up.seconds = (int64_t)(time(NULL) - a->started);
+    si.uptime_current_epoch = &up;
+    si.uptime_all_epochs = &up; /* no hot restart: one epoch */
+    si.hot_restart_version = "disabled";
+    if (a->src.opt) {
+        cl.concurrency = (uint32_t)a->src.opt->concurrency;
+        cl.config_path = (char *)a->src.opt->config_path;
+        drain.seconds = (int64_t)a->src.opt->drain_time_s;
+        drain.nanos = (int32_t)((a->src.opt->drain_time_s - (double)drain.seconds) * 1e9);
+        cl.drain_time = &drain;
+    }
+    cl.log_level = (char *)lg_level_name(lg_current_level);
+    cl.mode = ENVOY__ADMIN__V3__COMMAND_LINE_OPTIONS__MODE__Serve;
+    cl.disable_hot_restart = 1;
+    si.command_line_options = &cl;
+    si.node = a->src.bs->node;
+    struct xds_sb b = {0};
+    xds_json_write(&b, &si.base, XDS_JSON_REDACT | XDS_JSON_EXACT | XDS_JSON_INDENT | XDS_JSON_DEFAULTS);
+    xds_sb_add(&b, "\n", 1);
+    return b.p;
+}
+
 /* /config_dump in Envoy's shape, made while dp_dyn_dump_view holds the
  * dynamic state still. */
 struct envoy_dump {
@@ -415,6 +455,8 @@ static void handle(struct aconn *c, const char *method, const char *path)
         snprintf(body, sizeof(body), "%s\n", st);
         respond(c, strcmp(st, "LIVE") == 0 ? 200 : 503, "text/plain", xstrdup_body(body));
     } else if (strcmp(p, "/server_info") == 0) {
+        respond(c, 200, "application/json", server_info(a));
+    } else if (strcmp(p, "/legate/server_info") == 0) {
         struct xds_sb b = {0};
         xds_sb_addf(&b, "{\"version\":\"%s\",\"state\":", LEGATE_VERSION);
         xds_sb_str(&b, a->src.state(a->src.ud));
@@ -458,7 +500,8 @@ static void handle(struct aconn *c, const char *method, const char *path)
         respond(c, 200, "application/json", certs_json(a));
     } else {
         respond(c, 404, "text/plain",
-                xstrdup_body("not found; GET /ready /server_info /config_dump /legate/config_dump /certs /stats "
+                xstrdup_body("not found; GET /ready /server_info /legate/server_info /config_dump /legate/config_dump "
+                             "/certs /stats "
                              "/stats/prometheus "
                              "/clusters /listeners; POST /logging?level= /healthcheck/fail /healthcheck/ok "
                              "/drain_listeners /quitquitquit\n"));

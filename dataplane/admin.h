@@ -5,7 +5,9 @@
  *
  *   GET /ready         200 "LIVE" once the initial configuration is applied,
  *                      503 "PRE_INITIALIZING" before, 503 "DRAINING" after SIGTERM
- *   GET /server_info   version, state, uptime, command line (JSON)
+ *   GET /server_info   Envoy's envoy.admin.v3.ServerInfo (JSON): version, state,
+ *                      uptime, command line options, node
+ *   GET /legate/server_info  legate's own: version, state, uptime, argv, node
  *   GET /config_dump   Envoy's envoy.admin.v3.ConfigDump (JSON) with ?resource=,
  *                      ?mask=, ?name_regex=, ?include_eds (dataplane/config_dump.h)
  *   GET /legate/config_dump  legate's own: the bootstrap and per xDS type the
@@ -25,6 +27,7 @@
 #include "xds/bootstrap.h"
 
 struct dp_dyn;
+struct dp_options;
 
 /* What the admin reads; callbacks run on the main loop. */
 struct dp_admin_source {
@@ -43,6 +46,8 @@ struct dp_admin_source {
     void *ud;
     int argc;
     char **argv;
+    /** The command line as parsed (/server_info), or NULL. */
+    const struct dp_options *opt;
 };
 
 struct dp_admin;

@@ -774,6 +774,7 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         .ud = &sv,
         .argc = opt->argc,
         .argv = opt->argv,
+        .opt = opt,
     };
     sv.admin_src = src;
     sv.st_days_to_expiry = dp_stat_register(DP_STAT_GAUGE, "server", NULL, "days_until_first_cert_expiring");

@@ -451,9 +451,10 @@ static void fields(struct out *o, const ProtobufCMessage *m, int first)
             if (*(const uint32_t *)(base + f->quantifier_offset) != f->id)
                 continue;
         } else if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            if (*(const size_t *)(base + f->quantifier_offset) == 0)
+            if (*(const size_t *)(base + f->quantifier_offset) == 0 && !(o->flags & XDS_JSON_DEFAULTS))
                 continue;
-        } else if (is_default(f, p)) {
+        } else if (is_default(f, p) &&
+                   (!(o->flags & XDS_JSON_DEFAULTS) || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
             continue;
         }
         const struct xds_json_mask *outer = o->mask, *keep = NULL;

@@ -58,6 +58,11 @@ enum {
      *  Envoy's own protos still read it ("private_key": {"inline_string":
      *  "[redacted]"}, not "private_key": "[redacted]"). */
     XDS_JSON_REDACT_NESTED = 1u << 3,
+    /** Scalars, strings, enums and repeated fields written even when they
+     *  hold their default (0, "", the first enum value, []): protobuf's
+     *  always_print_primitive_fields, what Envoy's /server_info does.
+     *  Unset messages and oneof members stay out. */
+    XDS_JSON_DEFAULTS = 1u << 4,
 };
 
 /** Appends m as a JSON object (or as its well-known JSON form), as flags

@@ -117,6 +117,20 @@ expect_eq "?resource=&mask= through a field that is not the element's Any: 400" 
 expect_eq "?name_regex= that does not compile: 400" "400" \
   "$(curl -s -w '%{http_code}' -o /dev/null "$A/config_dump?name_regex=%28")"
 
+# ---- /server_info: Envoy's ServerInfo ---------------------------------------------------------
+curl -s "$A/server_info" > si.json
+expect_eq "/server_info decodes as envoy.admin.v3.ServerInfo with Envoy's protos" "ok 1" \
+  "$(decodes si.json envoy.admin.v3.ServerInfo)"
+expect_eq "... state, node, command line options, primitive fields printed as Envoy's" \
+  "LIVE sidecar-1 2 legate.yaml Serve disabled True" \
+  "$(q si.json 'd["state"], d["node"]["id"], d["command_line_options"]["concurrency"], d["command_line_options"]["config_path"], d["command_line_options"]["mode"], d["hot_restart_version"], d["uptime_current_epoch"].endswith("s")' | tr -d "(),'")"
+curl -s -X POST "$A/healthcheck/fail" >/dev/null
+curl -s "$A/server_info" > si2.json
+expect_eq "... a failed health check is DRAINING, as Envoy reports it" "DRAINING" "$(q si2.json 'd["state"]')"
+curl -s -X POST "$A/healthcheck/ok" >/dev/null
+expect_eq "/legate/server_info keeps legate's shape (the command line as given)" "legate.yaml" \
+  "$(curl -s "$A/legate/server_info" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["command_line"][d["command_line"].index("-c") + 1])')"
+
 # ---- NACKs: error_state where the resource is --------------------------------------------
 BAD_L="- name: broken
   address: { socket_address: { address: 127.0.0.1, port_value: $P_L2 } }
