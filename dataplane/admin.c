@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dataplane/admin_status.h"
 #include "dataplane/config_build.h"
 #include "dataplane/config_dump.h"
 #include "dataplane/dynamic.h"
@@ -441,11 +442,19 @@ static void handle(struct aconn *c, const char *method, const char *path)
         respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", dp_stats_prometheus());
         return;
     }
-    if (strcmp(p, "/clusters") == 0) {
+    if (strcmp(p, "/clusters") == 0 || strcmp(p, "/listeners") == 0) {
+        /* Envoy's: text, or ?format=json */
+        char fmt[16];
+        int json = dp_query_param(q ? q + 1 : NULL, "format", fmt, sizeof(fmt)) && strcmp(fmt, "json") == 0;
+        char *body = p[1] == 'c' ? dp_admin_clusters_envoy(&a->src, json) : dp_admin_listeners_envoy(&a->src, json);
+        respond(c, 200, json ? "application/json" : "text/plain", body);
+        return;
+    }
+    if (strcmp(p, "/legate/clusters") == 0) {
         respond(c, 200, "application/json", a->src.clusters_json(a->src.ud));
         return;
     }
-    if (strcmp(p, "/listeners") == 0) {
+    if (strcmp(p, "/legate/listeners") == 0) {
         respond(c, 200, "application/json", a->src.listeners_json(a->src.ud));
         return;
     }
@@ -501,9 +510,8 @@ static void handle(struct aconn *c, const char *method, const char *path)
     } else {
         respond(c, 404, "text/plain",
                 xstrdup_body("not found; GET /ready /server_info /legate/server_info /config_dump /legate/config_dump "
-                             "/certs /stats "
-                             "/stats/prometheus "
-                             "/clusters /listeners; POST /logging?level= /healthcheck/fail /healthcheck/ok "
+                             "/certs /stats /stats/prometheus /clusters /listeners /legate/clusters "
+                             "/legate/listeners; POST /logging?level= /healthcheck/fail /healthcheck/ok "
                              "/drain_listeners /quitquitquit\n"));
     }
 }

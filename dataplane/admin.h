@@ -14,7 +14,9 @@
  *                      resources with versions, state, subscriptions, NACKs
  *   GET /certs         every certificate configured or received: subject,
  *                      SANs, serial, validity, days until expiry (JSON)
- *   GET /stats, /stats/prometheus, /clusters, /listeners
+ *   GET /clusters, /listeners  Envoy's text, or ?format=json (dataplane/admin_status.h);
+ *                      legate's JSON at /legate/clusters, /legate/listeners
+ *   GET /stats, /stats/prometheus
  *   POST /logging?level=L, /healthcheck/fail, /healthcheck/ok,
  *        /drain_listeners, /quitquitquit
  */
@@ -28,6 +30,8 @@
 
 struct dp_dyn;
 struct dp_options;
+struct dp_cluster;
+struct dp_listener;
 
 /* What the admin reads; callbacks run on the main loop. */
 struct dp_admin_source {
@@ -36,9 +40,13 @@ struct dp_admin_source {
     const char *(*state)(void *ud);
     /** The dynamic config, or NULL without xDS. */
     struct dp_dyn *(*dyn)(void *ud);
-    /** JSON of the clusters / listeners in force (malloc'd). */
+    /** legate's JSON of the clusters / listeners in force (malloc'd). */
     char *(*clusters_json)(void *ud);
     char *(*listeners_json)(void *ud);
+    /** Calls fn for each cluster / listener in force, static ones first,
+     *  with the configuration held (fn must not call back). */
+    void (*each_cluster)(void *ud, void (*fn)(void *arg, const struct dp_cluster *c, int dynamic), void *arg);
+    void (*each_listener)(void *ud, void (*fn)(void *arg, const struct dp_listener *l, int dynamic), void *arg);
     /** POST actions. */
     void (*drain_listeners)(void *ud);
     void (*quit)(void *ud);

@@ -5,7 +5,8 @@
 # ADS by legate-control (dynamic resources, warming, NACKs) and once with a
 # static bootstrap; ?resource=, ?mask=, ?name_regex=, ?include_eds and their
 # errors as Envoy answers them; secrets redacted everywhere; the old shape
-# at /legate/config_dump.
+# at /legate/config_dump. /clusters, /listeners (text and ?format=json) and
+# /server_info in Envoy's shapes too.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/env.sh"
 CONTROL=$BIN/../control-sample/legate-control
@@ -116,6 +117,26 @@ expect_eq "?resource=&mask= through a field that is not the element's Any: 400" 
   "$(curl -s -w '%{http_code}' -o /dev/null "$A/config_dump?resource=dynamic_listeners&mask=active_state.listener.name")"
 expect_eq "?name_regex= that does not compile: 400" "400" \
   "$(curl -s -w '%{http_code}' -o /dev/null "$A/config_dump?name_regex=%28")"
+
+# ---- /clusters and /listeners: Envoy's text and ?format=json ---------------------------------
+curl -s -D hdr.txt "$A/clusters" > clusters.txt
+check "/clusters: Envoy's text, text/plain" grep -qi '^content-type: text/plain' hdr.txt
+check "... backend::added_via_api::true, its EDS service name" \
+  grep -qx 'backend::added_via_api::true' clusters.txt
+check "... each host's lines: cluster::address::name::value" \
+  bash -c "grep -qx 'backend::127.0.0.1:$P_UP::health_flags::healthy' clusters.txt && grep -qx 'backend::127.0.0.1:$P_UP::weight::1' clusters.txt && grep -qx 'backend::127.0.0.1:$P_UP::rq_active::0' clusters.txt && grep -qx 'xds_cluster::added_via_api::false' clusters.txt"
+curl -s "$A/clusters?format=json" > clusters.json
+expect_eq "/clusters?format=json decodes as envoy.admin.v3.Clusters with Envoy's protos" "ok 1" \
+  "$(decodes clusters.json envoy.admin.v3.Clusters)"
+expect_eq "... backend added via the API, its host with address, weight, EDS health" \
+  "True 127.0.0.1 $P_UP 1 HEALTHY" \
+  "$(q clusters.json '[(c["added_via_api"], h["address"]["socket_address"]["address"], h["address"]["socket_address"]["port_value"], h["weight"], h["health_status"]["eds_health_status"]) for c in d["cluster_statuses"] if c["name"] == "backend" for h in c["host_statuses"]][0]' | tr -d "(),'")"
+expect_eq "/listeners: Envoy's text" "https::127.0.0.1:$P_L" "$(curl -s "$A/listeners")"
+curl -s "$A/listeners?format=json" > listeners.json
+expect_eq "/listeners?format=json decodes as envoy.admin.v3.Listeners, with the address" "ok 1 https $P_L" \
+  "$(decodes listeners.json envoy.admin.v3.Listeners) $(q listeners.json 'd["listener_statuses"][0]["name"] + " " + str(d["listener_statuses"][0]["local_address"]["socket_address"]["port_value"])')"
+expect_eq "/legate/clusters and /legate/listeners keep legate's JSON" "EDS https" \
+  "$(curl -s "$A/legate/clusters" | "$PY" -c 'import json,sys; print([c["type"] for c in json.load(sys.stdin)["clusters"] if c["name"] == "backend"][0])') $(curl -s "$A/legate/listeners" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["listeners"][0]["name"])')"
 
 # ---- /server_info: Envoy's ServerInfo ---------------------------------------------------------
 curl -s "$A/server_info" > si.json

@@ -174,7 +174,7 @@ expect_eq "HTTP/1.1: still serving" "200" "$(curl -s -o /dev/null -w '%{http_cod
 
 # /clusters shows requests in flight per endpoint.
 rq_active() {
-  curl -s "http://127.0.0.1:$P_ADMIN/clusters" | python3 -c '
+  curl -s "http://127.0.0.1:$P_ADMIN/legate/clusters" | python3 -c '
 import json,sys
 print([e["rq_active"] for c in json.load(sys.stdin)["clusters"] if c["name"]=="hole" for e in c["endpoints"]][0])'
 }
