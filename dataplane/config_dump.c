@@ -141,7 +141,7 @@ int dp_query_param(const char *query, const char *key, char *out, size_t outlen)
             size_t o = 0;
             for (; v < end && out && o + 1 < outlen; v++) {
                 int hi, lo;
-                if (*v == '%' && v + 2 < end + 1 && (hi = hexval(v[1])) >= 0 && (lo = hexval(v[2])) >= 0) {
+                if (*v == '%' && v + 2 < end && (hi = hexval(v[1])) >= 0 && (lo = hexval(v[2])) >= 0) {
                     out[o++] = (char)(hi * 16 + lo);
                     v += 2;
                 } else {
@@ -300,6 +300,42 @@ static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *statics(c
     return c->bs->static_resources;
 }
 
+/* The bootstrap's static resources of one xDS type (v[0..n)), each an
+ * entry of type ed in m's repeated field: the resource packed in any_field,
+ * last_updated the start, and its name in "name" when named. */
+static void add_static(struct ctx *c, ProtobufCMessage *m, const char *field, const ProtobufCMessageDescriptor *ed,
+                       const char *any_field, int type, void *const *v, size_t n, int named)
+{
+    for (size_t i = 0; i < n; i++) {
+        const ProtobufCMessage *r = v[i];
+        const char *name = xds_resource_name(type, r);
+        if (!name_ok(c, name))
+            continue;
+        ProtobufCMessage *e = mnew(c, ed);
+        if (named)
+            mset(e, "name", name);
+        mset(e, any_field, pack(c, r));
+        mset(e, "last_updated", stamp(c, c->started));
+        madd(c, m, field, e);
+    }
+}
+
+/* An accepted xDS resource as Envoy's Dynamic* entry of type ed: its
+ * version, the resource packed in any_field, last_updated, error_state, and
+ * its name when named. */
+static ProtobufCMessage *dynamic_entry(struct ctx *c, const ProtobufCMessageDescriptor *ed, const char *any_field,
+                                       int type, const struct dp_dump_res *r, int named)
+{
+    ProtobufCMessage *e = mnew(c, ed);
+    if (named)
+        mset(e, "name", r->name);
+    mset(e, "version_info", r->version);
+    mset(e, any_field, pack(c, r->msg));
+    mset(e, "last_updated", stamp(c, updated(c, type, r->name)));
+    mset(e, "error_state", error_state(c, note(c, type, r->name)));
+    return e;
+}
+
 static ProtobufCMessage *bootstrap_dump(struct ctx *c)
 {
     ProtobufCMessage *m = mnew(c, &envoy__admin__v3__bootstrap_config_dump__descriptor);
@@ -312,27 +348,18 @@ static ProtobufCMessage *clusters_dump(struct ctx *c)
 {
     ProtobufCMessage *m = mnew(c, &envoy__admin__v3__clusters_config_dump__descriptor);
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = statics(c);
-    for (size_t i = 0; sr && i < sr->n_clusters; i++) {
-        if (!name_ok(c, sr->clusters[i]->name))
-            continue;
-        ProtobufCMessage *e = mnew(c, &envoy__admin__v3__clusters_config_dump__static_cluster__descriptor);
-        mset(e, "cluster", pack(c, &sr->clusters[i]->base));
-        mset(e, "last_updated", stamp(c, c->started));
-        madd(c, m, "static_clusters", e);
-    }
+    if (sr)
+        add_static(c, m, "static_clusters", &envoy__admin__v3__clusters_config_dump__static_cluster__descriptor,
+                   "cluster", XDS_CDS, (void *const *)sr->clusters, sr->n_clusters, 0);
     if (c->v == NULL)
         return m;
     mset(m, "version_info", c->v->t[XDS_CDS].version);
     for (size_t i = 0; i < c->v->t[XDS_CDS].n; i++) {
         const struct dp_dump_res *r = &c->v->t[XDS_CDS].v[i];
-        if (!name_ok(c, r->name))
-            continue;
-        ProtobufCMessage *e = mnew(c, &envoy__admin__v3__clusters_config_dump__dynamic_cluster__descriptor);
-        mset(e, "version_info", r->version);
-        mset(e, "cluster", pack(c, r->msg));
-        mset(e, "last_updated", stamp(c, updated(c, XDS_CDS, r->name)));
-        mset(e, "error_state", error_state(c, note(c, XDS_CDS, r->name)));
-        madd(c, m, r->warming ? "dynamic_warming_clusters" : "dynamic_active_clusters", e);
+        if (name_ok(c, r->name))
+            madd(c, m, r->warming ? "dynamic_warming_clusters" : "dynamic_active_clusters",
+                 dynamic_entry(c, &envoy__admin__v3__clusters_config_dump__dynamic_cluster__descriptor, "cluster",
+                               XDS_CDS, r, 0));
     }
     return m;
 }
@@ -381,15 +408,10 @@ static ProtobufCMessage *endpoints_dump(struct ctx *c)
     }
     for (size_t i = 0; i < c->v->t[XDS_EDS].n; i++) {
         const struct dp_dump_res *r = &c->v->t[XDS_EDS].v[i];
-        if (!name_ok(c, r->name))
-            continue;
-        ProtobufCMessage *e =
-            mnew(c, &envoy__admin__v3__endpoints_config_dump__dynamic_endpoint_config__descriptor);
-        mset(e, "version_info", r->version);
-        mset(e, "endpoint_config", pack(c, r->msg));
-        mset(e, "last_updated", stamp(c, updated(c, XDS_EDS, r->name)));
-        mset(e, "error_state", error_state(c, note(c, XDS_EDS, r->name)));
-        madd(c, m, "dynamic_endpoint_configs", e);
+        if (name_ok(c, r->name))
+            madd(c, m, "dynamic_endpoint_configs",
+                 dynamic_entry(c, &envoy__admin__v3__endpoints_config_dump__dynamic_endpoint_config__descriptor,
+                               "endpoint_config", XDS_EDS, r, 0));
     }
     return m;
 }
@@ -398,14 +420,9 @@ static ProtobufCMessage *listeners_dump(struct ctx *c)
 {
     ProtobufCMessage *m = mnew(c, &envoy__admin__v3__listeners_config_dump__descriptor);
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = statics(c);
-    for (size_t i = 0; sr && i < sr->n_listeners; i++) {
-        if (!name_ok(c, sr->listeners[i]->name))
-            continue;
-        ProtobufCMessage *e = mnew(c, &envoy__admin__v3__listeners_config_dump__static_listener__descriptor);
-        mset(e, "listener", pack(c, &sr->listeners[i]->base));
-        mset(e, "last_updated", stamp(c, c->started));
-        madd(c, m, "static_listeners", e);
-    }
+    if (sr)
+        add_static(c, m, "static_listeners", &envoy__admin__v3__listeners_config_dump__static_listener__descriptor,
+                   "listener", XDS_LDS, (void *const *)sr->listeners, sr->n_listeners, 0);
     if (c->v == NULL)
         return m;
     mset(m, "version_info", c->v->t[XDS_LDS].version);
@@ -488,14 +505,10 @@ static ProtobufCMessage *routes_dump(struct ctx *c)
     }
     for (size_t i = 0; i < c->v->t[XDS_RDS].n; i++) {
         const struct dp_dump_res *r = &c->v->t[XDS_RDS].v[i];
-        if (!name_ok(c, r->name))
-            continue;
-        ProtobufCMessage *e = mnew(c, &envoy__admin__v3__routes_config_dump__dynamic_route_config__descriptor);
-        mset(e, "version_info", r->version);
-        mset(e, "route_config", pack(c, r->msg));
-        mset(e, "last_updated", stamp(c, updated(c, XDS_RDS, r->name)));
-        mset(e, "error_state", error_state(c, note(c, XDS_RDS, r->name)));
-        madd(c, m, "dynamic_route_configs", e);
+        if (name_ok(c, r->name))
+            madd(c, m, "dynamic_route_configs",
+                 dynamic_entry(c, &envoy__admin__v3__routes_config_dump__dynamic_route_config__descriptor,
+                               "route_config", XDS_RDS, r, 0));
     }
     return m;
 }
@@ -504,28 +517,17 @@ static ProtobufCMessage *secrets_dump(struct ctx *c)
 {
     ProtobufCMessage *m = mnew(c, &envoy__admin__v3__secrets_config_dump__descriptor);
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = statics(c);
-    for (size_t i = 0; sr && i < sr->n_secrets; i++) {
-        if (!name_ok(c, sr->secrets[i]->name))
-            continue;
-        ProtobufCMessage *e = mnew(c, &envoy__admin__v3__secrets_config_dump__static_secret__descriptor);
-        mset(e, "name", sr->secrets[i]->name);
-        mset(e, "last_updated", stamp(c, c->started));
-        mset(e, "secret", pack(c, &sr->secrets[i]->base));
-        madd(c, m, "static_secrets", e);
-    }
+    if (sr)
+        add_static(c, m, "static_secrets", &envoy__admin__v3__secrets_config_dump__static_secret__descriptor,
+                   "secret", XDS_SDS, (void *const *)sr->secrets, sr->n_secrets, 1);
     if (c->v == NULL)
         return m;
     for (size_t i = 0; i < c->v->t[XDS_SDS].n; i++) {
         const struct dp_dump_res *r = &c->v->t[XDS_SDS].v[i];
-        if (!name_ok(c, r->name))
-            continue;
-        ProtobufCMessage *e = mnew(c, &envoy__admin__v3__secrets_config_dump__dynamic_secret__descriptor);
-        mset(e, "name", r->name);
-        mset(e, "version_info", r->version);
-        mset(e, "last_updated", stamp(c, updated(c, XDS_SDS, r->name)));
-        mset(e, "secret", pack(c, r->msg));
-        mset(e, "error_state", error_state(c, note(c, XDS_SDS, r->name)));
-        madd(c, m, "dynamic_active_secrets", e);
+        if (name_ok(c, r->name))
+            madd(c, m, "dynamic_active_secrets",
+                 dynamic_entry(c, &envoy__admin__v3__secrets_config_dump__dynamic_secret__descriptor, "secret",
+                               XDS_SDS, r, 1));
     }
     /* Asked for and not (yet) here: Envoy's warming secrets, by name. */
     const struct xds_names *subs = c->v->t[XDS_SDS].subs;

@@ -153,17 +153,10 @@ expect_eq "/legate/server_info keeps legate's shape (the command line as given)"
   "$(curl -s "$A/legate/server_info" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["command_line"][d["command_line"].index("-c") + 1])')"
 
 # ---- NACKs: error_state where the resource is --------------------------------------------
-BAD_L="- name: broken
-  address: { socket_address: { address: 127.0.0.1, port_value: $P_L2 } }
-  filter_chains:
-  - filters:
-    - name: envoy.filters.network.http_connection_manager
-      typed_config:
-        \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: broken
-        codec_type: HTTP3
-        route_config: { virtual_hosts: [{ name: all, domains: [\"*\"] }] }
-        http_filters: [{ name: envoy.filters.http.router, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }]"
+HCM='"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager'
+BAD_L="- { name: broken, address: { socket_address: { address: 127.0.0.1, port_value: $P_L2 } },
+    filter_chains: [{ filters: [{ name: envoy.filters.network.http_connection_manager,
+      typed_config: { $HCM, stat_prefix: broken, codec_type: HTTP3, route_config: {} } }] }] }"
 # a new listener that is refused, and a new version of https that is too
 cp_config "$BAD_L" "s/codec_type: AUTO/codec_type: HTTP3/"
 kill -HUP "$PID_control"
