@@ -13,8 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dataplane/admin_status.h"
 #include "dataplane/config_build.h"
+#include "dataplane/config_dump.h"
 #include "dataplane/dynamic.h"
+#include "dataplane/server.h"
+#include "envoy/admin/v3/server_info.pb-c.h"
 #include "dataplane/stats.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "xds/datasource.h"
@@ -320,6 +324,60 @@ static char *xstrdup_body(const char *s)
     return d;
 }
 
+/* Envoy's ServerInfo (api/envoy/admin/v3/server_info.proto), every
+ * primitive field written as Envoy's admin does. */
+static char *server_info(struct dp_admin *a)
+{
+    const char *st = a->src.state(a->src.ud);
+    Envoy__Admin__V3__ServerInfo si = ENVOY__ADMIN__V3__SERVER_INFO__INIT;
+    Envoy__Admin__V3__CommandLineOptions cl = ENVOY__ADMIN__V3__COMMAND_LINE_OPTIONS__INIT;
+    Google__Protobuf__Duration up = GOOGLE__PROTOBUF__DURATION__INIT, drain = GOOGLE__PROTOBUF__DURATION__INIT;
+    /* Envoy's version is "<commit>/<version>/<Clean|Modified>/<RELEASE|DEBUG>/<TLS library>". */
+    char version[128];
+    snprintf(version, sizeof(version), "legate/%s/Clean/RELEASE/OpenSSL", LEGATE_VERSION);
+    si.version = version;
+    /* Envoy reports a failed health check as DRAINING too. */
+    si.state = strcmp(st, "LIVE") == 0               ? ENVOY__ADMIN__V3__SERVER_INFO__STATE__LIVE
+               : strcmp(st, "PRE_INITIALIZING") == 0 ? ENVOY__ADMIN__V3__SERVER_INFO__STATE__PRE_INITIALIZING
+                                                     : ENVOY__ADMIN__V3__SERVER_INFO__STATE__DRAINING;
+    up.seconds = (int64_t)(time(NULL) - a->started);
+    si.uptime_current_epoch = &up;
+    si.uptime_all_epochs = &up; /* no hot restart: one epoch */
+    si.hot_restart_version = "disabled";
+    if (a->src.opt) {
+        cl.concurrency = (uint32_t)a->src.opt->concurrency;
+        cl.config_path = (char *)a->src.opt->config_path;
+        drain.seconds = (int64_t)a->src.opt->drain_time_s;
+        drain.nanos = (int32_t)((a->src.opt->drain_time_s - (double)drain.seconds) * 1e9);
+        cl.drain_time = &drain;
+    }
+    cl.log_level = (char *)lg_level_name(lg_current_level);
+    cl.mode = ENVOY__ADMIN__V3__COMMAND_LINE_OPTIONS__MODE__Serve;
+    cl.disable_hot_restart = 1;
+    si.command_line_options = &cl;
+    si.node = a->src.bs->node;
+    struct xds_sb b = {0};
+    xds_json_write(&b, &si.base, XDS_JSON_REDACT | XDS_JSON_EXACT | XDS_JSON_INDENT | XDS_JSON_DEFAULTS);
+    xds_sb_add(&b, "\n", 1);
+    return b.p;
+}
+
+/* /config_dump in Envoy's shape, made while dp_dyn_dump_view holds the
+ * dynamic state still. */
+struct envoy_dump {
+    struct dp_admin *a;
+    const char *query;
+    int status;
+    const char *ctype;
+    char *body;
+};
+
+static void envoy_dump_cb(void *arg, const struct dp_dump_view *v)
+{
+    struct envoy_dump *ed = arg;
+    ed->status = dp_config_dump_envoy(ed->a->src.bs, ed->a->started, v, ed->query, &ed->body, &ed->ctype);
+}
+
 static void handle(struct aconn *c, const char *method, const char *path)
 {
     struct dp_admin *a = c->a;
@@ -384,11 +442,19 @@ static void handle(struct aconn *c, const char *method, const char *path)
         respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", dp_stats_prometheus());
         return;
     }
-    if (strcmp(p, "/clusters") == 0) {
+    if (strcmp(p, "/clusters") == 0 || strcmp(p, "/listeners") == 0) {
+        /* Envoy's: text, or ?format=json */
+        char fmt[16];
+        int json = dp_query_param(q ? q + 1 : NULL, "format", fmt, sizeof(fmt)) && strcmp(fmt, "json") == 0;
+        char *body = p[1] == 'c' ? dp_admin_clusters_envoy(&a->src, json) : dp_admin_listeners_envoy(&a->src, json);
+        respond(c, 200, json ? "application/json" : "text/plain", body);
+        return;
+    }
+    if (strcmp(p, "/legate/clusters") == 0) {
         respond(c, 200, "application/json", a->src.clusters_json(a->src.ud));
         return;
     }
-    if (strcmp(p, "/listeners") == 0) {
+    if (strcmp(p, "/legate/listeners") == 0) {
         respond(c, 200, "application/json", a->src.listeners_json(a->src.ud));
         return;
     }
@@ -398,6 +464,8 @@ static void handle(struct aconn *c, const char *method, const char *path)
         snprintf(body, sizeof(body), "%s\n", st);
         respond(c, strcmp(st, "LIVE") == 0 ? 200 : 503, "text/plain", xstrdup_body(body));
     } else if (strcmp(p, "/server_info") == 0) {
+        respond(c, 200, "application/json", server_info(a));
+    } else if (strcmp(p, "/legate/server_info") == 0) {
         struct xds_sb b = {0};
         xds_sb_addf(&b, "{\"version\":\"%s\",\"state\":", LEGATE_VERSION);
         xds_sb_str(&b, a->src.state(a->src.ud));
@@ -415,6 +483,14 @@ static void handle(struct aconn *c, const char *method, const char *path)
         xds_sb_add(&b, "}\n", 2);
         respond(c, 200, "application/json", b.p);
     } else if (strcmp(p, "/config_dump") == 0) {
+        struct envoy_dump ed = {a, q ? q + 1 : NULL, 500, NULL, NULL};
+        struct dp_dyn *d = a->src.dyn(a->src.ud);
+        if (d)
+            dp_dyn_dump_view(d, envoy_dump_cb, &ed);
+        else
+            envoy_dump_cb(&ed, NULL);
+        respond(c, ed.status, ed.ctype, ed.body);
+    } else if (strcmp(p, "/legate/config_dump") == 0) {
         struct xds_sb b = {0};
         xds_sb_add(&b, "{\"bootstrap\":", 13);
         xds_json_write(&b, &a->src.bs->base, XDS_JSON_REDACT); /* the bootstrap may hold keys inline */
@@ -433,8 +509,9 @@ static void handle(struct aconn *c, const char *method, const char *path)
         respond(c, 200, "application/json", certs_json(a));
     } else {
         respond(c, 404, "text/plain",
-                xstrdup_body("not found; GET /ready /server_info /config_dump /certs /stats /stats/prometheus "
-                             "/clusters /listeners; POST /logging?level= /healthcheck/fail /healthcheck/ok "
+                xstrdup_body("not found; GET /ready /server_info /legate/server_info /config_dump /legate/config_dump "
+                             "/certs /stats /stats/prometheus /clusters /listeners /legate/clusters "
+                             "/legate/listeners; POST /logging?level= /healthcheck/fail /healthcheck/ok "
                              "/drain_listeners /quitquitquit\n"));
     }
 }

@@ -5,12 +5,18 @@
  *
  *   GET /ready         200 "LIVE" once the initial configuration is applied,
  *                      503 "PRE_INITIALIZING" before, 503 "DRAINING" after SIGTERM
- *   GET /server_info   version, state, uptime, command line (JSON)
- *   GET /config_dump   the bootstrap and the applied xDS resources with their
- *                      versions (JSON), private keys redacted
+ *   GET /server_info   Envoy's envoy.admin.v3.ServerInfo (JSON): version, state,
+ *                      uptime, command line options, node
+ *   GET /legate/server_info  legate's own: version, state, uptime, argv, node
+ *   GET /config_dump   Envoy's envoy.admin.v3.ConfigDump (JSON) with ?resource=,
+ *                      ?mask=, ?name_regex=, ?include_eds (dataplane/config_dump.h)
+ *   GET /legate/config_dump  legate's own: the bootstrap and per xDS type the
+ *                      resources with versions, state, subscriptions, NACKs
  *   GET /certs         every certificate configured or received: subject,
  *                      SANs, serial, validity, days until expiry (JSON)
- *   GET /stats, /stats/prometheus, /clusters, /listeners
+ *   GET /clusters, /listeners  Envoy's text, or ?format=json (dataplane/admin_status.h);
+ *                      legate's JSON at /legate/clusters, /legate/listeners
+ *   GET /stats, /stats/prometheus
  *   POST /logging?level=L, /healthcheck/fail, /healthcheck/ok,
  *        /drain_listeners, /quitquitquit
  */
@@ -23,6 +29,9 @@
 #include "xds/bootstrap.h"
 
 struct dp_dyn;
+struct dp_options;
+struct dp_cluster;
+struct dp_listener;
 
 /* What the admin reads; callbacks run on the main loop. */
 struct dp_admin_source {
@@ -31,9 +40,13 @@ struct dp_admin_source {
     const char *(*state)(void *ud);
     /** The dynamic config, or NULL without xDS. */
     struct dp_dyn *(*dyn)(void *ud);
-    /** JSON of the clusters / listeners in force (malloc'd). */
+    /** legate's JSON of the clusters / listeners in force (malloc'd). */
     char *(*clusters_json)(void *ud);
     char *(*listeners_json)(void *ud);
+    /** Calls fn for each cluster / listener in force, static ones first,
+     *  with the configuration held (fn must not call back). */
+    void (*each_cluster)(void *ud, void (*fn)(void *arg, const struct dp_cluster *c, int dynamic), void *arg);
+    void (*each_listener)(void *ud, void (*fn)(void *arg, const struct dp_listener *l, int dynamic), void *arg);
     /** POST actions. */
     void (*drain_listeners)(void *ud);
     void (*quit)(void *ud);
@@ -41,6 +54,8 @@ struct dp_admin_source {
     void *ud;
     int argc;
     char **argv;
+    /** The command line as parsed (/server_info), or NULL. */
+    const struct dp_options *opt;
 };
 
 struct dp_admin;

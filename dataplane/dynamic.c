@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "dataplane/config_build.h"
+#include "dataplane/config_dump.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
@@ -25,6 +26,7 @@
 #include "xds/ads.h"
 #include "xds/datasource.h"
 #include "xds/json.h"
+#include "xds/registry.h"
 #include "xds/response.h"
 #include "xds/log.h"
 #include "xds/version.h"
@@ -60,6 +62,7 @@ struct dp_dyn {
     struct strmap bl_idx, bc_idx; /* name -> index in bl, bc */
     int ready;
     int allow_expired;           /* accept expired certificates over SDS */
+    struct dp_dump_notes notes;  /* /config_dump: last_updated and NACKs per resource (under lock) */
     struct {
         dp_stat_t connected, update_success[XDS_T_N], update_rejected[XDS_T_N], version[XDS_T_N];
     } st;
@@ -641,11 +644,61 @@ static void apply_named(struct dp_dyn *d, struct xds_batch *b)
     d->work[type] = &t->res;
 }
 
+/* For /config_dump's error_state: the part of a NACK's message about each
+ * resource of resp it names ("listener \"x\": ..." up to the next
+ * resource's part). */
+static void note_errors(struct dp_dyn *d, const struct xds_batch *b,
+                        const Envoy__Service__Discovery__V3__DiscoveryResponse *resp)
+{
+    int type = b->type;
+    double now = dp_dump_wall_now();
+    pthread_mutex_lock(&d->lock);
+    if (b->errs.n == 0) {
+        dp_dump_notes_ack(&d->notes, type);
+        pthread_mutex_unlock(&d->lock);
+        return;
+    }
+    const ProtobufCMessageDescriptor *desc = xds_registry_lookup(xds_type_urls[type]);
+    for (size_t i = 0; desc && i < resp->n_resources; i++) {
+        const Google__Protobuf__Any *any = resp->resources[i];
+        if (strcmp(any->type_url, xds_type_urls[type]) != 0)
+            continue;
+        ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
+        if (m == NULL)
+            continue;
+        char head[600];
+        snprintf(head, sizeof(head), "%s \"%s\": ", xds_type_names[type], xds_resource_name(type, m));
+        const char *at = strstr(b->errs.buf, head);
+        if (at) {
+            /* up to the next "; <type> \"" or "; resources[" */
+            size_t len = strlen(at);
+            for (const char *p = strstr(at + 1, "; "); p; p = strstr(p + 2, "; ")) {
+                int next = strncmp(p + 2, "resources[", 10) == 0;
+                for (int t = 0; t < XDS_T_N && !next; t++)
+                    next = strncmp(p + 2, xds_type_names[t], strlen(xds_type_names[t])) == 0 &&
+                           strncmp(p + 2 + strlen(xds_type_names[t]), " \"", 2) == 0;
+                if (next) {
+                    len = (size_t)(p - at);
+                    break;
+                }
+            }
+            char *details = strndup(at, len);
+            if (details == NULL)
+                abort();
+            dp_dump_notes_nack(&d->notes, type, xds_resource_name(type, m), b->version, details, now);
+            free(details);
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
 static void report(void *ud, const struct xds_batch *b,
                    const Envoy__Service__Discovery__V3__DiscoveryResponse *resp, double began)
 {
     struct dp_dyn *d = ud;
     int type = b->type;
+    note_errors(d, b, resp);
     if (b->errs.n) {
         dp_stat_add(d->st.update_rejected[type], 1);
         LG_W("xds", "%s version %s rejected: %s", xds_type_short[type], b->version, b->errs.buf);
@@ -680,7 +733,11 @@ static void apply(void *ud, struct xds_batch *b)
 
 static void published(void *ud)
 {
-    update_ready(ud);
+    struct dp_dyn *d = ud;
+    double now = dp_dump_wall_now();
+    for (int type = 0; type < XDS_T_N; type++)
+        dp_dump_notes_published(&d->notes, type, &d->c.t[type].res, now);
+    update_ready(d);
 }
 
 static const struct xds_response_ops response_ops = {
@@ -808,6 +865,7 @@ void dp_dyn_stop(struct dp_dyn *d)
     built_free(XDS_CDS, d->bc, d->n_bc);
     strmap_free(&d->bl_idx);
     strmap_free(&d->bc_idx);
+    dp_dump_notes_free(&d->notes);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }
@@ -849,6 +907,22 @@ char *dp_dyn_config_dump(struct dp_dyn *d)
             xds_sb_add(&b, "}", 1);
         }
         xds_sb_add(&b, "]", 1);
+        /* the last NACK of each resource it named, until the next ACK */
+        size_t n_err = 0;
+        for (size_t i = 0; i < d->notes.t[type].n; i++) {
+            const struct dp_dump_note *e = &d->notes.t[type].v[i];
+            if (e->err_details == NULL)
+                continue;
+            xds_sb_addf(&b, "%s{\"name\":", n_err++ ? "," : ",\"errors\":[");
+            xds_sb_str(&b, e->name);
+            xds_sb_add(&b, ",\"version_info\":", 16);
+            xds_sb_str(&b, e->err_version);
+            xds_sb_add(&b, ",\"details\":", 11);
+            xds_sb_str(&b, e->err_details);
+            xds_sb_addf(&b, ",\"last_update_attempt\":%.3f}", e->err_at);
+        }
+        if (n_err)
+            xds_sb_add(&b, "]", 1);
         if (type != XDS_LDS && type != XDS_CDS) {
             xds_sb_add(&b, ",\"subscribed\":[", 15);
             for (size_t i = 0; i < t->subs.n; i++) {
@@ -863,6 +937,31 @@ char *dp_dyn_config_dump(struct dp_dyn *d)
     xds_sb_add(&b, "}", 1);
     pthread_mutex_unlock(&d->lock);
     return b.p;
+}
+
+void dp_dyn_dump_view(struct dp_dyn *d, void (*fn)(void *arg, const struct dp_dump_view *v), void *arg)
+{
+    struct dp_dump_view v = {.notes = &d->notes};
+    pthread_mutex_lock(&d->lock);
+    for (int type = 0; type < XDS_T_N; type++) {
+        const struct xds_type_state *t = &d->c.t[type];
+        struct dp_dump_res *r = calloc(t->res.n + 1, sizeof(*r));
+        if (r == NULL)
+            abort();
+        for (size_t i = 0; i < t->res.n; i++) {
+            const struct xds_res *x = &t->res.v[i];
+            r[i] = (struct dp_dump_res){x->name, x->version, x->msg,
+                                        (type == XDS_LDS || type == XDS_CDS) && built_find(d, type, x->name) == NULL};
+        }
+        v.t[type].version = t->version;
+        v.t[type].v = r;
+        v.t[type].n = t->res.n;
+        v.t[type].subs = &t->subs;
+    }
+    fn(arg, &v);
+    pthread_mutex_unlock(&d->lock);
+    for (int type = 0; type < XDS_T_N; type++)
+        free((void *)v.t[type].v);
 }
 
 void dp_dyn_each_secret(struct dp_dyn *d,

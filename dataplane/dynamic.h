@@ -76,6 +76,12 @@ int dp_dyn_ready(struct dp_dyn *d);
  *  redacted (malloc'd; the caller frees). */
 char *dp_dyn_config_dump(struct dp_dyn *d);
 
+struct dp_dump_view;
+/** Calls fn (with the lock held: keep it short, no xDS calls) with the
+ *  applied resources, versions, subscriptions and per-resource notes, for
+ *  the Envoy-shaped /config_dump (dataplane/config_dump.h). */
+void dp_dyn_dump_view(struct dp_dyn *d, void (*fn)(void *arg, const struct dp_dump_view *v), void *arg);
+
 /** The applied secrets, for /certs: calls fn for each TLS certificate. */
 void dp_dyn_each_secret(struct dp_dyn *d,
                         void (*fn)(void *arg, const char *name, const char *version,

@@ -730,6 +730,29 @@ static char *admin_listeners(void *ud)
     return b.p;
 }
 
+static void admin_each_cluster(void *ud, void (*fn)(void *arg, const struct dp_cluster *c, int dynamic), void *arg)
+{
+    struct server *sv = ud;
+    pthread_mutex_lock(&sv->cfg_lock);
+    for (size_t i = 0; i < sv->sc.n_clusters; i++)
+        fn(arg, sv->sc.clusters[i], 0);
+    for (size_t i = 0; i < sv->dyn.n_clusters; i++)
+        fn(arg, sv->dyn.clusters[i], 1);
+    pthread_mutex_unlock(&sv->cfg_lock);
+}
+
+static void admin_each_listener(void *ud, void (*fn)(void *arg, const struct dp_listener *l, int dynamic),
+                                void *arg)
+{
+    struct server *sv = ud;
+    pthread_mutex_lock(&sv->cfg_lock);
+    for (size_t i = 0; i < sv->sc.n_listeners; i++)
+        fn(arg, sv->sc.listeners[i], 0);
+    for (size_t i = 0; i < sv->dyn.n_listeners; i++)
+        fn(arg, sv->dyn.listeners[i], 1);
+    pthread_mutex_unlock(&sv->cfg_lock);
+}
+
 static void check_expiry(struct server *sv)
 {
     int days = dp_admin_check_expiry(&sv->admin_src, sv->opt->cert_warn_days);
@@ -797,12 +820,15 @@ int dp_server_run(const struct dp_options *opt, const xds_bootstrap_t *bs)
         .dyn = admin_dyn,
         .clusters_json = admin_clusters,
         .listeners_json = admin_listeners,
+        .each_cluster = admin_each_cluster,
+        .each_listener = admin_each_listener,
         .drain_listeners = admin_drain_listeners,
         .quit = admin_quit,
         .set_health_failed = admin_health,
         .ud = &sv,
         .argc = opt->argc,
         .argv = opt->argv,
+        .opt = opt,
     };
     sv.admin_src = src;
     sv.st_days_to_expiry = dp_stat_register(DP_STAT_GAUGE, "server", NULL, "days_until_first_cert_expiring");

@@ -149,7 +149,18 @@ struct out {
     struct xds_sb *b;
     unsigned flags;
     int indent;
+    int sensitive; /* inside a secret field (XDS_JSON_REDACT_NESTED) */
+    const struct xds_json_mask *mask; /* the fields of the message being written to keep; NULL: all */
 };
+
+/* The child of mask naming field, or NULL when the mask drops it. */
+static const struct xds_json_mask *mask_child(const struct xds_json_mask *mask, const char *field)
+{
+    for (size_t i = 0; i < mask->n_sub; i++)
+        if (strcmp(mask->sub[i].name, field) == 0)
+            return &mask->sub[i];
+    return NULL;
+}
 
 #define SB_LIT(b, lit) xds_sb_add((b), (lit), sizeof(lit) - 1)
 
@@ -178,6 +189,8 @@ static void key(struct out *o, const char *name)
 }
 
 static void message(struct out *o, const ProtobufCMessage *m);
+static void fields_one(struct out *o, const char *base, const ProtobufCMessageDescriptor *d,
+                       const ProtobufCFieldDescriptor *f, int first);
 
 static void value(struct out *o, const ProtobufCFieldDescriptor *f, const void *p)
 {
@@ -222,11 +235,14 @@ static void value(struct out *o, const ProtobufCFieldDescriptor *f, const void *
         break;
     }
     case PROTOBUF_C_TYPE_STRING:
-        xds_sb_str(b, *(char *const *)p);
+        xds_sb_str(b, o->sensitive ? "[redacted]" : *(char *const *)p);
         break;
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *bd = p;
-        xds_sb_base64(b, bd->data, bd->len);
+        if (o->sensitive)
+            xds_sb_base64(b, (const uint8_t *)"[redacted]", 10);
+        else
+            xds_sb_base64(b, bd->data, bd->len);
         break;
     }
     case PROTOBUF_C_TYPE_MESSAGE: {
@@ -435,39 +451,110 @@ static void fields(struct out *o, const ProtobufCMessage *m, int first)
             if (*(const uint32_t *)(base + f->quantifier_offset) != f->id)
                 continue;
         } else if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            if (*(const size_t *)(base + f->quantifier_offset) == 0)
+            if (*(const size_t *)(base + f->quantifier_offset) == 0 && !(o->flags & XDS_JSON_DEFAULTS))
                 continue;
-        } else if (is_default(f, p)) {
+        } else if (is_default(f, p) &&
+                   (!(o->flags & XDS_JSON_DEFAULTS) || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
             continue;
         }
-        if (!first)
-            SB_LIT(o->b, ",");
+        const struct xds_json_mask *outer = o->mask, *keep = NULL;
+        if (outer && (keep = mask_child(outer, f->name)) == NULL)
+            continue;
+        /* a leaf of the mask keeps the field whole */
+        o->mask = keep && keep->n_sub ? keep : NULL;
+        fields_one(o, base, d, f, first);
+        o->mask = outer;
         first = 0;
-        newline(o);
-        key(o, f->name);
-        if ((o->flags & XDS_JSON_REDACT) && redacted(d, f)) {
-            xds_sb_str(o->b, "[redacted]");
-            continue;
-        }
-        if (f->label != PROTOBUF_C_LABEL_REPEATED) {
-            value(o, f, p);
-            continue;
-        }
-        size_t n = *(const size_t *)(base + f->quantifier_offset);
-        const char *arr = *(const char *const *)p;
-        size_t sz = elem_size(f);
-        SB_LIT(o->b, "[");
-        o->indent++;
-        for (size_t k = 0; k < n; k++) {
-            if (k)
-                SB_LIT(o->b, ",");
-            newline(o);
-            value(o, f, arr + k * sz);
-        }
-        o->indent--;
-        newline(o);
-        SB_LIT(o->b, "]");
     }
+}
+
+/* protoc's map<K, V>: a repeated XxxEntry {key = 1; value = 2}. */
+static int is_map_entry(const ProtobufCMessageDescriptor *d)
+{
+    size_t sl = strlen(d->short_name);
+    return d->n_fields == 2 && d->fields[0].id == 1 && strcmp(d->fields[0].name, "key") == 0 &&
+           d->fields[1].id == 2 && strcmp(d->fields[1].name, "value") == 0 && sl > 5 &&
+           strcmp(d->short_name + sl - 5, "Entry") == 0;
+}
+
+/* A map as the proto3 JSON mapping writes it: an object whose keys are the
+ * map's keys (numbers and booleans as strings), which xds/convert.c reads
+ * back. */
+static void map(struct out *o, const ProtobufCMessage *const *v, size_t n)
+{
+    SB_LIT(o->b, "{");
+    o->indent++;
+    for (size_t k = 0; k < n; k++) {
+        const ProtobufCMessageDescriptor *ed = v[k]->descriptor;
+        const char *e = (const char *)v[k];
+        if (k)
+            SB_LIT(o->b, ",");
+        newline(o);
+        if (ed->fields[0].type == PROTOBUF_C_TYPE_STRING) {
+            key(o, *(char *const *)(e + ed->fields[0].offset));
+        } else {
+            struct xds_sb ks = {0};
+            struct out ko = {.b = &ks};
+            value(&ko, &ed->fields[0], e + ed->fields[0].offset);
+            /* bools and numbers: quoted; 64-bit ones already are */
+            if (ks.p && ks.p[0] == '"')
+                xds_sb_add(o->b, ks.p, ks.len);
+            else
+                xds_sb_addf(o->b, "\"%s\"", ks.p ? ks.p : "");
+            SB_LIT(o->b, ":");
+            if (o->flags & XDS_JSON_INDENT)
+                SB_LIT(o->b, " ");
+            free(ks.p);
+        }
+        value(o, &ed->fields[1], e + ed->fields[1].offset);
+    }
+    o->indent--;
+    if (n)
+        newline(o);
+    SB_LIT(o->b, "}");
+}
+
+/* Writes field f of the message at base, of type d; first: nothing
+ * written yet in the enclosing object. */
+static void fields_one(struct out *o, const char *base, const ProtobufCMessageDescriptor *d,
+                       const ProtobufCFieldDescriptor *f, int first)
+{
+    const void *p = base + f->offset;
+    if (!first)
+        SB_LIT(o->b, ",");
+    newline(o);
+    key(o, f->name);
+    int secret = (o->flags & XDS_JSON_REDACT) && redacted(d, f);
+    if (secret && !(o->flags & XDS_JSON_REDACT_NESTED)) {
+        xds_sb_str(o->b, "[redacted]");
+        return;
+    }
+    o->sensitive += secret;
+    if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+        value(o, f, p);
+        o->sensitive -= secret;
+        return;
+    }
+    size_t n = *(const size_t *)(base + f->quantifier_offset);
+    const char *arr = *(const char *const *)p;
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE && is_map_entry(f->descriptor)) {
+        map(o, (const ProtobufCMessage *const *)arr, n);
+        o->sensitive -= secret;
+        return;
+    }
+    size_t sz = elem_size(f);
+    SB_LIT(o->b, "[");
+    o->indent++;
+    for (size_t k = 0; k < n; k++) {
+        if (k)
+            SB_LIT(o->b, ",");
+        newline(o);
+        value(o, f, arr + k * sz);
+    }
+    o->indent--;
+    newline(o);
+    SB_LIT(o->b, "]");
+    o->sensitive -= secret;
 }
 
 static void message(struct out *o, const ProtobufCMessage *m)
@@ -508,6 +595,13 @@ static void message(struct out *o, const ProtobufCMessage *m)
 void xds_json_write(struct xds_sb *b, const ProtobufCMessage *m, unsigned flags)
 {
     struct out o = {.b = b, .flags = flags};
+    message(&o, m);
+}
+
+void xds_json_write_masked(struct xds_sb *b, const ProtobufCMessage *m, unsigned flags,
+                           const struct xds_json_mask *mask)
+{
+    struct out o = {.b = b, .flags = flags, .mask = mask};
     message(&o, m);
 }
 

@@ -52,11 +52,36 @@ enum {
      *  Timestamp as RFC 3339, and an Any holding a well-known type as
      *  {"@type": ..., "value": its JSON form}, the proto3 mapping. */
     XDS_JSON_EXACT = 1u << 2,
+    /** With XDS_JSON_REDACT: a secret field keeps its shape and every
+     *  string and bytes value inside it becomes "[redacted]" (bytes: its
+     *  base64), as Envoy's admin redacts fields marked sensitive, so that
+     *  Envoy's own protos still read it ("private_key": {"inline_string":
+     *  "[redacted]"}, not "private_key": "[redacted]"). */
+    XDS_JSON_REDACT_NESTED = 1u << 3,
+    /** Scalars, strings, enums and repeated fields written even when they
+     *  hold their default (0, "", the first enum value, []): protobuf's
+     *  always_print_primitive_fields, what Envoy's /server_info does.
+     *  Unset messages and oneof members stay out. */
+    XDS_JSON_DEFAULTS = 1u << 4,
 };
 
 /** Appends m as a JSON object (or as its well-known JSON form), as flags
  *  (XDS_JSON_*) say. */
 void xds_json_write(struct xds_sb *b, const ProtobufCMessage *m, unsigned flags);
+
+/** A field mask as a tree (google.protobuf.FieldMask's paths, split on
+ *  '.'): a node keeps the fields named by its children; a child without
+ *  children keeps that field whole. Inside an Any the mask applies to the
+ *  message it holds. */
+struct xds_json_mask {
+    char *name;
+    struct xds_json_mask *sub;
+    size_t n_sub;
+};
+
+/** xds_json_write with only the fields mask keeps (mask NULL: all). */
+void xds_json_write_masked(struct xds_sb *b, const ProtobufCMessage *m, unsigned flags,
+                           const struct xds_json_mask *mask);
 
 /** xds_json_write(b, m, XDS_JSON_REDACT): compact, secrets redacted; the
  *  form of /config_dump and of the management API's answers. */

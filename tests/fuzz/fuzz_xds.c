@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "dataplane/config.h"
+#include "dataplane/config_dump.h"
 #include "dataplane/dynamic.h"
 #include "dataplane/listener.h"
 #include "dataplane/route.h"
@@ -128,6 +129,20 @@ static const struct dp_dyn_host host = {
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
+/* /config_dump in Envoy's shape, with a mask and a resource, over what the
+ * responses left. */
+static void envoy_dump(void *arg, const struct dp_dump_view *v)
+{
+    static const char *const queries[] = {"include_eds", "resource=dynamic_listeners&mask=name,error_state",
+                                          "mask=version_info,dynamic_active_clusters"};
+    for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
+        char *body = NULL;
+        const char *ctype;
+        dp_config_dump_envoy(arg, 0, v, queries[i], &body, &ctype);
+        free(body);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -176,6 +191,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     dp_dyn_ready(d);
     free(dp_dyn_config_dump(d));
+    dp_dyn_dump_view(d, envoy_dump, (void *)bs);
     dp_dyn_stop(d);
     return 0;
 }

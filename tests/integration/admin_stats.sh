@@ -80,12 +80,12 @@ check "prometheus: a counter with its cluster label" \
 check "prometheus: the request time histogram" \
   grep -q '^legate_cluster_upstream_rq_time_bucket{envoy_cluster_name="backend",le="+Inf"} 10$' prom.txt
 
-out=$(curl -s "$A/clusters" | python3 -c '
+out=$(curl -s "$A/legate/clusters" | python3 -c '
 import json,sys
 c=[x for x in json.load(sys.stdin)["clusters"] if x["name"]=="backend"][0]
 print(c["type"], c["tls"], c["upstream_rq_total"], [e["address"] for e in c["endpoints"]])')
 expect_eq "/clusters: type, TLS, request count and endpoints" "STATIC True 10 ['127.0.0.1:$P_UP']" "$out"
-out=$(curl -s "$A/listeners" | python3 -c '
+out=$(curl -s "$A/legate/listeners" | python3 -c '
 import json,sys
 l=json.load(sys.stdin)["listeners"][0]
 print(l["name"], l["address"], l["added_via_api"])')

@@ -208,7 +208,7 @@ expect_eq "PUT a cluster: 201" "201" "$(api PUT /clusters/extra extra.json | cut
 echo "{\"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": $P_UP}}}}]}]}" > extra-eps.json
 expect_eq "PUT its endpoints (cluster_name from the path): 201" "201" "$(api PUT /endpoints/extra extra-eps.json | cut -d' ' -f1)"
 in_dump() { # in_dump TYPE NAME: is NAME among legate's applied resources of TYPE
-  curl -s "http://127.0.0.1:$P_A/config_dump" | python3 -c '
+  curl -s "http://127.0.0.1:$P_A/legate/config_dump" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)["dynamic"][sys.argv[1]]
 print(any(r["name"] == sys.argv[2] for r in d["resources"]))' "$1" "$2"

@@ -118,7 +118,7 @@ for _ in $(seq 1 50); do [ "$(stat_of "$P_A" listener.127.0.0.1_$P.downstream_cx
   [ "$(stat_of "$P_A" listener.127.0.0.1_$P_TLS.downstream_cx_active)" = 0 ] && break; sleep 0.1; done
 expect_eq "every connection of a vanished client was closed (downstream_cx_active, plaintext and TLS)" "0 0" \
   "$(stat_of "$P_A" listener.127.0.0.1_$P.downstream_cx_active) $(stat_of "$P_A" listener.127.0.0.1_$P_TLS.downstream_cx_active)"
-rq_active() { curl -s -m 5 "http://127.0.0.1:$1/clusters" | python3 -c '
+rq_active() { curl -s -m 5 "http://127.0.0.1:$1/legate/clusters" | python3 -c '
 import json, sys
 print(sum(e["rq_active"] for c in json.load(sys.stdin)["clusters"] for e in c["endpoints"]))'; }
 for _ in $(seq 1 30); do [ "$(rq_active "$P_A")" = 0 ] && break; sleep 0.1; done

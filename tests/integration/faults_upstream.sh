@@ -239,7 +239,7 @@ expect_eq "HTTP/2 client, three streams on one connection: 502, 503 and 200" "50
 # --- nothing left behind --------------------------------------------------------------------
 for _ in $(seq 1 30); do [ "$(fds)" -le "$FD0" ] && break; sleep 0.1; done
 check "no file descriptor leaked over all that ($FD0 before, $(fds) after)" test "$(fds)" -le "$FD0"
-active=$(curl -s "http://127.0.0.1:$P_ADMIN/clusters" | python3 -c '
+active=$(curl -s "http://127.0.0.1:$P_ADMIN/legate/clusters" | python3 -c '
 import json, sys
 print(sum(e["rq_active"] for c in json.load(sys.stdin)["clusters"] for e in c["endpoints"]))')
 expect_eq "no request left in flight on any endpoint (/clusters rq_active)" "0" "$active"

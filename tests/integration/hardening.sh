@@ -256,7 +256,7 @@ expect_eq "chunked: a 1 MiB upload from curl passes" "up PUT /up/big bytes=10485
 
 # /clusters shows requests in flight per endpoint.
 rq_active() {
-  curl -s "http://127.0.0.1:$P_ADMIN/clusters" | python3 -c '
+  curl -s "http://127.0.0.1:$P_ADMIN/legate/clusters" | python3 -c '
 import json,sys
 print([e["rq_active"] for c in json.load(sys.stdin)["clusters"] if c["name"]=="hole" for e in c["endpoints"]][0])'
 }

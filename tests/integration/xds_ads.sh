@@ -77,7 +77,7 @@ expect_eq "HTTP/2 too" "200 2" "$(curl_mtls --http2 -o /dev/null -w '%{http_code
 expect_eq "RDS: the route table in force" "v2" "$(curl_mtls "https://localhost:$P_L/marker")"
 expect_eq "/ready with everything: 200 LIVE" "200 LIVE" \
   "$(curl -s -w '%{http_code}' -o ready.out "$ADMIN/ready") $(cat ready.out)"
-curl -s "$ADMIN/config_dump" > dump.json
+curl -s "$ADMIN/legate/config_dump" > dump.json
 out=$(python3 -c '
 import json,sys
 d=json.load(open(sys.argv[1]))["dynamic"]
