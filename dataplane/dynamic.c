@@ -62,6 +62,7 @@ struct dp_dyn {
     int allow_expired;           /* accept expired certificates over SDS */
     struct {
         dp_stat_t connected, update_success[XDS_T_N], update_rejected[XDS_T_N], version[XDS_T_N];
+        dp_stat_t ignored_fields;
     } st;
 };
 
@@ -646,6 +647,10 @@ static void report(void *ud, const struct xds_batch *b,
 {
     struct dp_dyn *d = ud;
     int type = b->type;
+    /* fields accepted and ignored (xds/unknown.h), warned about in decode */
+    dp_stat_add(d->st.ignored_fields, (int64_t)b->n_ignored);
+    for (size_t i = 0; i < b->n_ignored; i++)
+        dp_stat_add(dp_stat_register(DP_STAT_COUNTER, "xds.ignored_field", NULL, b->ignored[i]), 1);
     if (b->errs.n) {
         dp_stat_add(d->st.update_rejected[type], 1);
         LG_W("xds", "%s version %s rejected: %s", xds_type_short[type], b->version, b->errs.buf);
@@ -750,6 +755,7 @@ struct dp_dyn *dp_dyn_new_offline(const xds_bootstrap_t *bs,
     d->bs = bs;
     d->default_tls = default_tls;
     d->st.connected = dp_stat_register(DP_STAT_GAUGE, "control_plane", NULL, "connected_state");
+    d->st.ignored_fields = dp_stat_register(DP_STAT_COUNTER, "xds", NULL, "ignored_fields");
     for (int type = 0; type < XDS_T_N; type++) {
         d->st.update_success[type] = dp_stat_register(DP_STAT_COUNTER, type_stat_scope[type], NULL, "update_success");
         d->st.update_rejected[type] = dp_stat_register(DP_STAT_COUNTER, type_stat_scope[type], NULL, "update_rejected");

@@ -9,6 +9,7 @@
 #include "google/protobuf/wrappers.pb-c.h"
 #include "json.h"
 #include "registry.h"
+#include "unknown.h"
 
 enum when {
     U_SET,      /* any value but the default (a BoolValue: true) */
@@ -114,6 +115,8 @@ struct walk {
     char *err;
     size_t errlen;
     struct xds_path path;
+    xds_ignored_cb ignored;
+    void *ud;
 };
 
 static const void *field_ptr(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
@@ -210,6 +213,9 @@ static int walk_message(struct walk *w, const ProtobufCMessage *m, int depth)
     const ProtobufCMessageDescriptor *d = m->descriptor;
     if (depth > 64)
         return 0;
+    /* the fields legate's protos lack (protobuf-c kept them) */
+    if (m->n_unknown_fields && xds_unknown_check(m, w->path.s, w->ignored, w->ud, w->err, w->errlen) < 0)
+        return -1;
     if (d == &envoy__config__core__v3__config_source__descriptor) {
         /* RDS, EDS and SDS come over the ADS stream, whatever else a
          * ConfigSource names */
@@ -268,11 +274,17 @@ static int walk_message(struct walk *w, const ProtobufCMessage *m, int depth)
     return 0;
 }
 
-int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *err, size_t errlen)
+int xds_check_resource(const ProtobufCMessage *m, const char *prefix, xds_ignored_cb ignored, void *ud, char *err,
+                       size_t errlen)
 {
-    struct walk w = {.err = err, .errlen = errlen};
+    struct walk w = {.err = err, .errlen = errlen, .ignored = ignored, .ud = ud};
     pthread_once(&rules_once, resolve_rules);
     if (prefix && prefix[0])
         xds_path_push(&w.path, "%s", prefix);
     return walk_message(&w, m, 0);
+}
+
+int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *err, size_t errlen)
+{
+    return xds_check_resource(m, prefix, NULL, NULL, err, errlen);
 }

@@ -12,6 +12,8 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "xds/unknown.h"
+
 /**
  * Walks m, its sub-messages and the typed configs (google.protobuf.Any)
  * inside it. Returns 0, or -1 with "prefix.path.to.field: reason" in err
@@ -19,6 +21,17 @@
  * "": the path then starts with the field).
  */
 int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *err, size_t errlen);
+
+/**
+ * xds_check_unsupported, and the fields legate's protos lack, in m and in
+ * every message and typed config inside it (xds/unknown.h): a refused one
+ * fails the check like a rule; an ignorable one is told to ignored (when
+ * not NULL) with its path. The ignored ones told before a -1 are void.
+ * This is the one place where a resource's unknown fields are looked at:
+ * every xDS resource comes through it (xds/response.c).
+ */
+int xds_check_resource(const ProtobufCMessage *m, const char *prefix, xds_ignored_cb ignored, void *ud, char *err,
+                       size_t errlen);
 
 /** The rules whose message or field legate's protos do not have (a typo
  *  would switch a rule off): 0 in a correct build. */
