@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "envoy/config/core/v3/config_source.pb-c.h"
@@ -287,4 +288,37 @@ int xds_check_resource(const ProtobufCMessage *m, const char *prefix, xds_ignore
 int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *err, size_t errlen)
 {
     return xds_check_resource(m, prefix, NULL, NULL, err, errlen);
+}
+
+struct ignored_json {
+    struct xds_sb *b;
+    size_t n;
+};
+
+static void add_ignored(void *ud, const char *path, const char *msg, const char *field, const char *why)
+{
+    (void)msg;
+    (void)field;
+    (void)why;
+    struct ignored_json *j = ud;
+    xds_sb_add(j->b, j->n ? "," : "", j->n ? 1 : 0);
+    xds_sb_str(j->b, path);
+    j->n++;
+}
+
+size_t xds_ignored_fields_json(const ProtobufCMessage *m, struct xds_sb *b)
+{
+    struct xds_sb items = {0};
+    struct ignored_json j = {&items, 0};
+    char err[600];
+    /* an installed resource passed this walk; should it fail, nothing is
+     * listed rather than half */
+    if (xds_check_resource(m, "", add_ignored, &j, err, sizeof(err)) < 0)
+        j.n = 0;
+    xds_sb_add(b, "[", 1);
+    if (j.n)
+        xds_sb_add(b, items.p, items.len);
+    xds_sb_add(b, "]", 1);
+    free(items.p);
+    return j.n;
 }

@@ -12,6 +12,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "xds/json.h"
 #include "xds/unknown.h"
 
 /**
@@ -32,6 +33,14 @@ int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *e
  */
 int xds_check_resource(const ProtobufCMessage *m, const char *prefix, xds_ignored_cb ignored, void *ud, char *err,
                        size_t errlen);
+
+/**
+ * For /config_dump: appends to b the paths of the fields that m (an
+ * accepted resource) sets and that legate ignores because they cannot
+ * change traffic, as a JSON array of strings ("[]" when none). Returns how
+ * many.
+ */
+size_t xds_ignored_fields_json(const ProtobufCMessage *m, struct xds_sb *b);
 
 /** The rules whose message or field legate's protos do not have (a typo
  *  would switch a rule off): 0 in a correct build. */

@@ -214,6 +214,28 @@ static void test_hcm_refused(void **state)
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
+/* What /config_dump lists for an accepted resource. */
+static void test_ignored_json(void **state)
+{
+    (void)state;
+    static const uint8_t extra[] = {0x3a, 0x00, 0xa2, 0x02, 0x00};
+    ProtobufCMessage *m = listener_with_hcm(extra, sizeof(extra));
+    struct xds_sb b = {0};
+    assert_int_equal(xds_ignored_fields_json(m, &b), 2);
+    xds_sb_add(&b, "", 1);
+    assert_string_equal(b.p, "[\"filter_chains[0].filters[0].typed_config.tracing\","
+                             "\"filter_chains[0].filters[0].typed_config.request_id_extension\"]");
+    free(b.p);
+    protobuf_c_message_free_unpacked(m, NULL);
+    m = cluster_with(NULL, 0);
+    b = (struct xds_sb){0};
+    assert_int_equal(xds_ignored_fields_json(m, &b), 0);
+    xds_sb_add(&b, "", 1);
+    assert_string_equal(b.p, "[]");
+    free(b.p);
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
 /* The check on one message, as a caller that walks on its own uses it. */
 static void test_check_one(void **state)
 {
@@ -243,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_hcm_ignored),
         cmocka_unit_test(test_hcm_refused),
         cmocka_unit_test(test_check_one),
+        cmocka_unit_test(test_ignored_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
