@@ -184,6 +184,44 @@ static struct built *built_find(struct dp_dyn *d, int type, const char *name)
     return strmap_get(&d->bc_idx, name, &i) ? &d->bc[i] : NULL;
 }
 
+/* A trial build's secret lookup: notes a secret that has not arrived. */
+struct trial_secrets {
+    struct dp_dyn *d;
+    int missing;
+};
+
+static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *trial_secret(void *ud, const char *name)
+{
+    struct trial_secrets *t = ud;
+    const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = lookup_secret(t->d, name);
+    t->missing |= s == NULL;
+    return s;
+}
+
+/* A listener waiting for references. When an LDS response is applied it
+ * is built once without them (routes that have not arrived are left
+ * out), so that what does not need them is checked now and NACKed on
+ * the LDS, as Envoy does, rather than on the RDS that completes it. A
+ * failure that may come from a missing secret proves nothing: it waits. */
+static enum build_result listener_warming(struct dp_dyn *d, const Envoy__Config__Listener__V3__Listener *pl,
+                                          const char *missing, char *err, size_t errlen)
+{
+    if (d->work[XDS_LDS] != &d->c.t[XDS_LDS].res) { /* an LDS response is being applied */
+        struct trial_secrets ts = {d, 0};
+        struct dp_build_ctx ctx = build_ctx(d);
+        ctx.secrets = (struct dp_secret_lookup){.fn = trial_secret, .ud = &ts};
+        char msg[1024];
+        struct dp_listener *l = dp_listener_build(pl, &ctx, msg, sizeof(msg));
+        if (l == NULL && !ts.missing) {
+            snprintf(err, errlen, "%s", msg);
+            return B_ERROR;
+        }
+        dp_listener_unref(l);
+    }
+    snprintf(err, errlen, "waiting for %s", missing);
+    return B_WARMING;
+}
+
 /* Builds listener resource r. On B_OK, *out is the new object (or the
  * installed one when nothing changed: *out == cur->obj). */
 static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, void **out, uint64_t *hash,
@@ -197,10 +235,8 @@ static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, voi
     int present = refs_present(d, &rf, NULL, &h, missing, sizeof(missing));
     xds_refs_free(&rf);
     *hash = h;
-    if (!present) {
-        snprintf(err, errlen, "waiting for %s", missing);
-        return B_WARMING;
-    }
+    if (!present)
+        return listener_warming(d, pl, missing, err, errlen);
     struct built *cur = built_find(d, XDS_LDS, r->name);
     if (cur && cur->hash == h) {
         *out = cur->obj;
