@@ -228,6 +228,14 @@ static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, voi
                                         char *err, size_t errlen)
 {
     const Envoy__Config__Listener__V3__Listener *pl = (const Envoy__Config__Listener__V3__Listener *)r->msg;
+    /* before any reference: it is the LDS resource's own error */
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = d->bs->static_resources;
+    for (size_t i = 0; sr && i < sr->n_listeners; i++)
+        if (strcmp(sr->listeners[i]->name, pl->name) == 0) {
+            xds_cfg_fail(&(struct xds_cfgerr){err, errlen}, "name: a static listener is already called \"%s\"",
+                         pl->name);
+            return B_ERROR;
+        }
     struct xds_refs rf = {0};
     xds_refs_collect(r->msg, &rf);
     uint64_t h = r->hash;
@@ -242,13 +250,6 @@ static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, voi
         *out = cur->obj;
         return B_OK;
     }
-    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = d->bs->static_resources;
-    for (size_t i = 0; sr && i < sr->n_listeners; i++)
-        if (strcmp(sr->listeners[i]->name, pl->name) == 0) {
-            xds_cfg_fail(&(struct xds_cfgerr){err, errlen}, "name: a static listener is already called \"%s\"",
-                         pl->name);
-            return B_ERROR;
-        }
     struct dp_build_ctx ctx = build_ctx(d);
     char msg[1024];
     struct dp_listener *l = dp_listener_build(pl, &ctx, msg, sizeof(msg));

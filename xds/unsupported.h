@@ -3,7 +3,8 @@
  * that change what Envoy would do when they are set (path normalisation,
  * retries, trusted XFF hops, HTTP/2 flood limits, ...). A resource that
  * sets one is refused with the field's path, never half-applied
- * (DESIGN.md: a field that changes meaning must lead to a NACK).
+ * (DESIGN.md: a field that changes meaning must lead to a NACK). The same
+ * walk looks at the fields the protos lack (xds/unknown.h).
  */
 #ifndef LEGATE_XDS_UNSUPPORTED_H
 #define LEGATE_XDS_UNSUPPORTED_H
@@ -19,7 +20,9 @@
  * Walks m, its sub-messages and the typed configs (google.protobuf.Any)
  * inside it. Returns 0, or -1 with "prefix.path.to.field: reason" in err
  * for the first field set that legate does not implement (prefix may be
- * "": the path then starts with the field).
+ * "": the path then starts with the field), or that legate's protos lack
+ * and must refuse; those it may ignore pass unannounced (a bootstrap has
+ * none: its converter refuses unknown names).
  */
 int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *err, size_t errlen);
 
