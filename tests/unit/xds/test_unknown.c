@@ -32,7 +32,8 @@ static void pack_with(const ProtobufCMessage *m, const uint8_t *extra, size_t n,
     out->data = malloc(len + n + 1);
     assert_non_null(out->data);
     protobuf_c_message_pack(m, out->data);
-    memcpy(out->data + len, extra, n);
+    if (n)
+        memcpy(out->data + len, extra, n);
     out->len = len + n;
 }
 
