@@ -237,6 +237,26 @@ static void test_ignored_json(void **state)
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
+/* docs/resources.md lists every field that is accepted and ignored. */
+static void test_docs_list_ignorable(void **state)
+{
+    (void)state;
+    FILE *fp = fopen(SOURCE_DIR "/docs/resources.md", "r");
+    assert_non_null(fp);
+    static char doc[256 * 1024];
+    size_t n = fread(doc, 1, sizeof(doc) - 1, fp);
+    fclose(fp);
+    doc[n] = '\0';
+    const char *msg, *field, *why;
+    for (size_t k = 0; xds_unknown_ignorable_at(k, &msg, &field, &why); k++) {
+        char row[300];
+        const char *dot = strrchr(msg, '.');
+        snprintf(row, sizeof(row), "| `%s` | `%s` | %s |", dot + 1, field, why);
+        if (strstr(doc, row) == NULL)
+            fail_msg("docs/resources.md lacks the row: %s", row);
+    }
+}
+
 /* The check on one message, as a caller that walks on its own uses it. */
 static void test_check_one(void **state)
 {
@@ -267,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_hcm_refused),
         cmocka_unit_test(test_check_one),
         cmocka_unit_test(test_ignored_json),
+        cmocka_unit_test(test_docs_list_ignorable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
