@@ -65,6 +65,7 @@ struct dp_dyn {
     struct dp_dump_notes notes;  /* /config_dump: last_updated and NACKs per resource (under lock) */
     struct {
         dp_stat_t connected, update_success[XDS_T_N], update_rejected[XDS_T_N], version[XDS_T_N];
+        dp_stat_t ignored_fields;
     } st;
 };
 
@@ -186,28 +187,51 @@ static struct built *built_find(struct dp_dyn *d, int type, const char *name)
     return strmap_get(&d->bc_idx, name, &i) ? &d->bc[i] : NULL;
 }
 
+/* A trial build's secret lookup: notes a secret that has not arrived. */
+struct trial_secrets {
+    struct dp_dyn *d;
+    int missing;
+};
+
+static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *trial_secret(void *ud, const char *name)
+{
+    struct trial_secrets *t = ud;
+    const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = lookup_secret(t->d, name);
+    t->missing |= s == NULL;
+    return s;
+}
+
+/* A listener waiting for references. When an LDS response is applied it
+ * is built once without them (routes that have not arrived are left
+ * out), so that what does not need them is checked now and NACKed on
+ * the LDS, as Envoy does, rather than on the RDS that completes it. A
+ * failure that may come from a missing secret proves nothing: it waits. */
+static enum build_result listener_warming(struct dp_dyn *d, const Envoy__Config__Listener__V3__Listener *pl,
+                                          const char *missing, char *err, size_t errlen)
+{
+    if (d->work[XDS_LDS] != &d->c.t[XDS_LDS].res) { /* an LDS response is being applied */
+        struct trial_secrets ts = {d, 0};
+        struct dp_build_ctx ctx = build_ctx(d);
+        ctx.secrets = (struct dp_secret_lookup){.fn = trial_secret, .ud = &ts};
+        char msg[1024];
+        struct dp_listener *l = dp_listener_build(pl, &ctx, msg, sizeof(msg));
+        if (l == NULL && !ts.missing) {
+            snprintf(err, errlen, "%s", msg);
+            return B_ERROR;
+        }
+        dp_listener_unref(l);
+    }
+    snprintf(err, errlen, "waiting for %s", missing);
+    return B_WARMING;
+}
+
 /* Builds listener resource r. On B_OK, *out is the new object (or the
  * installed one when nothing changed: *out == cur->obj). */
 static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, void **out, uint64_t *hash,
                                         char *err, size_t errlen)
 {
     const Envoy__Config__Listener__V3__Listener *pl = (const Envoy__Config__Listener__V3__Listener *)r->msg;
-    struct xds_refs rf = {0};
-    xds_refs_collect(r->msg, &rf);
-    uint64_t h = r->hash;
-    char missing[300];
-    int present = refs_present(d, &rf, NULL, &h, missing, sizeof(missing));
-    xds_refs_free(&rf);
-    *hash = h;
-    if (!present) {
-        snprintf(err, errlen, "waiting for %s", missing);
-        return B_WARMING;
-    }
-    struct built *cur = built_find(d, XDS_LDS, r->name);
-    if (cur && cur->hash == h) {
-        *out = cur->obj;
-        return B_OK;
-    }
+    /* before any reference: it is the LDS resource's own error */
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = d->bs->static_resources;
     for (size_t i = 0; sr && i < sr->n_listeners; i++)
         if (strcmp(sr->listeners[i]->name, pl->name) == 0) {
@@ -215,6 +239,20 @@ static enum build_result build_listener(struct dp_dyn *d, struct xds_res *r, voi
                          pl->name);
             return B_ERROR;
         }
+    struct xds_refs rf = {0};
+    xds_refs_collect(r->msg, &rf);
+    uint64_t h = r->hash;
+    char missing[300];
+    int present = refs_present(d, &rf, NULL, &h, missing, sizeof(missing));
+    xds_refs_free(&rf);
+    *hash = h;
+    if (!present)
+        return listener_warming(d, pl, missing, err, errlen);
+    struct built *cur = built_find(d, XDS_LDS, r->name);
+    if (cur && cur->hash == h) {
+        *out = cur->obj;
+        return B_OK;
+    }
     struct dp_build_ctx ctx = build_ctx(d);
     char msg[1024];
     struct dp_listener *l = dp_listener_build(pl, &ctx, msg, sizeof(msg));
@@ -699,6 +737,10 @@ static void report(void *ud, const struct xds_batch *b,
     struct dp_dyn *d = ud;
     int type = b->type;
     note_errors(d, b, resp);
+    /* fields accepted and ignored (xds/unknown.h), warned about in decode */
+    dp_stat_add(d->st.ignored_fields, (int64_t)b->n_ignored);
+    for (size_t i = 0; i < b->n_ignored; i++)
+        dp_stat_add(dp_stat_register(DP_STAT_COUNTER, "xds.ignored_field", NULL, b->ignored[i]), 1);
     if (b->errs.n) {
         dp_stat_add(d->st.update_rejected[type], 1);
         LG_W("xds", "%s version %s rejected: %s", xds_type_short[type], b->version, b->errs.buf);
@@ -807,6 +849,7 @@ struct dp_dyn *dp_dyn_new_offline(const xds_bootstrap_t *bs,
     d->bs = bs;
     d->default_tls = default_tls;
     d->st.connected = dp_stat_register(DP_STAT_GAUGE, "control_plane", NULL, "connected_state");
+    d->st.ignored_fields = dp_stat_register(DP_STAT_COUNTER, "xds", NULL, "ignored_fields");
     for (int type = 0; type < XDS_T_N; type++) {
         d->st.update_success[type] = dp_stat_register(DP_STAT_COUNTER, type_stat_scope[type], NULL, "update_success");
         d->st.update_rejected[type] = dp_stat_register(DP_STAT_COUNTER, type_stat_scope[type], NULL, "update_rejected");

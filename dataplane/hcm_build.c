@@ -64,6 +64,10 @@ static int build_http_filters(
         if (ops == NULL) {
             if (pf->is_optional)
                 continue;
+            if (tc)
+                return xds_cfg_fail(e, "%s.http_filters[%zu].typed_config: HTTP filter type \"%s\" (\"%s\") is not "
+                                       "supported",
+                                    path, i, tc->type_url, pf->name);
             return xds_cfg_fail(e, "%s.http_filters[%zu].name: unknown HTTP filter \"%s\"", path, i, pf->name);
         }
         if (pf->disabled)

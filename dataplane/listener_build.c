@@ -71,10 +71,13 @@ static int build_net_filter(struct dp_filter_chain *fc, const Envoy__Config__Lis
         ops = dp_net_filter_lookup(f->name);
     if (ops == NULL) {
         char names[256];
-        return xds_cfg_fail(e, "%s.name: only %s may come before %s, got \"%s\"%s%s%s", path,
-                            dp_net_filter_names(names, sizeof(names)), HCM_NAME, f->name,
-                            f->typed_config ? " (typed_config " : "",
-                            f->typed_config ? f->typed_config->type_url : "", f->typed_config ? ")" : "");
+        dp_net_filter_names(names, sizeof(names));
+        if (f->typed_config) /* the type decides (Envoy ignores the name then): it is named first */
+            return xds_cfg_fail(e, "%s.typed_config: network filter type \"%s\" is not supported; only %s may "
+                                   "come before %s",
+                                path, f->typed_config->type_url, names, HCM_NAME);
+        return xds_cfg_fail(e, "%s.name: only %s may come before %s, got \"%s\"", path, names, HCM_NAME,
+                            f->name);
     }
     char sub[300];
     snprintf(sub, sizeof(sub), "%s.typed_config", path);
@@ -150,11 +153,16 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
     const Envoy__Config__Listener__V3__Filter *f = pc->filters[last];
     if (!is_filter(f, HCM_NAME,
                    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")) {
+        /* by its type, never by a name that may well say "http_connection_manager" */
+        const struct dp_net_filter_ops *other =
+            f->typed_config ? dp_net_filter_lookup_by_type(xds_type_url_name(f->typed_config->type_url)) : NULL;
+        if (other)
+            return xds_cfg_fail(e, "%s.filters[%zu].typed_config: the last network filter must be %s, got %s (%s)",
+                                path, last, HCM_NAME, other->name, f->typed_config->type_url);
         if (f->typed_config)
-            return xds_cfg_fail(e, "%s.filters[%zu].typed_config: the last network filter must be %s "
-                                   "(envoy.extensions.filters.network.http_connection_manager.v3."
-                                   "HttpConnectionManager), got \"%s\" of type %s",
-                                path, last, HCM_NAME, f->name, f->typed_config->type_url);
+            return xds_cfg_fail(e, "%s.filters[%zu].typed_config: network filter type \"%s\" is not supported; "
+                                   "the last network filter must be %s",
+                                path, last, f->typed_config->type_url, HCM_NAME);
         return xds_cfg_fail(e, "%s.filters[%zu].name: the last network filter must be %s, got \"%s\"", path, last,
                     HCM_NAME, f->name);
     }

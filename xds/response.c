@@ -1,5 +1,6 @@
 #include "xds/response.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,51 @@
 #include "xds/registry.h"
 #include "xds/strmap.h"
 #include "xds/unsupported.h"
+
+/* The ignorable fields (xds/unknown.h) of the resource being checked,
+ * announced only once the resource passes. */
+struct ignored_list {
+    size_t n;
+    struct {
+        char path[600];
+        const char *msg, *field, *why;
+    } v[32];
+    size_t more; /* past v */
+};
+
+static void note_ignored(void *ud, const char *path, const char *msg, const char *field, const char *why)
+{
+    struct ignored_list *l = ud;
+    if (l->n == sizeof(l->v) / sizeof(l->v[0])) {
+        l->more++;
+        return;
+    }
+    snprintf(l->v[l->n].path, sizeof(l->v[l->n].path), "%s", path);
+    l->v[l->n].msg = msg;
+    l->v[l->n].field = field;
+    l->v[l->n].why = why;
+    l->n++;
+}
+
+/* Warns about each ignored field of an accepted resource and keeps
+ * "Message.field" in b->ignored (counted by the owner). */
+static void announce_ignored(struct xds_batch *b, const char *name, const struct ignored_list *l)
+{
+    for (size_t k = 0; k < l->n; k++) {
+        LG_W("xds", "%s \"%s\": %s: ignored: %s (it cannot change traffic)", xds_type_names[b->type], name,
+             l->v[k].path, l->v[k].why);
+        char key[300];
+        const char *dot = strrchr(l->v[k].msg, '.');
+        snprintf(key, sizeof(key), "%s.%s", dot ? dot + 1 : l->v[k].msg, l->v[k].field);
+        char **v = realloc(b->ignored, (b->n_ignored + 1) * sizeof(*v));
+        if (v == NULL || (v[b->n_ignored] = strdup(key)) == NULL)
+            abort();
+        b->ignored = v;
+        b->n_ignored++;
+    }
+    if (l->more)
+        LG_W("xds", "%s \"%s\": %zu more ignored field(s)", xds_type_names[b->type], name, l->more);
+}
 
 /* Decodes resp's resources into b. A state-of-the-world response (LDS,
  * CDS) sends every resource each time: one sent again byte for byte takes
@@ -65,7 +111,9 @@ static void decode(struct xds_client *c, struct xds_batch *b,
             continue;
         }
         char uerr[600];
-        if (!b->reused[i] && xds_check_unsupported(b->msgs[i], "", uerr, sizeof(uerr)) < 0) {
+        struct ignored_list ign;
+        ign.n = ign.more = 0;
+        if (!b->reused[i] && xds_check_resource(b->msgs[i], "", note_ignored, &ign, uerr, sizeof(uerr)) < 0) {
             /* refused whole: the last good version of it stays */
             xds_errs_add(&b->errs, "%s \"%s\": %s", xds_type_names[type], name, uerr);
             xds_names_add(&b->refused, name);
@@ -73,6 +121,8 @@ static void decode(struct xds_client *c, struct xds_batch *b,
             b->msgs[i] = NULL;
             continue;
         }
+        if (!b->reused[i])
+            announce_ignored(b, name, &ign);
         strmap_put(&seen, name, i);
     }
     strmap_free(&seen);
@@ -149,6 +199,9 @@ static void batch_free(struct xds_batch *b)
     free(b->hashes);
     free(b->reused);
     xds_names_free(&b->refused);
+    for (size_t i = 0; i < b->n_ignored; i++)
+        free(b->ignored[i]);
+    free(b->ignored);
     xds_table_free(&b->nt);
 }
 

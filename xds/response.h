@@ -2,7 +2,9 @@
  * One DiscoveryResponse, from the wire to the ACK or NACK: the xDS
  * client's half of applying it. Here: the resources are decoded and
  * checked on their own (type, name, duplicates, fields legate refuses:
- * xds/unsupported.h); the owner compiles and installs them through
+ * xds/unsupported.h, and fields legate's protos lack: xds/unknown.h,
+ * refused by path or, when they cannot change traffic, announced with a
+ * warning and listed in xds_batch.ignored); the owner compiles and installs them through
  * xds_response_ops (dataplane/dynamic.c); then one short critical section
  * publishes the new table, the nonce, the version (when nothing was
  * rejected) and the subscriptions that follow from it, and the response is
@@ -35,6 +37,9 @@ struct xds_batch {
     size_t *reused;              /* state of the world: the published table's index + 1
                                     of the message taken over, or 0 */
     struct xds_names refused;    /* set a field legate does not implement */
+    char **ignored;              /* "Message.field" per ignorable field of an accepted
+                                    resource (xds/unknown.h), for the owner's counters */
+    size_t n_ignored;
     struct xds_errs errs;
     /* The new set, built aside until the commit; it shares (borrows) the
      * messages it keeps with the published table. */

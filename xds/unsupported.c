@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "envoy/config/core/v3/config_source.pb-c.h"
@@ -9,6 +10,7 @@
 #include "google/protobuf/wrappers.pb-c.h"
 #include "json.h"
 #include "registry.h"
+#include "unknown.h"
 
 enum when {
     U_SET,      /* any value but the default (a BoolValue: true) */
@@ -113,6 +115,8 @@ struct walk {
     char *err;
     size_t errlen;
     struct xds_path path;
+    xds_ignored_cb ignored;
+    void *ud;
 };
 
 static const void *field_ptr(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
@@ -209,6 +213,9 @@ static int walk_message(struct walk *w, const ProtobufCMessage *m, int depth)
     const ProtobufCMessageDescriptor *d = m->descriptor;
     if (depth > 64)
         return 0;
+    /* the fields legate's protos lack (protobuf-c kept them) */
+    if (m->n_unknown_fields && xds_unknown_check(m, w->path.s, w->ignored, w->ud, w->err, w->errlen) < 0)
+        return -1;
     if (d == &envoy__config__core__v3__config_source__descriptor) {
         /* RDS, EDS and SDS come over the ADS stream, whatever else a
          * ConfigSource names */
@@ -267,11 +274,50 @@ static int walk_message(struct walk *w, const ProtobufCMessage *m, int depth)
     return 0;
 }
 
-int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *err, size_t errlen)
+int xds_check_resource(const ProtobufCMessage *m, const char *prefix, xds_ignored_cb ignored, void *ud, char *err,
+                       size_t errlen)
 {
-    struct walk w = {.err = err, .errlen = errlen};
+    struct walk w = {.err = err, .errlen = errlen, .ignored = ignored, .ud = ud};
     pthread_once(&rules_once, resolve_rules);
     if (prefix && prefix[0])
         xds_path_push(&w.path, "%s", prefix);
     return walk_message(&w, m, 0);
+}
+
+int xds_check_unsupported(const ProtobufCMessage *m, const char *prefix, char *err, size_t errlen)
+{
+    return xds_check_resource(m, prefix, NULL, NULL, err, errlen);
+}
+
+struct ignored_json {
+    struct xds_sb *b;
+    size_t n;
+};
+
+static void add_ignored(void *ud, const char *path, const char *msg, const char *field, const char *why)
+{
+    (void)msg;
+    (void)field;
+    (void)why;
+    struct ignored_json *j = ud;
+    xds_sb_add(j->b, j->n ? "," : "", j->n ? 1 : 0);
+    xds_sb_str(j->b, path);
+    j->n++;
+}
+
+size_t xds_ignored_fields_json(const ProtobufCMessage *m, struct xds_sb *b)
+{
+    struct xds_sb items = {0};
+    struct ignored_json j = {&items, 0};
+    char err[600];
+    /* an installed resource passed this walk; should it fail, nothing is
+     * listed rather than half */
+    if (xds_check_resource(m, "", add_ignored, &j, err, sizeof(err)) < 0)
+        j.n = 0;
+    xds_sb_add(b, "[", 1);
+    if (j.n)
+        xds_sb_add(b, items.p, items.len);
+    xds_sb_add(b, "]", 1);
+    free(items.p);
+    return j.n;
 }

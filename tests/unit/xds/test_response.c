@@ -26,6 +26,8 @@ struct seen {
     int error_code;
     char error[2048];
     int applied, reported, published;
+    size_t ignored;     /* b->n_ignored, as the owner counts it */
+    char ignored0[128]; /* b->ignored[0] */
     const char *reject; /* the owner refuses this name */
 };
 
@@ -64,10 +66,12 @@ static void fake_apply(void *ud, struct xds_batch *b)
 static void fake_applied(void *ud, const struct xds_batch *b,
                          const Envoy__Service__Discovery__V3__DiscoveryResponse *resp, double began)
 {
-    (void)b;
     (void)resp;
     (void)began;
-    ((struct seen *)ud)->reported++;
+    struct seen *s = ud;
+    s->reported++;
+    s->ignored = b->n_ignored;
+    snprintf(s->ignored0, sizeof(s->ignored0), "%s", b->n_ignored ? b->ignored[0] : "");
 }
 
 static void fake_published(void *ud)
@@ -254,6 +258,41 @@ static void test_nack_unsupported(void **state)
     fixture_free(f);
 }
 
+/* a with the bytes of fields that legate's protos lack appended, as
+ * Envoy's full protos encode them. */
+static Google__Protobuf__Any *with_extra(Google__Protobuf__Any *a, const void *bytes, size_t n)
+{
+    a->value.data = realloc(a->value.data, a->value.len + n);
+    assert_non_null(a->value.data);
+    memcpy(a->value.data + a->value.len, bytes, n);
+    a->value.len += n;
+    return a;
+}
+
+/* A field legate's protos lack and that changes traffic (xds/unknown.c):
+ * NACKed by path like a refused one; the good resource beside it is
+ * applied. One that cannot change traffic is accepted and handed to the
+ * owner to count. */
+static void test_unknown_fields(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new();
+    Google__Protobuf__Any *res[] = {
+        with_extra(cluster("name: x\n"), "\xda\x02\x00", 3),     /* transport_socket_matches */
+        with_extra(cluster("name: y\n"), "\x8a\x03\x00", 3),     /* track_cluster_stats (field 49) */
+        cluster("name: z\n"),
+    };
+    respond(f, xds_type_urls[XDS_CDS], "1", "n1", res, 3);
+    assert_true(f->seen.has_error);
+    assert_string_equal(f->seen.error, "cluster \"x\": transport_socket_matches: not supported");
+    assert_int_equal(f->c.t[XDS_CDS].res.n, 2);
+    assert_null(xds_table_find(&f->c.t[XDS_CDS].res, "x"));
+    assert_non_null(xds_table_find(&f->c.t[XDS_CDS].res, "y"));
+    assert_int_equal(f->seen.ignored, 1);
+    assert_string_equal(f->seen.ignored0, "Cluster.track_cluster_stats");
+    fixture_free(f);
+}
+
 /* What the owner rejects is NACKed as well. */
 static void test_nack_owner(void **state)
 {
@@ -306,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_nack_checks),
         cmocka_unit_test(test_nack_unsupported),
         cmocka_unit_test(test_nack_owner),
+        cmocka_unit_test(test_unknown_fields),
         cmocka_unit_test(test_unknown_type),
         cmocka_unit_test(test_sotw_reuse),
     };
