@@ -18,6 +18,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "xds/unsupported.h"
 #include "xds/cfgerr.h"
 #include "xds/client.h"
 #include "xds/deps.h"
@@ -947,6 +948,9 @@ char *dp_dyn_config_dump(struct dp_dyn *d)
             xds_sb_str(&b, r->version);
             xds_sb_addf(&b, ",\"state\":\"%s\",\"resource\":", warming ? "warming" : "active");
             xds_json_message(&b, r->msg);
+            /* fields accepted and ignored (they cannot change traffic) */
+            xds_sb_addf(&b, ",\"ignored_fields\":");
+            xds_ignored_fields_json(r->msg, &b);
             xds_sb_add(&b, "}", 1);
         }
         xds_sb_add(&b, "]", 1);

@@ -149,6 +149,8 @@ check "... and request_id_extension" \
 expect_eq "xds.ignored_fields counts both" "2" "$(stat xds.ignored_fields)"
 expect_eq "xds.ignored_field.HttpConnectionManager.tracing" "1" "$(stat xds.ignored_field.HttpConnectionManager.tracing)"
 expect_eq "traffic still reaches the cluster" "up-A GET / bytes=0" "$(curl -s "http://127.0.0.1:$P_L/")"
+check "/legate/config_dump lists the listener's ignored fields" bash -c "curl -s '$ADMIN/legate/config_dump' | \
+  /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); r=[x for x in d[\"dynamic\"][\"listeners\"][\"resources\"] if x[\"name\"]==\"l\"][0]; sys.exit(0 if r[\"ignored_fields\"]==[\"filter_chains[0].filters[0].typed_config.tracing\",\"filter_chains[0].filters[0].typed_config.request_id_extension\"] else 1)'"
 
 # --- 3: validation when LDS arrives ---------------------------------------------------------
 touch go-3
