@@ -60,8 +60,10 @@ static void pool_close_idle(struct dp_pool *p)
     while (uc) {
         struct dp_uconn *next = uc->next;
         /* (cur is only ever set on a connection that is not multiplexed,
-         * n_streams only on one that is) */
-        if (uc->cur == NULL && uc->n_streams == 0)
+         * n_streams only on one that is). A raw TCP connection is never
+         * idle: it lives on when its host leaves, as in Envoy, until the
+         * cluster goes (dp_upstream_tcp_close_pool). */
+        if (uc->cur == NULL && uc->n_streams == 0 && uc->codec != &dp_tcp_client_codec)
             dp_uconn_destroy(uc);
         uc = next;
     }
