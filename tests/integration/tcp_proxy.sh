@@ -270,6 +270,54 @@ refused "tcp_proxy before another filter: refused" \
           stat_prefix: y
           cluster: echo"
 
+# The sample network filter (tests/filters/sample/sample_net.c, written from
+# the filter API doc alone) before tcp_proxy, in legate-sample: it holds each
+# connection's first bytes for 50 ms, sees both directions, and closes a
+# connection that sends "sample-net-close".
+SAMPLE=$BIN/../tests/filters/legate-sample
+if [ -x "$SAMPLE" ]; then
+  P_SN=$(free_port); P_ADMIN3=$(free_port)
+  cat > "$WORK/sample.yaml" <<YAML
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: $P_ADMIN3 } } }
+static_resources:
+  listeners:
+$(tcp_listener sample "$P_SN" "          stat_prefix: sample
+          cluster: echo" "      - name: legate.test.sample_net
+        typed_config: { \"@type\": type.googleapis.com/google.protobuf.StringValue, value: tp }")
+  clusters:
+$(static_cluster echo "$P_E1")
+YAML
+  start_bg sample "$SAMPLE" -c "$WORK/sample.yaml" --concurrency 1
+  if wait_port "$P_SN" 10; then
+    out=$($CLIENT echo "$P_SN" 1048576)
+    check "sample_net + tcp_proxy: 1 MiB echoed intact after the filter let the held bytes go" \
+      grep -q "^echo ok 1048576$" <<<"$out"
+    check "sample_net + tcp_proxy: half-close still works" grep -q "^last: EOF after 1048576 bytes at one$" <<<"$out"
+    expect_eq "sample_net + tcp_proxy: DP_NET_CLOSE from the read hook closes it" "read: " \
+      "$($PY - "$P_SN" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"x sample-net-close x")
+try:
+    d = s.recv(100)
+except OSError:
+    d = b""
+print("read:", d.decode())
+PY
+)"
+    sstats=$(curl -s "http://127.0.0.1:$P_ADMIN3/stats")
+    rx=$(awk '$1 == "sample_net.tp.rx_bytes:" { print $2 }' <<<"$sstats")
+    tx=$(awk '$1 == "sample_net.tp.tx_bytes:" { print $2 }' <<<"$sstats")
+    check "sample_net's read hook saw what the clients sent ($rx bytes)" test "${rx:-0}" -ge 1048576
+    check "sample_net's write hook saw what tcp_proxy sent them ($tx bytes)" test "${tx:-0}" -ge 1048576
+    check "sample_net held the first bytes" grep -q "^sample_net.tp.held: [1-9]" <<<"$sstats"
+  else
+    not_ok "legate-sample started"; tail -5 "$WORK/sample.log"
+  fi
+else
+  not_ok "legate-sample is built ($SAMPLE)"
+fi
+
 # The same over ADS: legate-control serves a tcp_proxy listener and an EDS cluster.
 CONTROL=$BIN/../control-sample/legate-control
 P_CP=$(free_port); P_ADS=$(free_port); P_ADMIN2=$(free_port)
