@@ -88,11 +88,7 @@ void dp_cluster_rt_update(struct dp_worker *w, struct dp_cluster_rt *rt, struct 
 void dp_cluster_rt_retire(struct dp_worker *w, struct dp_cluster_rt *rt)
 {
     /* Raw TCP connections outlive their pool's retirement, not rt. */
-    for (size_t i = 0; i < rt->n_pools; i++)
-        if (rt->pools[i])
-            dp_upstream_tcp_close_pool(rt->pools[i]);
-    for (size_t i = 0; i < rt->n_od_pools; i++)
-        dp_upstream_tcp_close_pool(rt->od_pools[i]);
+    dp_upstream_tcp_close_rt(rt);
     set_endpoints(rt, NULL);
     free(rt->name);
     free(rt);

@@ -11,6 +11,21 @@
 
 #include "xds/log.h"
 
+/* This worker's raw connections (pools and clusters are per worker): the
+ * ones a retired pool keeps alive are not reachable from their cluster. */
+static __thread struct dp_uconn *live;
+
+static void live_unlink(struct dp_uconn *uc)
+{
+    if (uc->tcp_prev)
+        uc->tcp_prev->tcp_next = uc->tcp_next;
+    else if (live == uc)
+        live = uc->tcp_next;
+    if (uc->tcp_next)
+        uc->tcp_next->tcp_prev = uc->tcp_prev;
+    uc->tcp_next = uc->tcp_prev = NULL;
+}
+
 struct dp_uconn *dp_upstream_tcp_open(struct dp_worker *w, struct dp_cluster_rt *rt, const struct dp_orig_dst *od,
                                       const struct dp_tcp_upstream_ops *ops, void *owner, const char **err)
 {
@@ -34,6 +49,10 @@ struct dp_uconn *dp_upstream_tcp_open(struct dp_worker *w, struct dp_cluster_rt 
     uc->raw = 1;
     uc->tcp_ops = ops;
     uc->tcp_owner = owner;
+    uc->tcp_next = live;
+    if (live)
+        live->tcp_prev = uc;
+    live = uc;
     /* The peer's FIN is the owner's to pass on (half-close), not a close. */
     uc->conn.flags |= DP_CONN_F_HALF_OPEN;
     return uc;
@@ -123,6 +142,7 @@ static void tcp_resume(struct dp_uconn *uc, struct dp_upstream_req *u)
  * connect timeout, dp_uconn_destroy): the owner hears it once. */
 static void tcp_destroy(struct dp_uconn *uc)
 {
+    live_unlink(uc);
     const struct dp_tcp_upstream_ops *ops = uc->tcp_ops;
     if (ops == NULL)
         return;
@@ -147,13 +167,16 @@ const struct dp_client_codec dp_tcp_client_codec = {
     .destroy = tcp_destroy,
 };
 
-void dp_upstream_tcp_close_pool(struct dp_pool *p)
+void dp_upstream_tcp_close_rt(struct dp_cluster_rt *rt)
 {
-    struct dp_uconn *uc = p->conns;
-    while (uc) {
-        struct dp_uconn *next = uc->next;
-        if (uc->codec == &dp_tcp_client_codec)
-            dp_uconn_destroy(uc);
-        uc = next;
+    /* Closing one may end its client connection, never another raw one;
+     * still, start over after each. */
+    for (;;) {
+        struct dp_uconn *uc = live;
+        while (uc && uc->pool->rt != rt)
+            uc = uc->tcp_next;
+        if (uc == NULL)
+            return;
+        dp_uconn_destroy(uc);
     }
 }

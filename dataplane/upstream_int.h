@@ -70,6 +70,7 @@ struct dp_uconn {
      * or its owner let go. */
     const struct dp_tcp_upstream_ops *tcp_ops;
     void *tcp_owner;
+    struct dp_uconn *tcp_next, *tcp_prev; /* the worker's raw connections */
     int idle;
     int goaway;
     unsigned served;
@@ -229,9 +230,10 @@ void dp_uconn_fail_all(struct dp_uconn *uc, enum dp_conn_close_reason why);
 
 /* ---- tcp_upstream.c ---- */
 
-/** Closes p's raw TCP connections (their cluster is going); their owners
- *  hear it. */
-void dp_upstream_tcp_close_pool(struct dp_pool *p);
+/** Closes the worker's raw TCP connections to rt, in its pools and in the
+ *  retired pools they keep alive (the cluster is going, and rt with it);
+ *  their owners hear it. */
+void dp_upstream_tcp_close_rt(struct dp_cluster_rt *rt);
 
 /* ---- upstream.c: requests ---- */
 

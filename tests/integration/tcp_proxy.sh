@@ -347,5 +347,52 @@ else
 fi
 check "ADS: legate ACKed the listener" grep -q "LDS version 1 applied" "$WORK/legate_ads.log"
 
+# A relayed connection across updates: its host leaving the cluster (EDS)
+# does not cut it (Envoy's default); the cluster going (CDS) does.
+$PY - "$P_ADS" "$WORK" > "$WORK/held.out" 2>&1 <<'PY' &
+import os, socket, sys, time
+port, work = int(sys.argv[1]), sys.argv[2]
+def wait(f):
+    for _ in range(300):
+        if os.path.exists(os.path.join(work, f)):
+            return
+        time.sleep(0.05)
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.sendall(b"a"); print("before:", s.recv(10).decode(), flush=True)
+wait("step2")
+s.sendall(b"b"); print("host gone:", s.recv(10).decode(), flush=True)
+wait("step3")
+try:
+    d = s.recv(100)
+except OSError:
+    d = b""
+print("cluster gone:", "closed" if d == b"" else d, flush=True)
+PY
+held=$!
+for _ in $(seq 1 100); do grep -q "^before:" "$WORK/held.out" && break; sleep 0.05; done
+sed -i "s/port_value: $P_E2 }/port_value: $P_E1 }/" "$WORK/control.yaml"
+kill -HUP "$PID_control"
+for _ in $(seq 1 100); do grep -q "EDS version 2 applied" "$WORK/legate_ads.log" && break; sleep 0.05; done
+check "ADS: the cluster's only host changed (EDS version 2)" grep -q "EDS version 2 applied" "$WORK/legate_ads.log"
+touch "$WORK/step2"
+for _ in $(seq 1 100); do grep -q "^host gone:" "$WORK/held.out" && break; sleep 0.05; done
+expect_eq "ADS: new connections go to the new host" "read: pingEOF after 4 bytes at one|" "$($CLIENT halfclose "$P_ADS")"
+python3 - "$WORK/control.yaml" <<'PY'
+import sys
+p = sys.argv[1]; s = open(p).read()
+s = s[:s.index("clusters:")] + "clusters: []\nendpoints: []\n"
+open(p, "w").write(s)
+PY
+kill -HUP "$PID_control"
+for _ in $(seq 1 100); do grep -q "CDS version [0-9]* applied (0 resource" "$WORK/legate_ads.log" && break; sleep 0.05; done
+touch "$WORK/step3"
+wait $held
+check "ADS: a relayed connection survives its host leaving the cluster" grep -q "^host gone: b$" "$WORK/held.out"
+check "ADS: ... and is closed when the cluster is removed" grep -q "^cluster gone: closed$" "$WORK/held.out"
+expect_eq "ADS: a new connection to the removed cluster is closed, counted as no route" "failed 1" \
+  "$($CLIENT who "$P_ADS" 1)"
+check "ADS: legate is still running" kill -0 "$PID_legate_ads"
+
+check "legate is still running" kill -0 "$PID_legate"
 check "legate logged the proxied connections" grep -q "tcp_proxy.*connected to 127.0.0.1:$P_E1 (cluster echo)" "$WORK/legate.log"
 finish
