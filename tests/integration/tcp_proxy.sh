@@ -99,12 +99,7 @@ $(static_cluster echo_two "$P_E2")
 $(static_cluster echo_three "$P_EB")
 $(two_hosts half_dead "$P_DEAD" "$P_E1")
 $(two_hosts half_dead_too "$P_DEAD" "$P_E1")
-  - name: mtls_backend
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: mtls_backend
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_MTLS } } } }] }]
+$(static_cluster mtls_backend "$P_MTLS")
     transport_socket:
       name: envoy.transport_sockets.tls
       typed_config:

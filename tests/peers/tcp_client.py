@@ -76,9 +76,10 @@ def echo(port, n, stall, greet, tls):
     print("last:", read_line(s))
 
 
-def halfclose(port):
+def send_and_half_close(port, data):
+    """Sends data, shuts down the write side, returns all read until EOF."""
     s = connect(port)
-    s.sendall(b"ping")
+    s.sendall(data)
     s.shutdown(socket.SHUT_WR)
     buf = b""
     while True:
@@ -86,7 +87,12 @@ def halfclose(port):
         if not d:
             break
         buf += d
-    print("read:", buf.decode(errors="replace").replace("\n", "|"))
+    s.close()
+    return buf.decode(errors="replace")
+
+
+def halfclose(port):
+    print("read:", send_and_half_close(port, b"ping").replace("\n", "|"))
 
 
 def idle(port):
@@ -105,17 +111,7 @@ def who(port, n):
     counts = {}
     for _ in range(n):
         try:
-            s = connect(port)
-            s.sendall(b"x")
-            s.shutdown(socket.SHUT_WR)
-            buf = b""
-            while True:
-                d = s.recv(4096)
-                if not d:
-                    break
-                buf += d
-            s.close()
-            text = buf.decode(errors="replace").strip()
+            text = send_and_half_close(port, b"x").strip()
             name = text.split()[-1] if text.startswith("xEOF after 1 bytes at ") else "failed"
         except OSError:
             name = "failed"
