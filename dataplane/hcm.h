@@ -44,12 +44,13 @@ struct dp_orig_dst {
 };
 
 /* A server codec: what the connection manager and the streams ask of the
- * protocol a connection speaks. A terminal network filter other than the
- * connection manager (filters/tcp_proxy/) is a codec too, with only the
- * connection operations: it has no streams, and keeps its state in h->term. The stream-side operations are called by
+ * protocol a connection speaks. The stream-side operations are called by
  * the dp_hcm_* entry points after their protocol-independent part (stats,
  * DP_STREAM_F_* bookkeeping, the checks written above each entry point);
- * an operation left NULL has nothing to do for that protocol. */
+ * an operation left NULL has nothing to do for that protocol. A terminal
+ * network filter other than the connection manager (tcp_proxy,
+ * filters/tcp_proxy/) is a codec too, with the connection operations only:
+ * it has no streams, and keeps its state in h->term. */
 struct dp_server_codec {
     /** Takes over the connection (h->codec points at this codec after it
      *  succeeds). Returns 0, or -1 when it cannot: the caller destroys h. */
