@@ -56,18 +56,32 @@ def echo(port, n, stall, greet, tls):
             k = s.send(view[:65536])
             view = view[k:]
 
-    t = threading.Thread(target=writer)
-    t.start()
     got = 0
     h = hashlib.sha256()
-    time.sleep(stall)
-    while got < n:
-        d = s.recv(min(65536, n - got))
-        if not d:
-            break
-        h.update(d)
-        got += len(d)
-    t.join()
+
+    def read(upto):
+        nonlocal got
+        while got < upto:
+            d = s.recv(min(65536, upto - got))
+            if not d:
+                return False
+            h.update(d)
+            got += len(d)
+        return True
+
+    if tls:
+        # An SSL object must not be read and written from two threads at
+        # once: chunk by chunk in one thread.
+        for off in range(0, n, 65536):
+            s.sendall(data[off:off + 65536])
+            if not read(min(off + 65536, n)):
+                break
+    else:
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(stall)
+        read(n)
+        t.join()
     print("echo", "ok" if got == n and h.hexdigest() == sent_digest else "mismatch", got)
     if tls:
         s.close()
