@@ -372,25 +372,27 @@ check "ADS: the cluster's only host changed (EDS version 2)" grep -q "EDS versio
 touch "$WORK/step2"
 for _ in $(seq 1 100); do grep -q "^host gone:" "$WORK/held.out" && break; sleep 0.05; done
 expect_eq "ADS: new connections go to the new host" "read: pingEOF after 4 bytes at one|" "$($CLIENT halfclose "$P_ADS")"
-# No host at all: a new connection is closed (Envoy: no healthy upstream).
-python3 - "$WORK/control.yaml" <<'PY'
+# cp_update KEY TAIL WAIT: control.yaml from its line "KEY:" on becomes
+# TAIL; legate-control reloads; wait until legate's log matches WAIT.
+cp_update() {
+  $PY - "$WORK/control.yaml" "$1" "$2" <<'PY'
 import sys
-p = sys.argv[1]; s = open(p).read()
-s = s[:s.index("endpoints:")] + "endpoints:\n- { cluster_name: echo_eds, endpoints: [] }\n"
-open(p, "w").write(s)
+p, key, tail = sys.argv[1:]
+s = open(p).read()
+open(p, "w").write(s[:s.index("\n" + key + ":") + 1] + tail)
 PY
-kill -HUP "$PID_control"
-for _ in $(seq 1 100); do grep -q "EDS version 3 applied" "$WORK/legate_ads.log" && break; sleep 0.05; done
+  kill -HUP "$PID_control"
+  for _ in $(seq 1 100); do grep -q "$3" "$WORK/legate_ads.log" && break; sleep 0.05; done
+}
+# No host at all: a new connection is closed (Envoy: no healthy upstream).
+cp_update endpoints "endpoints:
+- { cluster_name: echo_eds, endpoints: [] }
+" "EDS version 3 applied"
 expect_eq "ADS: a cluster without hosts: the connection is closed at once" "failed 1" "$($CLIENT who "$P_ADS" 1)"
 check "... and legate says why" grep -q "cluster echo_eds: no healthy upstream: closing" "$WORK/legate_ads.log"
-python3 - "$WORK/control.yaml" <<'PY'
-import sys
-p = sys.argv[1]; s = open(p).read()
-s = s[:s.index("clusters:")] + "clusters: []\nendpoints: []\n"
-open(p, "w").write(s)
-PY
-kill -HUP "$PID_control"
-for _ in $(seq 1 100); do grep -q "CDS version [0-9]* applied (0 resource" "$WORK/legate_ads.log" && break; sleep 0.05; done
+cp_update clusters "clusters: []
+endpoints: []
+" "CDS version [0-9]* applied (0 resource"
 touch "$WORK/step3"
 wait $held
 check "ADS: a relayed connection survives its host leaving the cluster" grep -q "^host gone: b$" "$WORK/held.out"
