@@ -87,6 +87,8 @@ void dp_cluster_rt_update(struct dp_worker *w, struct dp_cluster_rt *rt, struct 
 
 void dp_cluster_rt_retire(struct dp_worker *w, struct dp_cluster_rt *rt)
 {
+    /* Raw TCP connections outlive their pool's retirement, not rt. */
+    dp_upstream_tcp_close_rt(rt);
     set_endpoints(rt, NULL);
     free(rt->name);
     free(rt);

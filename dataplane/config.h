@@ -221,6 +221,7 @@ struct dp_hcm_cfg {
 /* ---- listeners -------------------------------------------------------- */
 
 struct dp_net_filter_inst; /* dataplane/net_chain.h */
+struct dp_tcp_proxy_cfg;   /* filters/tcp_proxy/tcp_proxy.h */
 
 struct dp_filter_chain {
     char *name;
@@ -233,8 +234,10 @@ struct dp_filter_chain {
     size_t n_application_protocols;
     /* what it does */
     struct dp_tls_server *tls;  /* NULL: plaintext */
-    struct dp_hcm_cfg *hcm;
-    /* network filters before the terminal one (the connection manager) */
+    /* the terminal network filter: one of */
+    struct dp_hcm_cfg *hcm;     /* the HTTP connection manager */
+    struct dp_tcp_proxy_cfg *tcp_proxy; /* tcp_proxy (filters/tcp_proxy/) */
+    /* network filters before the terminal one */
     struct dp_net_filter_inst *net_filters;
     size_t n_net_filters;
 };

@@ -21,6 +21,7 @@
 #include "dataplane/tls.h"
 #include "dataplane/worker.h"
 #include "dataplane/xfcc.h"
+#include "filters/tcp_proxy/tcp_proxy.h"
 #include "xds/log.h"
 
 #define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -348,6 +349,12 @@ static void start_codec(struct dp_hcm *h, const char *alpn)
 {
     enum dp_codec_type codec = h->cfg ? h->cfg->codec : DP_CODEC_AUTO;
     dp_conn_set_timeout(&h->conn, 0);
+    if (h->chain && h->chain->tcp_proxy) {
+        /* The chain's terminal is tcp_proxy: bytes, not HTTP. */
+        if (dp_tcp_proxy_codec.start(h) < 0)
+            dp_hcm_destroy(h);
+        return;
+    }
     if (codec == DP_CODEC_HTTP2 || (alpn && strcmp(alpn, "h2") == 0)) {
         if (dp_http2_server_codec.start(h) < 0)
             dp_hcm_destroy(h);
@@ -366,12 +373,12 @@ static void hcm_on_connected(struct dp_conn *c)
     const char *alpn = NULL;
 
     if (c->ssl) {
-        if (h->chain == NULL || h->cfg == NULL) {
+        if (h->chain == NULL || (h->cfg == NULL && h->chain->tcp_proxy == NULL)) {
             dp_hcm_destroy(h);
             return;
         }
         dp_tls_peer_identity(c->ssl, &h->peer, &h->conn_arena,
-                             (h->cfg->xfcc_fields & (DP_XFCC_F_CERT | DP_XFCC_F_CHAIN)) != 0);
+                             h->cfg && (h->cfg->xfcc_fields & (DP_XFCC_F_CERT | DP_XFCC_F_CHAIN)) != 0);
         dp_stat_add(h->listener->st.ssl_handshake, 1);
         if (SSL_session_reused(c->ssl))
             dp_stat_add(h->listener->st.ssl_session_reused, 1);

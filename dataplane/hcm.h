@@ -48,7 +48,10 @@ struct dp_orig_dst {
  * protocol a connection speaks. The stream-side operations are called by
  * the dp_hcm_* entry points after their protocol-independent part (stats,
  * DP_STREAM_F_* bookkeeping, the checks written above each entry point);
- * an operation left NULL has nothing to do for that protocol. */
+ * an operation left NULL has nothing to do for that protocol. A terminal
+ * network filter other than the connection manager (tcp_proxy,
+ * filters/tcp_proxy/) is a codec too, with the connection operations only:
+ * it has no streams, and keeps its state in h->term. */
 struct dp_server_codec {
     /** Takes over the connection (h->codec points at this codec after it
      *  succeeds). Returns 0, or -1 when it cannot: the caller destroys h. */
@@ -103,6 +106,7 @@ struct dp_hcm {
     struct dp_net_session net;   /* the chain's network filters before this one */
     const struct dp_hcm_cfg *cfg;
     const struct dp_server_codec *codec;  /* NULL until the codec starts */
+    void *term;                           /* a terminal other than HTTP: its state (tcp_proxy) */
     uint64_t id;
     int h2;                               /* HTTP/2 chosen (for logs; dispatch goes through codec) */
     int draining;

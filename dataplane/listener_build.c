@@ -1,13 +1,15 @@
 /*
  * Listener -> struct dp_listener: the address, the listener filters and
- * each filter chain (match, its network filters before the connection
- * manager, the connection manager, downstream TLS).
+ * each filter chain (match, its network filters before the terminal one,
+ * the terminal: the connection manager or tcp_proxy, downstream TLS).
  */
 #include "config_build_priv.h"
 
 #include "dataplane/net_chain.h"
 #include "dataplane/runtime.h"
 #include "filters/registry.h"
+#include "filters/tcp_proxy/tcp_proxy.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "xds/registry.h"
 
 #define HCM_NAME "envoy.filters.network.http_connection_manager"
@@ -46,6 +48,7 @@ static void chain_free(struct dp_filter_chain *fc)
     if (fc->tls)
         dp_tls_server_unref(fc->tls);
     dp_hcm_cfg_free(fc->hcm);
+    dp_tcp_proxy_config_free(fc->tcp_proxy);
     for (size_t i = 0; i < fc->n_net_filters; i++)
         if (fc->net_filters[i].ops->config_free)
             fc->net_filters[i].ops->config_free(fc->net_filters[i].cfg);
@@ -74,10 +77,10 @@ static int build_net_filter(struct dp_filter_chain *fc, const Envoy__Config__Lis
         dp_net_filter_names(names, sizeof(names));
         if (f->typed_config) /* the type decides (Envoy ignores the name then): it is named first */
             return xds_cfg_fail(e, "%s.typed_config: network filter type \"%s\" is not supported; only %s may "
-                                   "come before %s",
-                                path, f->typed_config->type_url, names, HCM_NAME);
-        return xds_cfg_fail(e, "%s.name: only %s may come before %s, got \"%s\"", path, names, HCM_NAME,
-                            f->name);
+                                   "come before %s or %s",
+                                path, f->typed_config->type_url, names, HCM_NAME, DP_TCP_PROXY_NAME);
+        return xds_cfg_fail(e, "%s.name: only %s may come before %s or %s, got \"%s\"", path, names, HCM_NAME,
+                            DP_TCP_PROXY_NAME, f->name);
     }
     char sub[300];
     snprintf(sub, sizeof(sub), "%s.typed_config", path);
@@ -107,6 +110,53 @@ static int build_net_filter(struct dp_filter_chain *fc, const Envoy__Config__Lis
     v[fc->n_net_filters].cfg = cfg;
     fc->n_net_filters++;
     return 0;
+}
+
+static int is_terminal(const Envoy__Config__Listener__V3__Filter *f)
+{
+    return is_filter(f, HCM_NAME,
+                     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager") ||
+           is_filter(f, DP_TCP_PROXY_NAME, DP_TCP_PROXY_TYPE);
+}
+
+/* The chain's last filter: the connection manager or tcp_proxy. */
+static int build_terminal(struct dp_filter_chain *fc, const Envoy__Config__Listener__V3__Filter *f,
+                          const struct dp_build_ctx *ctx, const char *path, size_t last, struct xds_cfgerr *e)
+{
+    char sub[300];
+    snprintf(sub, sizeof(sub), "%s.filters[%zu]", path, last);
+    if (is_filter(f, DP_TCP_PROXY_NAME, DP_TCP_PROXY_TYPE)) {
+        char tsub[320];
+        snprintf(tsub, sizeof(tsub), "%s.typed_config", sub);
+        ProtobufCMessage *msg = dp_build_unpack_any(
+            f->typed_config, &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor, tsub, e);
+        if (msg == NULL)
+            return -1;
+        char err[256] = "";
+        fc->tcp_proxy = dp_tcp_proxy_config_new(msg, err, sizeof(err));
+        protobuf_c_message_free_unpacked(msg, NULL);
+        if (fc->tcp_proxy == NULL)
+            return xds_cfg_fail(e, "%s.%s", tsub, err);
+        return 0;
+    }
+    if (!is_filter(f, HCM_NAME,
+                   "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")) {
+        /* by its type, never by a name that may well say "http_connection_manager" */
+        const struct dp_net_filter_ops *other =
+            f->typed_config ? dp_net_filter_lookup_by_type(xds_type_url_name(f->typed_config->type_url)) : NULL;
+        if (other)
+            return xds_cfg_fail(e, "%s.typed_config: the last network filter must be a terminal one, %s or %s, "
+                                   "got %s (%s)",
+                                sub, HCM_NAME, DP_TCP_PROXY_NAME, other->name, f->typed_config->type_url);
+        if (f->typed_config)
+            return xds_cfg_fail(e, "%s.typed_config: network filter type \"%s\" is not supported; the last network "
+                                   "filter must be a terminal one, %s or %s",
+                                sub, f->typed_config->type_url, HCM_NAME, DP_TCP_PROXY_NAME);
+        return xds_cfg_fail(e, "%s.name: the last network filter must be a terminal one, %s or %s, got \"%s\"",
+                            sub, HCM_NAME, DP_TCP_PROXY_NAME, f->name);
+    }
+    fc->hcm = dp_hcm_cfg_build(f->typed_config, ctx, sub, e);
+    return fc->hcm ? 0 : -1;
 }
 
 static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener__V3__FilterChain *pc,
@@ -143,32 +193,18 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
         fc->n_application_protocols = m->n_application_protocols;
     }
     if (pc->n_filters == 0)
-        return xds_cfg_fail(e, "%s.filters: %s is required", path, HCM_NAME);
+        return xds_cfg_fail(e, "%s.filters: a terminal filter (%s or %s) is required", path, HCM_NAME,
+                            DP_TCP_PROXY_NAME);
     size_t last = pc->n_filters - 1;
     for (size_t i = 0; i < last; i++) {
         snprintf(sub, sizeof(sub), "%s.filters[%zu]", path, i);
+        if (is_terminal(pc->filters[i]))
+            return xds_cfg_fail(e, "%s.name: %s is a terminal filter: it must be the last one", sub,
+                                pc->filters[i]->name);
         if (build_net_filter(fc, pc->filters[i], sub, e) < 0)
             return -1;
     }
-    const Envoy__Config__Listener__V3__Filter *f = pc->filters[last];
-    if (!is_filter(f, HCM_NAME,
-                   "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")) {
-        /* by its type, never by a name that may well say "http_connection_manager" */
-        const struct dp_net_filter_ops *other =
-            f->typed_config ? dp_net_filter_lookup_by_type(xds_type_url_name(f->typed_config->type_url)) : NULL;
-        if (other)
-            return xds_cfg_fail(e, "%s.filters[%zu].typed_config: the last network filter must be %s, got %s (%s)",
-                                path, last, HCM_NAME, other->name, f->typed_config->type_url);
-        if (f->typed_config)
-            return xds_cfg_fail(e, "%s.filters[%zu].typed_config: network filter type \"%s\" is not supported; "
-                                   "the last network filter must be %s",
-                                path, last, f->typed_config->type_url, HCM_NAME);
-        return xds_cfg_fail(e, "%s.filters[%zu].name: the last network filter must be %s, got \"%s\"", path, last,
-                    HCM_NAME, f->name);
-    }
-    snprintf(sub, sizeof(sub), "%s.filters[%zu]", path, last);
-    fc->hcm = dp_hcm_cfg_build(f->typed_config, ctx, sub, e);
-    if (fc->hcm == NULL)
+    if (build_terminal(fc, pc->filters[last], ctx, path, last, e) < 0)
         return -1;
 
     if (pc->transport_socket) {
@@ -191,10 +227,12 @@ static int build_chain(struct dp_filter_chain *fc, const Envoy__Config__Listener
         static const char *const alpn_auto[] = {"h2", "http/1.1"};
         static const char *const alpn_h1[] = {"http/1.1"};
         static const char *const alpn_h2[] = {"h2"};
-        const char *const *alpn = fc->hcm->codec == DP_CODEC_HTTP1   ? alpn_h1
-                                  : fc->hcm->codec == DP_CODEC_HTTP2 ? alpn_h2
-                                                                     : alpn_auto;
-        size_t n_alpn = fc->hcm->codec == DP_CODEC_AUTO ? 2 : 1;
+        const char *const *alpn = NULL;
+        size_t n_alpn = 0; /* tcp_proxy: bytes of any protocol, no ALPN of ours */
+        if (fc->hcm) {
+            alpn = fc->hcm->codec == DP_CODEC_HTTP1 ? alpn_h1 : fc->hcm->codec == DP_CODEC_HTTP2 ? alpn_h2 : alpn_auto;
+            n_alpn = fc->hcm->codec == DP_CODEC_AUTO ? 2 : 1;
+        }
         char terr[512];
         fc->tls = dp_tls_server_new((void *)msg, alpn, n_alpn, &ctx->secrets, terr, sizeof(terr));
         protobuf_c_message_free_unpacked(msg, NULL);

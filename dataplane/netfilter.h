@@ -3,9 +3,10 @@
  *
  * A listener's filter chain is a list of network filters ending in a
  * terminal one, as in Envoy: `filter_chains[].filters[]`. The terminal
- * filter owns the byte stream and speaks its protocol; today that is
- * envoy.filters.network.http_connection_manager (dataplane/hcm.c), and
- * tcp_proxy is the next. The filters before it see the connection and its
+ * filter owns the byte stream and speaks its protocol:
+ * envoy.filters.network.http_connection_manager (dataplane/hcm.c) or
+ * envoy.filters.network.tcp_proxy (filters/tcp_proxy/), both internal to the
+ * data plane. The filters before it see the connection and its
  * bytes on their way: they may close the connection, or hold the bytes read
  * until they let them go on. connection_limit (filters/connection_limit/)
  * is one.

@@ -60,8 +60,10 @@ static void pool_close_idle(struct dp_pool *p)
     while (uc) {
         struct dp_uconn *next = uc->next;
         /* (cur is only ever set on a connection that is not multiplexed,
-         * n_streams only on one that is) */
-        if (uc->cur == NULL && uc->n_streams == 0)
+         * n_streams only on one that is). A raw TCP connection is never
+         * idle: it lives on when its host leaves, as in Envoy, until the
+         * cluster goes (dp_upstream_tcp_close_rt). */
+        if (uc->cur == NULL && uc->n_streams == 0 && uc->codec != &dp_tcp_client_codec)
             dp_uconn_destroy(uc);
         uc = next;
     }
@@ -344,7 +346,10 @@ void dp_uconn_fail_all(struct dp_uconn *uc, enum dp_conn_close_reason why)
         uc->codec->detach(uc, u);
         dp_ureq_fail(u, 503, flag, body);
     }
-    if (!before_connect)
+    /* A raw TCP connection (tcp_upstream.c) was nobody else's: the
+     * requests waiting in the pool get their own from the dispatch that
+     * follows its close. */
+    if (!before_connect || uc->codec == &dp_tcp_client_codec)
         return;
     /* Waiting requests lose the connection they were waiting for. */
     unsigned others = p->n_connecting - (counted ? 1u : 0u);

@@ -14,10 +14,13 @@
 #include <stdint.h>
 
 #include "dataplane/config.h"
+#include "dataplane/conn.h"
 #include "dataplane/worker.h"
 
 struct dp_stream;
 struct dp_upstream_req;
+struct dp_uconn;
+struct dp_orig_dst;
 
 /** The worker's runtime state of cluster cfg (from the worker's current
  *  snapshot, until dp_cluster_rt_update gives the next); NULL without
@@ -54,5 +57,42 @@ void dp_upstream_resume(struct dp_upstream_req *u);
 
 /** "ip:port" of the endpoint chosen, for logs. */
 const char *dp_upstream_host(const struct dp_upstream_req *u);
+
+/* ---- raw TCP connections, for a network terminal (tcp_proxy) ------------
+ * One connection of its own to a host of a cluster, with the cluster's
+ * transport socket (its UpstreamTlsContext: mTLS with the cluster's client
+ * certificate), counted in the cluster's upstream_cx_* stats and its
+ * max_connections, never pooled. The owner reads conn->in, writes conn->out
+ * and flushes, pauses and resumes it, as with any struct dp_conn; the
+ * connection is half-open (the peer's EOF sets DP_CONN_F_EOF and leaves it
+ * to the owner). Implemented in tcp_upstream.c. */
+
+/** What the owner hears; each gets the owner pointer given to open. */
+struct dp_tcp_upstream_ops {
+    /** TCP (and TLS) is up. */
+    void (*on_connected)(void *owner, struct dp_conn *c);
+    /** New bytes in c->in, or the peer's EOF (c->flags & DP_CONN_F_EOF). */
+    void (*on_read)(void *owner, struct dp_conn *c);
+    /** c->out was sent after the socket refused some (dp_conn_handler). */
+    void (*on_drained)(void *owner, struct dp_conn *c);
+    /** The connection is gone; connected says whether on_connected ran
+     *  (0: a connect failure or timeout, or the TLS handshake failed). The
+     *  owner must not use it again. Not called after dp_upstream_tcp_close. */
+    void (*on_close)(void *owner, enum dp_conn_close_reason why, int connected);
+};
+
+/** Opens a connection to the host rt's load balancer picks (ORIGINAL_DST:
+ *  where od was headed). Returns it, or NULL with *err "no healthy
+ *  upstream", "overflow" (max_connections) or "connection failure". */
+struct dp_uconn *dp_upstream_tcp_open(struct dp_worker *w, struct dp_cluster_rt *rt, const struct dp_orig_dst *od,
+                                      const struct dp_tcp_upstream_ops *ops, void *owner, const char **err);
+/** The connection to read and write. */
+struct dp_conn *dp_upstream_tcp_conn(struct dp_uconn *uc);
+/** "ip:port" of its host. */
+const char *dp_upstream_tcp_host(const struct dp_uconn *uc);
+/** The owner lets go of uc: on_close is not called any more. graceful: what
+ *  is queued is sent first (input still arriving is discarded); else it
+ *  closes now. */
+void dp_upstream_tcp_close(struct dp_uconn *uc, int graceful);
 
 #endif

@@ -66,6 +66,11 @@ struct dp_uconn {
     const struct dp_client_codec *codec;
     int raw;                      /* a terminated CONNECT's TCP connection: no HTTP */
     int tunnel;                   /* HTTP/1: past a 101 (or 2xx to CONNECT): raw bytes */
+    /* A network terminal's raw connection (tcp_upstream.c); NULL ops: none,
+     * or its owner let go. */
+    const struct dp_tcp_upstream_ops *tcp_ops;
+    void *tcp_owner;
+    struct dp_uconn *tcp_next, *tcp_prev; /* the worker's raw connections */
     int idle;
     int goaway;
     unsigned served;
@@ -166,6 +171,8 @@ struct dp_client_codec {
 
 extern const struct dp_client_codec dp_http1_client_codec;
 extern const struct dp_client_codec dp_http2_client_codec;
+/** Raw bytes for a network terminal (tcp_upstream.c). */
+extern const struct dp_client_codec dp_tcp_client_codec;
 
 /** The codec of the connections a cluster makes. */
 static inline const struct dp_client_codec *dp_client_codec_for(const struct dp_cluster *cfg)
@@ -220,6 +227,13 @@ void dp_uconn_make_idle(struct dp_uconn *uc);
 /** The connection failed for why: its requests fail with the matching
  *  flag and body; before it was connected, the requests waiting for it too. */
 void dp_uconn_fail_all(struct dp_uconn *uc, enum dp_conn_close_reason why);
+
+/* ---- tcp_upstream.c ---- */
+
+/** Closes the worker's raw TCP connections to rt, in its pools and in the
+ *  retired pools they keep alive (the cluster is going, and rt with it);
+ *  their owners hear it. */
+void dp_upstream_tcp_close_rt(struct dp_cluster_rt *rt);
 
 /* ---- upstream.c: requests ---- */
 

@@ -24,8 +24,8 @@ const struct dp_filter_ops *dp_filter_lookup_by_type(const char *type_name);
 void dp_net_filter_register(const struct dp_net_filter_ops *ops);
 
 /** The network filter registered under name, or NULL (terminal filters,
- *  the connection manager, are not in this table: the config builder
- *  knows them). */
+ *  the connection manager and tcp_proxy, are not in this table: the
+ *  listener builder knows them). */
 const struct dp_net_filter_ops *dp_net_filter_lookup(const char *name);
 /** The network filter whose config type is the message full name. */
 const struct dp_net_filter_ops *dp_net_filter_lookup_by_type(const char *type_name);

@@ -79,7 +79,7 @@ def steps(M, Any, parse):
                listener('r', P_L2, hcm(rds='r-routes',
                                        first_filter=('envoy.filters.http.lua',
                                                      'type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua'))),
-               listener('n', P_L3, Any(type_url='type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy',
+               listener('n', P_L3, Any(type_url='type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy',
                                        value=b'\x0a\x01x'))]},
     ]
 PY
@@ -160,7 +160,7 @@ check "a listener waiting for RDS is refused on the LDS for its unsupported HTTP
   'listener "r": filter_chains[0].filters[0].typed_config.http_filters[0].typed_config: HTTP filter type "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua" ("envoy.filters.http.lua") is not supported' \
   <<<"$nack"
 check "a network filter of an unknown type is named by its type URL" grep -qF \
-  'listener "n": filter_chains[0].filters[0].typed_config: network filter type "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" is not supported' \
+  'listener "n": filter_chains[0].filters[0].typed_config: network filter type "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy" is not supported' \
   <<<"$nack"
 check "... not by a name that contradicts the message" \
   bash -c "! grep -qF 'got \"envoy.filters.network.http_connection_manager\"' <<<'$nack'"
