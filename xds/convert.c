@@ -781,6 +781,22 @@ static int set_repeated(struct conv *c, ProtobufCMessage *msg, const ProtobufCFi
             return fail(c, "expected an object (a map), got %s", node_kind(n));
         return set_map(c, msg, f, n);
     }
+    if (n->type == YAML_MAPPING_NODE && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        /* One object where a list of them is expected: a list of one, as
+         * Envoy's loader (protobuf's JSON parser) takes it; Envoy's
+         * double-proxy example writes tls_certificates that way. */
+        size_t *qty = (size_t *)((char *)msg + f->quantifier_offset);
+        char **arr = (char **)((char *)msg + f->offset);
+        *arr = calloc(1, elem_size(f->type));
+        if (*arr == NULL)
+            return fail(c, "out of memory");
+        *qty = 1;
+        size_t mark = path_push(c, "[0]");
+        if (set_value(c, f, n, *arr) < 0)
+            return -1;
+        path_pop(c, mark);
+        return 0;
+    }
     if (n->type != YAML_SEQUENCE_NODE)
         return fail(c, "expected a list, got %s", node_kind(n));
 

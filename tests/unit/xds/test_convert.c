@@ -183,6 +183,17 @@ static void test_any(void **state)
     done(m);
 }
 
+/* One object where a list of objects is expected is a list of one, as
+ * Envoy's loader takes it; a scalar there is still an error. */
+static void test_single_object_as_list(void **state)
+{
+    Legate__Test__AllKinds *m = conv_ok("anys: {'@type': type.googleapis.com/google.protobuf.Duration, value: 3s}\n");
+    assert_int_equal(m->n_anys, 1);
+    assert_string_equal(m->anys[0]->type_url, "type.googleapis.com/google.protobuf.Duration");
+    done(m);
+    assert_string_equal(conv_err("anys: 3"), "anys: expected a list, got a scalar");
+}
+
 /* "typed_config: {}" (Envoy: the extension named beside it, with its
  * defaults) leaves the Any unset; {address: x} without a type still fails. */
 static void test_empty_any_is_absent(void **state)
@@ -385,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_null_leaves_unset),
         cmocka_unit_test(test_any),
         cmocka_unit_test(test_empty_any_is_absent),
+        cmocka_unit_test(test_single_object_as_list),
         cmocka_unit_test(test_duration_forms),
         cmocka_unit_test(test_timestamp_wrappers_struct),
         cmocka_unit_test(test_errors_name_the_path),
