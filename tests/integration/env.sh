@@ -105,9 +105,10 @@ time.sleep(3600)
   until grep -q ready "$WORK/backlog-$1.log" 2>/dev/null || [ $SECONDS -gt $end ]; do sleep 0.05; done
 }
 
-# static_cluster NAME PORT [h2]: a STATIC cluster to 127.0.0.1:PORT, as one
-# item of a bootstrap's "  clusters:" list; with h2, HTTP/2 to it
-# (HttpProtocolOptions explicit_http_config).
+# static_cluster NAME PORT [h2 [H2_OPTIONS]]: a STATIC cluster to
+# 127.0.0.1:PORT, as one item of a bootstrap's "  clusters:" list; with h2,
+# HTTP/2 to it (HttpProtocolOptions explicit_http_config), H2_OPTIONS the
+# fields of its http2_protocol_options ("initial_stream_window_size: 65536").
 static_cluster() {
   cat <<YAML
   - name: $1
@@ -115,11 +116,11 @@ static_cluster() {
     connect_timeout: 1s
 YAML
   if [ "${3:-}" = h2 ]; then
-    cat <<'YAML'
+    cat <<YAML
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }
+        explicit_http_config: { http2_protocol_options: { ${4:-} } }
 YAML
   fi
   cat <<YAML

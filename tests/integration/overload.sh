@@ -66,16 +66,7 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
   clusters:
-  - name: h2up
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: { max_concurrent_streams: 1000 } }
-    load_assignment:
-      cluster_name: h2up
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_H2 } } } }] }]
+$(static_cluster h2up "$P_H2" h2 "max_concurrent_streams: 1000")
 YAML
 }
 stat() { curl -s "http://127.0.0.1:$1/stats" | awk -v n="$2" -F': ' '$1 == n {print $2}'; }
