@@ -33,6 +33,7 @@
 #define DP_CONN_F_NOTIFIED 0x4000  /* graceful close: close_notify sealed */
 #define DP_CONN_F_WR_DONE 0x20000  /* the FIN of dp_conn_shutdown_write is out */
 #define DP_CONN_F_TAP_CLOSE 0x80000 /* on_queued asked to close */
+#define DP_CONN_F_READ_AGAIN 0x100000 /* do_read stopped at its budget with TLS bytes buffered */
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -339,7 +340,7 @@ static int do_read(struct dp_conn *c)
     size_t limit = c->read_limit ? c->read_limit : DEFAULT_READ_LIMIT;
     int eof = 0;
 
-    c->flags &= ~(DP_CONN_F_READ_WANTS_WRITE | DP_CONN_F_RDRAINED);
+    c->flags &= ~(DP_CONN_F_READ_WANTS_WRITE | DP_CONN_F_RDRAINED | DP_CONN_F_READ_AGAIN);
     while (got < READ_BUDGET && dp_buf_size(&c->in) < limit) {
         uint8_t *dst = dp_buf_reserve(&c->in, DP_BUF_BLOCK);
         if (dst == NULL) {
@@ -405,6 +406,12 @@ static int do_read(struct dp_conn *c)
         if (drained)
             break;
     }
+    /* Stopped by the budget or the limit, not by an empty socket: with
+     * read-ahead, OpenSSL may hold records it already took from the socket,
+     * and an empty socket announces nothing (an upload's last records sat
+     * there until the client gave up). io_cb reads again from the loop. */
+    if (c->ssl && got > 0 && (got >= READ_BUDGET || dp_buf_size(&c->in) >= limit) && SSL_has_pending(c->ssl))
+        c->flags |= DP_CONN_F_READ_AGAIN;
     if (c->flags & DP_CONN_F_LINGER) {
         dp_buf_release(&c->in);
         if (eof || c->bytes_read - c->linger_from > LINGER_MAX_BYTES) {
@@ -753,6 +760,12 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (queue_wire(c) < 0)
         return;
     update_watch(c);
+    /* After update_watch, which drops the pending events of a watcher it
+     * restarts. A paused owner is fed by dp_conn_resume_read instead. */
+    if ((c->flags & DP_CONN_F_READ_AGAIN) && !(c->flags & (DP_CONN_F_CLOSED | DP_CONN_F_PAUSED | DP_CONN_F_EOF))) {
+        c->flags &= ~DP_CONN_F_READ_AGAIN;
+        ev_feed_event(c->loop, &c->io, EV_READ);
+    }
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)

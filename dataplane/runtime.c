@@ -1,7 +1,6 @@
 /* The bootstrap's layered_runtime (runtime.h). */
 #include "runtime.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +30,7 @@ static int count_value(const Google__Protobuf__Value *v, double max, uint64_t *o
     if (v->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE)
         return -1;
     double d = v->number_value;
-    if (!(d >= 0) || d > max || floor(d) != d)
+    if (!(d >= 0) || d > max || (double)(uint64_t)d != d)
         return -1;
     *out = (uint64_t)d;
     return 0;
